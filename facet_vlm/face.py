@@ -20,7 +20,7 @@ class Face:
         texture: uint8 (H, W, 3) texture image, row 0 at the top, or None.
         colors: uint8 (N, 3) per-vertex colours, or None.
         landmarks: float32 (L, 3) landmark positions, or None.
-        landmark_names: L names, one per landmark row (e.g. ``"bu3dfe_00"`` or ``"nose_tip"``), or None.
+        landmark_names: L names, one per landmark row (``"bnd_00"``.. for BU-3DFE .bnd points, or ``"nose_tip"``...).
         meta: free-form metadata: ``path``, ``subject``, ``expression``, ``intensity``, ``format``, ...
     """
 
@@ -57,7 +57,7 @@ class Face:
             return None
         return self.landmarks[self.landmark_names.index(name)]
 
-    def copy(self, **changes: Any) -> "Face":
+    def copy(self, **changes: Any) -> Face:
         """A shallow copy with some fields replaced (arrays are shared unless replaced)."""
         return replace(self, meta=dict(self.meta), **changes)
 
