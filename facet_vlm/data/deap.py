@@ -1,0 +1,116 @@
+"""DEAP: face videos, self-assessment ratings and preprocessed physiological signals.
+
+Layout read (as distributed)::
+
+    root/metadata_csv/participant_ratings.csv   Participant_id, Trial, Experiment_id, Valence, Arousal, ...
+    root/face_video/sNN/sNN_trialTT.avi         frontal face video (participants 1..22 only)
+    root/data_preprocessed_python/sNN.dat        Python-2 pickle {'data': (40, 40, 8064), 'labels': (40, 4)}
+
+``Trial`` is the presentation order (it numbers the face videos); ``Experiment_id`` is the music-video id, and the
+preprocessed ``.dat`` arrays are ordered by it (row ``Experiment_id - 1``). The ``.dat`` files are read only through
+:func:`facet_vlm.data.safe_pickle.restricted_load`.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetLayoutError, FormatError
+from .mahnob import high_low
+from .safe_pickle import restricted_load
+
+#: Channels of the preprocessed data: 32 EEG (Geneva order) then 8 peripheral.
+DEAP_CHANNELS = ("Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1", "P3", "P7", "PO3", "O1", "Oz",
+                 "Pz", "Fp2", "AF4", "Fz", "F4", "F8", "FC6", "FC2", "Cz", "C4", "T8", "CP6", "CP2", "P4", "P8",
+                 "PO4", "O2", "hEOG", "vEOG", "zEMG", "tEMG", "GSR", "Respiration belt", "Plethysmograph",
+                 "Temperature")
+#: Sample rate of the preprocessed signals (Hz); 8064 samples = 3 s baseline + 60 s trial.
+DEAP_RATE = 128.0
+DEAP_LABELS = ("valence", "arousal", "dominance", "liking")
+_REQUIRED_COLUMNS = ("Participant_id", "Trial", "Experiment_id", "Valence", "Arousal")
+
+
+def load_deap_subject(path: str | PathLike) -> dict[str, np.ndarray]:
+    """``{"data": float32 (40, 40, 8064), "labels": float32 (40, 4)}`` of one ``sNN.dat``, loaded safely.
+
+    Raises:
+        UnsafePickleError: the pickle names anything but numpy arrays and containers.
+        FormatError: it is not a dict with 'data' (trials, 40 channels, samples) and 'labels' (trials, 4).
+    """
+    content = restricted_load(path, encoding="latin1")
+    if not isinstance(content, dict) or not all(isinstance(content.get(k), np.ndarray) for k in ("data", "labels")):
+        raise FormatError("expected a dict with numpy arrays 'data' and 'labels'", path)
+    data, labels = content["data"], content["labels"]
+    if data.ndim != 3 or data.shape[1] != len(DEAP_CHANNELS) or labels.shape != (data.shape[0], 4):
+        raise FormatError(f"'data' {data.shape} / 'labels' {labels.shape} are not (trials, 40, samples) / "
+                          "(trials, 4)", path)
+    return {"data": data.astype(np.float32), "labels": labels.astype(np.float32)}
+
+
+def load_deap(root: str | PathLike, require_video: bool = True):
+    """Rows of DEAP trials as a ``datasets.Dataset``.
+
+    Columns: ``subject`` (str participant id), ``trial`` (presentation order), ``experiment_id``, ``valence``,
+    ``arousal``, ``dominance``, ``liking`` (1..9), ``valence_high``, ``arousal_high`` (threshold 5),
+    ``video_path`` (None without a face video), ``dat_path`` (None without a preprocessed file), ``dat_index``
+    (row of the trial in the ``.dat`` arrays).
+
+    Args:
+        root: the DEAP root.
+        require_video: keep only trials that have a face video (a warning counts the others).
+
+    Raises:
+        DatasetLayoutError: no ratings CSV, or it lacks a required column.
+        FormatError: a rating that is not a number.
+    """
+    from datasets import Dataset
+
+    root = Path(root)
+    ratings_path = root / "metadata_csv" / "participant_ratings.csv"
+    if not ratings_path.is_file():
+        raise DatasetLayoutError("no metadata_csv/participant_ratings.csv", root)
+    with ratings_path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        fields = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in _REQUIRED_COLUMNS if name not in fields]
+        if missing:
+            raise DatasetLayoutError(f"missing column(s) {missing}; found {fields}", ratings_path)
+        records = [{key.strip(): value for key, value in record.items()} for record in reader]
+    rows, without_video = [], 0
+    for line, record in enumerate(records, start=2):
+        try:
+            participant, trial = int(record["Participant_id"]), int(record["Trial"])
+            experiment = int(record["Experiment_id"])
+            scores = {name: float(record[name.capitalize()]) if record.get(name.capitalize()) else float("nan")
+                      for name in DEAP_LABELS}
+        except (TypeError, ValueError):
+            raise FormatError(f"line {line}: a non-numeric id or rating in {record}", ratings_path) from None
+        video = root / "face_video" / f"s{participant:02d}" / f"s{participant:02d}_trial{trial:02d}.avi"
+        dat = root / "data_preprocessed_python" / f"s{participant:02d}.dat"
+        if require_video and not video.is_file():
+            without_video += 1
+            continue
+        rows.append({
+            "subject": str(participant), "trial": trial, "experiment_id": experiment, **scores,
+            "valence_high": high_low(scores["valence"]), "arousal_high": high_low(scores["arousal"]),
+            "video_path": str(video) if video.is_file() else None,
+            "dat_path": str(dat) if dat.is_file() else None, "dat_index": experiment - 1,
+        })
+    if without_video:
+        warnings.warn(f"{root}: skipped {without_video} trial(s) without a face video (DEAP records face video for "
+                      "participants 1..22 only)", stacklevel=2)
+    if not rows:
+        raise DatasetLayoutError("no trial with ratings (and a face video) found", root)
+    return Dataset.from_list(rows)
+
+
+def deap_channel(subject_data: dict[str, np.ndarray], dat_index: int, channel: str = "Plethysmograph",
+                 skip_baseline: bool = True) -> np.ndarray:
+    """One channel of one trial from :func:`load_deap_subject` output (the 3 s pre-trial baseline dropped)."""
+    samples = subject_data["data"][dat_index, DEAP_CHANNELS.index(channel)]
+    return samples[int(3 * DEAP_RATE):] if skip_baseline else samples

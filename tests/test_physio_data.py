@@ -1,0 +1,181 @@
+"""Restricted unpickling, the MAHNOB-HCI and DEAP loaders, and the synthetic face-and-pulse videos."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from facet_vlm.data.deap import DEAP_CHANNELS, deap_channel, load_deap, load_deap_subject
+from facet_vlm.data.mahnob import load_mahnob, subject_folds
+from facet_vlm.data.safe_pickle import restricted_load
+from facet_vlm.data.synthetic_video import generate_videos
+from facet_vlm.errors import DatasetLayoutError, FormatError, UnsafePickleError
+from facet_vlm.physio import heart_rate, pos, read_video, write_video
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _deap_dict(rng, trials=40, samples=256):
+    return {"data": rng.normal(size=(trials, len(DEAP_CHANNELS), samples)),
+            "labels": rng.uniform(1, 9, size=(trials, 4))}
+
+
+def test_restricted_load_reads_a_deap_shaped_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    content = _deap_dict(rng)
+    path = tmp_path / "s01.dat"
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    loaded = restricted_load(path)
+    np.testing.assert_array_equal(loaded["data"], content["data"])
+    np.testing.assert_array_equal(loaded["labels"], content["labels"])
+    subject = load_deap_subject(path)
+    assert subject["data"].shape == (40, 40, 256) and subject["labels"].shape == (40, 4)
+
+
+def test_restricted_load_refuses_code_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.dat"
+    path.write_bytes(pickle.dumps({"data": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(UnsafePickleError, match="system") as error:
+        restricted_load(path)
+    assert "evil.dat" in str(error.value)
+    assert not marker.exists()
+    eval_pickle = tmp_path / "eval.dat"
+    eval_pickle.write_bytes(b"cbuiltins\neval\n(S'1+1'\ntR.")
+    with pytest.raises(UnsafePickleError, match="builtins.eval"):
+        restricted_load(eval_pickle)
+    garbage = tmp_path / "garbage.dat"
+    garbage.write_bytes(b"not a pickle")
+    with pytest.raises(FormatError, match="garbage.dat"):
+        restricted_load(garbage)
+    wrong = tmp_path / "wrong.dat"
+    wrong.write_bytes(pickle.dumps({"data": np.zeros((2, 3, 4)), "labels": np.zeros((2, 4))}, protocol=2))
+    with pytest.raises(FormatError, match="trials, 40"):
+        load_deap_subject(wrong)
+
+
+@pytest.fixture(scope="module")
+def mahnob_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mahnob")
+    videos = generate_videos(root, subjects=2, trials_per_subject=2, fps=30, seconds=6, size=40, seed=4)
+    return root, videos
+
+
+def test_load_mahnob_reads_the_generated_layout(mahnob_root):
+    root, videos = mahnob_root
+    dataset = load_mahnob(root, reference_hr=True)
+    assert len(dataset) == len(videos)
+    for row, video in zip(dataset, videos):
+        assert row["subject"] == video.subject and row["session"] == video.session
+        assert (row["valence"], row["arousal"]) == (video.valence, video.arousal)
+        assert row["valence_high"] == int(video.valence > 5) and row["arousal_high"] == int(video.arousal > 5)
+        assert row["emotion"] == video.emotion
+        assert "C1 trigger" in row["video_path"] and row["bdf_path"].endswith("_emotion.bdf")
+        assert abs(row["ecg_hr_bpm"] - video.hr_bpm) < 2.0
+    frames, fps = read_video(dataset[0]["video_path"])
+    assert fps == pytest.approx(videos[0].fps)
+    # The colour video is stored losslessly when FFV1 is available, so the pulse survives the file.
+    assert abs(heart_rate(pos(frames, fps), fps) - videos[0].hr_bpm) < 3.0
+
+
+def test_load_mahnob_match_rule_and_errors(tmp_path, mahnob_root):
+    source, videos = mahnob_root
+    root = tmp_path / "copy"
+    shutil.copytree(source, root)
+    first = root / "Sessions" / str(videos[0].session)
+    write_video(first / "P1-Rec1-2009.07.09.17.53.46_C2 _C2.avi", videos[0].frames[:3], 30)  # another camera
+    unrated = root / "Sessions" / "999"
+    unrated.mkdir()
+    (unrated / "session.xml").write_text('<session sessionId="999"><subject id="1"/></session>')
+    with pytest.warns(UserWarning, match="skipped 1 session"):
+        dataset = load_mahnob(root)
+    assert len(dataset) == len(videos) and "C1 trigger" in dataset[0]["video_path"]
+
+    (unrated / "session.xml").write_text('<session feltVlnc="3" feltArsl="4"></session>')
+    with pytest.raises(FormatError, match="subject"):
+        load_mahnob(root)
+    (unrated / "session.xml").write_text("<session")
+    with pytest.raises(FormatError, match="XML"):
+        load_mahnob(root)
+    (unrated / "session.xml").unlink()
+    with pytest.raises(DatasetLayoutError, match="session.xml"):
+        load_mahnob(root)
+    with pytest.raises(DatasetLayoutError, match="Sessions"):
+        load_mahnob(tmp_path / "nowhere")
+
+
+def test_load_deap_reads_a_generated_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    ratings = ["Participant_id,Trial,Experiment_id,Start_time,Valence,Arousal,Dominance,Liking,Familiarity"]
+    frames = np.full((4, 16, 16, 3), 128, np.uint8)
+    for participant in (1, 2):
+        (tmp_path / "face_video" / f"s{participant:02d}").mkdir(parents=True)
+        for trial in (1, 2, 3):
+            experiment = 4 - trial
+            ratings.append(f"{participant},{trial},{experiment},0,{2 * trial + participant},{9 - trial},5,5,3")
+            if trial < 3:  # trial 3 has no face video
+                write_video(tmp_path / "face_video" / f"s{participant:02d}" / f"s{participant:02d}_trial{trial:02d}"
+                            f".avi", frames, 30)
+    (tmp_path / "metadata_csv").mkdir()
+    (tmp_path / "metadata_csv" / "participant_ratings.csv").write_text("\n".join(ratings) + "\n")
+    (tmp_path / "data_preprocessed_python").mkdir()
+    content = _deap_dict(rng, trials=40, samples=3 * 128 + 64)
+    (tmp_path / "data_preprocessed_python" / "s01.dat").write_bytes(pickle.dumps(content, protocol=2))
+
+    with pytest.warns(UserWarning, match="skipped 2 trial"):
+        dataset = load_deap(tmp_path)
+    assert len(dataset) == 4 and set(dataset["subject"]) == {"1", "2"}
+    row = dataset[0]
+    assert (row["trial"], row["experiment_id"], row["dat_index"]) == (1, 3, 2)
+    assert row["valence"] == 3.0 and row["valence_high"] == 0 and row["arousal_high"] == 1
+    assert row["dat_path"].endswith("s01.dat") and dataset[2]["dat_path"] is None
+    subject = load_deap_subject(row["dat_path"])
+    pulse = deap_channel(subject, row["dat_index"])
+    np.testing.assert_allclose(pulse, content["data"][2, DEAP_CHANNELS.index("Plethysmograph"), 3 * 128:],
+                               rtol=1e-6)
+    assert len(load_deap(tmp_path, require_video=False)) == 6
+
+    (tmp_path / "metadata_csv" / "participant_ratings.csv").write_text("Participant_id,Trial\n1,1\n")
+    with pytest.raises(DatasetLayoutError, match="Valence"):
+        load_deap(tmp_path)
+
+
+def test_subject_folds_keep_subjects_apart():
+    pytest.importorskip("facet_vlm.data.folds")
+    subjects = ["1", "1", "2", "2", "3", "3", "4"]
+    for protocol in ("loso", "kfold"):
+        folds = subject_folds(subjects, protocol=protocol, k=2)
+        assert folds
+        covered = []
+        for train, test in folds:
+            assert not {subjects[i] for i in train} & {subjects[i] for i in test}
+            covered.extend(test.tolist())
+        assert sorted(covered) == list(range(len(subjects)))
+
+
+def test_synthetic_videos_follow_their_labels():
+    videos = generate_videos(subjects=3, trials_per_subject=4, fps=20, seconds=3, size=32, seed=7)
+    assert len(videos) == 12 and {v.subject for v in videos} == {"1", "2", "3"}
+    for video in videos:
+        assert video.frames.shape == (60, 32, 32, 3) and video.frames.dtype == np.uint8
+        assert 1 <= video.valence <= 9 and 1 <= video.arousal <= 9 and video.valence != 5 != video.arousal
+        assert video.hr_curve.shape == (60,) and abs(video.hr_curve.mean() - video.hr_bpm) < 3.0
+    for subject in ("1", "2", "3"):
+        trials = [v for v in videos if v.subject == subject]
+        assert {v.valence > 5 for v in trials} == {True, False} and {v.arousal > 5 for v in trials} == {True, False}
+        # Within a subject, higher arousal means a higher heart rate.
+        ordered = sorted(trials, key=lambda v: v.arousal)
+        assert ordered[-1].hr_bpm > ordered[0].hr_bpm
+    # Same seed, same data.
+    again = generate_videos(subjects=1, trials_per_subject=1, fps=20, seconds=3, size=32, seed=7)[0]
+    np.testing.assert_array_equal(again.frames, videos[0].frames)

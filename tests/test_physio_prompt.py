@@ -1,0 +1,220 @@
+"""The physio-facial prompt-tuning model: shapes, training, frozen ViT, subject adapters, PEFT and remote code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from couple.configuration_physio_prompt import PhysioPromptConfig
+from couple.modeling_physio_prompt import PhysioPromptForEmotionRecognition, ratings_to_labels
+from facet_vlm.physio import lora_config
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "image_size": 32, "patch_size": 8}
+
+
+def tiny_config(**overrides) -> PhysioPromptConfig:
+    settings = {"vision_config": CLIPVisionConfig(**TINY_VISION), "num_prompts": 2, "pulse_hidden_size": 16,
+                "pulse_conv_channels": 4, "adapter_bottleneck": 8, "num_train_subjects": 3, "num_emotions": 5,
+                "specific_adapter_dropout": 0.0, "head_dropout": 0.0}
+    return PhysioPromptConfig(**{**settings, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> PhysioPromptForEmotionRecognition:
+    torch.manual_seed(seed)
+    return PhysioPromptForEmotionRecognition(tiny_config(**overrides))
+
+
+def batch(seed: int = 1, size: int = 4, frames: int = 3):
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "pixel_values": torch.rand(size, frames, 3, 32, 32, generator=generator),
+        "tfr_values": torch.randn(size, 1, 16, 12, generator=generator),
+        "subject_ids": torch.arange(size) % 3,
+        "labels": torch.stack([torch.arange(size) % 2, (torch.arange(size) // 2) % 2, torch.arange(size) % 5], 1),
+    }
+
+
+def train_steps(model, inputs, steps: int = 8, lr: float = 1e-2) -> list[float]:
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_output_shapes_and_logits_convention():
+    model = tiny_model().eval()
+    inputs = batch()
+    with torch.no_grad():
+        output = model(inputs["pixel_values"], inputs["tfr_values"], labels=inputs["labels"])
+    assert output.logits.shape == (4, 2 + 2 + 5)
+    assert output.valence_logits.shape == output.arousal_logits.shape == (4, 2)
+    assert output.emotion_logits.shape == (4, 5)
+    torch.testing.assert_close(output.logits, torch.cat([output.valence_logits, output.arousal_logits,
+                                                         output.emotion_logits], dim=-1))
+    expected = output.loss_valence + output.loss_arousal + output.loss_emotion
+    torch.testing.assert_close(output.loss, expected)
+    assert output.loss_orthogonality is None and output.loss_adversarial is None
+    # Frames of another size are resized to the ViT's input.
+    with torch.no_grad():
+        resized = model(torch.rand(1, 2, 3, 48, 40), torch.randn(1, 1, 8, 8))
+    assert resized.logits.shape == (1, 9)
+
+
+def test_training_lowers_the_loss_and_leaves_the_vit_untouched():
+    model = tiny_model()
+    frozen = {name: value.clone() for name, value in model.vision_model.state_dict().items()}
+    assert not any(p.requires_grad for p in model.vision_model.parameters())
+    inputs = batch()
+    losses = train_steps(model, inputs, steps=10)
+    assert losses[-1] < 0.7 * losses[0]
+    for name, value in model.vision_model.state_dict().items():
+        assert torch.equal(value, frozen[name]), f"ViT weight {name} changed"
+    output = model(**inputs)
+    assert output.loss_orthogonality is not None and output.loss_adversarial is not None
+    assert output.subject_logits.shape == (4, 3)
+
+
+def test_subject_adapters_only_in_training():
+    model = tiny_model()
+    inputs = batch()
+    train_steps(model, inputs, steps=3)
+    pixel_values, tfr_values = inputs["pixel_values"], inputs["tfr_values"]
+    other_subjects = (inputs["subject_ids"] + 1) % 3
+    model.eval()
+    with torch.no_grad():
+        plain = model(pixel_values, tfr_values).logits
+        given = model(pixel_values, tfr_values, subject_ids=inputs["subject_ids"]).logits
+        other = model(pixel_values, tfr_values, subject_ids=other_subjects).logits
+    torch.testing.assert_close(given, plain, rtol=0, atol=0)
+    torch.testing.assert_close(other, plain, rtol=0, atol=0)
+    model.train()  # no dropout anywhere in this config: differences come from the specific adapters alone
+    with torch.no_grad():
+        train_plain = model(pixel_values, tfr_values).logits
+        train_given = model(pixel_values, tfr_values, subject_ids=inputs["subject_ids"]).logits
+        train_other = model(pixel_values, tfr_values, subject_ids=other_subjects).logits
+    torch.testing.assert_close(train_plain, plain)
+    assert not torch.allclose(train_given, train_plain)
+    assert not torch.allclose(train_given, train_other)
+
+
+def test_gradient_reversal_pushes_the_shared_adapters_against_the_adversary():
+    model = tiny_model(adversarial_weight=1.0, orthogonality_weight=0.0)
+    inputs = batch()
+    train_steps(model, inputs, steps=2)
+    model.zero_grad()
+    model(**inputs).loss_adversarial.backward()
+    classifier_grad = model.subject_classifier.mlp[-1].weight.grad
+    shared_grad = model.adapter_layers[-1].shared_adapter.up_proj.weight.grad
+    assert classifier_grad is not None and classifier_grad.abs().sum() > 0
+    assert shared_grad is not None and shared_grad.abs().sum() > 0
+    # Reversing the reversal flips the shared path's gradient sign exactly.
+    model.zero_grad()
+    model.subject_classifier.scale = -1.0
+    model(**inputs).loss_adversarial.backward()
+    torch.testing.assert_close(model.adapter_layers[-1].shared_adapter.up_proj.weight.grad, -shared_grad)
+
+
+def test_invalid_subject_ids_and_config_values_raise():
+    model = tiny_model().train()
+    inputs = batch()
+    with pytest.raises(ValueError, match="subject_ids"):
+        model(inputs["pixel_values"], inputs["tfr_values"], subject_ids=torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="temporal_pooling"):
+        tiny_config(temporal_pooling="max")
+    with pytest.raises(ValueError, match="emotion_labels"):
+        tiny_config(num_emotions=2, emotion_labels=["a"])
+
+
+def test_ratings_to_labels_threshold():
+    labels = ratings_to_labels(torch.tensor([1.0, 5.0, 5.5, 9.0]), torch.tensor([9.0, 6.0, 5.0, 2.0]))
+    assert labels.tolist() == [[0, 1], [0, 1], [1, 0], [1, 0]]
+
+
+def test_mean_pooling_and_no_subjects_config():
+    model = tiny_model(temporal_pooling="mean", num_train_subjects=0, num_emotions=0, use_pulse_embedding=False)
+    inputs = batch()
+    output = model(inputs["pixel_values"], inputs["tfr_values"], subject_ids=inputs["subject_ids"],
+                   labels=inputs["labels"][:, :2])
+    assert output.logits.shape == (4, 4) and output.loss_adversarial is None and output.loss_orthogonality is None
+
+
+def test_from_clip_loads_local_vision_weights(tmp_path):
+    torch.manual_seed(5)
+    clip = CLIPVisionModel(CLIPVisionConfig(**TINY_VISION))
+    clip.save_pretrained(tmp_path / "clip")
+    model = PhysioPromptForEmotionRecognition.from_clip(str(tmp_path / "clip"), num_prompts=2, adapter_bottleneck=8)
+    for name, value in clip.state_dict().items():
+        torch.testing.assert_close(model.vision_model.state_dict()[name], value, rtol=0, atol=0)
+    assert model.config.vision_config.hidden_size == TINY_VISION["hidden_size"]
+
+
+def test_peft_saves_only_trained_parts_and_round_trips(tmp_path):
+    from peft import PeftModel, get_peft_model
+
+    base = tiny_model()
+    base.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(base, lora_config(base))
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and not any("vision_model" in name for name in trainable)
+    inputs = batch()
+    train_steps(peft_model, inputs, steps=3)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert not any("vision_model" in key for key in saved)
+    assert any("shared_adapter" in key for key in saved) and any("prompt_generator" in key for key in saved)
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(pixel_values=inputs["pixel_values"], tfr_values=inputs["tfr_values"]).logits
+
+    restored_base = PhysioPromptForEmotionRecognition.from_pretrained(tmp_path / "base")
+    restored = PeftModel.from_pretrained(restored_base, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        logits = restored(pixel_values=inputs["pixel_values"], tfr_values=inputs["tfr_values"]).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "shared_adapter" in config["modules_to_save"]
+
+
+def test_peft_vit_lora_keeps_base_weights(tmp_path):
+    from peft import get_peft_model
+
+    base = tiny_model(vit_lora_rank=2)
+    frozen = {name: value.clone() for name, value in base.vision_model.state_dict().items()}
+    peft_model = get_peft_model(base, lora_config(base))
+    lora = [name for name, p in peft_model.named_parameters() if p.requires_grad and "lora_" in name]
+    assert lora and all(("q_proj" in name or "v_proj" in name) for name in lora)
+    train_steps(peft_model, batch(), steps=2)
+    for name, value in peft_model.base_model.model.vision_model.state_dict().items():
+        original = name.replace(".base_layer", "")
+        if "lora_" not in name:
+            torch.testing.assert_close(value, frozen[original], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_remote_code_round_trip(tmp_path):
+    remote_code = pytest.importorskip("tests.test_remote_code", reason="shared remote-code helper not available")
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(PhysioPromptConfig.model_type, PhysioPromptConfig, exist_ok=True)
+    AutoModel.register(PhysioPromptConfig, PhysioPromptForEmotionRecognition, exist_ok=True)
+    PhysioPromptConfig.register_for_auto_class()
+    PhysioPromptForEmotionRecognition.register_for_auto_class("AutoModel")
+    model = tiny_model().eval()
+    model.save_pretrained(tmp_path / "model")
+    inputs = batch()
+    inputs = {"pixel_values": inputs["pixel_values"], "tfr_values": inputs["tfr_values"]}
+    with torch.no_grad():
+        expected = model(**inputs)
+    remote_code.load_remote_and_compare(tmp_path / "model", inputs, {"logits": expected.logits},
+                                        auto_class="AutoModel")
