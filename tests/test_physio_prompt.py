@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_remote_code import load_remote_and_compare
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from couple.configuration_physio_prompt import PhysioPromptConfig
@@ -203,18 +204,13 @@ def test_peft_vit_lora_keeps_base_weights(tmp_path):
 
 @pytest.mark.slow
 def test_remote_code_round_trip(tmp_path):
-    remote_code = pytest.importorskip("tests.test_remote_code", reason="shared remote-code helper not available")
-    from transformers import AutoConfig, AutoModel
+    import couple  # noqa: F401  (importing the package registers the Auto classes and the remote code)
 
-    AutoConfig.register(PhysioPromptConfig.model_type, PhysioPromptConfig, exist_ok=True)
-    AutoModel.register(PhysioPromptConfig, PhysioPromptForEmotionRecognition, exist_ok=True)
-    PhysioPromptConfig.register_for_auto_class()
-    PhysioPromptForEmotionRecognition.register_for_auto_class("AutoModel")
     model = tiny_model().eval()
     model.save_pretrained(tmp_path / "model")
     inputs = batch()
     inputs = {"pixel_values": inputs["pixel_values"], "tfr_values": inputs["tfr_values"]}
     with torch.no_grad():
         expected = model(**inputs)
-    remote_code.load_remote_and_compare(tmp_path / "model", inputs, {"logits": expected.logits},
+    load_remote_and_compare(tmp_path / "model", inputs, {"logits": expected.logits},
                                         auto_class="AutoModel")

@@ -1,0 +1,375 @@
+"""CoupleFER: shapes, CouPle coupling modes, loss terms, prototypes, CLIP loading, save/load, remote code, LoRA,
+and the processor."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_remote_code import load_remote_and_compare
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from couple import CoupleFERConfig, CoupleFERForExpressionRecognition
+from couple.modeling_couplefer import farthest_point_sampling, knn_indices
+
+NUM_LABELS = 4
+IMAGE_SIZE = 16
+NUM_POINTS = 64
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": IMAGE_SIZE,
+    "patch_size": 4,
+}
+LOSS_TERMS = {
+    "ce_loss": "ce_loss_weight",
+    "branch_ce_loss": "branch_ce_loss_weight",
+    "contrastive_loss": "contrastive_loss_weight",
+    "prototype_loss": "prototype_loss_weight",
+}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread (the test machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**overrides) -> CoupleFERConfig:
+    settings = {
+        "vision_config": TINY_VISION,
+        "point_hidden_size": 32,
+        "point_intermediate_size": 64,
+        "point_num_attention_heads": 2,
+        "point_embed_hidden_size": 16,
+        "num_point_groups": 8,
+        "point_group_size": 8,
+        "num_prompt_tokens": 2,
+        "projection_dim": 16,
+        "num_labels": NUM_LABELS,
+    }
+    return CoupleFERConfig(**{**settings, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> CoupleFERForExpressionRecognition:
+    torch.manual_seed(seed)
+    return CoupleFERForExpressionRecognition(tiny_config(**overrides)).eval()
+
+
+def batch(size: int = 4, seed: int = 0, channels: int = 6) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randn(size, NUM_POINTS, channels, generator=generator)
+    points[..., 3:6] = F.normalize(points[..., 3:6], dim=-1)
+    return {
+        "pixel_values": torch.rand(size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        "points": points,
+        "labels": torch.arange(size) % NUM_LABELS,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Remote code (reused by test_afnet_m.py): the fresh-process loader lives in test_remote_code.py
+
+MODEL_FILE_IMPORTS = {"__future__", "dataclasses", "math", "torch", "transformers"}
+
+
+def assert_remote_code_roundtrip(model, inputs: dict[str, torch.Tensor], tmp_path: Path, outputs: tuple[str, ...]):
+    """Save `model` with its code, check the folder (auto_map, code files that import only torch/transformers and
+    their siblings), reload it in a fresh process that cannot import `couple`/`facet_vlm`, and compare `outputs`."""
+    folder = tmp_path / "remote_model"
+    model.save_pretrained(folder)
+    model_class = type(model)
+    module_file = model_class.__module__.rsplit(".", 1)[-1]
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == f"{module_file}.{model_class.__name__}"
+    code_files = sorted(folder.glob("*.py"))
+    assert {f"{module_file}.py", f"{auto_map['AutoConfig'].split('.')[0]}.py"} <= {p.name for p in code_files}
+    for path in code_files:
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.level == 0}
+        assert imported <= MODEL_FILE_IMPORTS, f"{path.name} imports {imported - MODEL_FILE_IMPORTS}"
+    with torch.no_grad():
+        expected = model.eval()(**inputs)
+    load_remote_and_compare(folder, inputs, {name: expected[name] for name in outputs}, auto_class="AutoModel")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_point_patch_helpers_follow_geometry():
+    line = torch.arange(10.0)
+    xyz = torch.stack([line, torch.zeros(10), torch.zeros(10)], dim=-1).unsqueeze(0)
+    picked = farthest_point_sampling(xyz, 3)[0].tolist()
+    # the two ends (farthest from the centroid, then from each other), then a middle point
+    assert set(picked[:2]) == {0, 9}
+    assert picked[2] in (4, 5)
+    shuffled = torch.randperm(10)
+    picked_shuffled = farthest_point_sampling(xyz[:, shuffled], 2)[0]
+    assert set(shuffled[picked_shuffled].tolist()) == {0, 9}
+
+    cloud = torch.randn(2, 30, 3)
+    centers = cloud[:, :5]
+    nearest = knn_indices(cloud, centers, 4)
+    brute = torch.cdist(centers, cloud).argsort(dim=-1)[..., :4]
+    assert torch.equal(nearest.sort(dim=-1).values, brute.sort(dim=-1).values)
+    assert torch.equal(nearest[..., 0], torch.arange(5).expand(2, 5))  # every centre is its own nearest point
+
+
+@pytest.mark.parametrize("mode", ["2d_to_3d", "bidirectional", "off"])
+def test_output_shapes(mode):
+    model = tiny_model(couple_mode=mode)
+    inputs = batch(3, channels=9)  # rgb columns are ignored by a 6-feature model
+    out = model(**inputs, output_hidden_states=True)
+    depth = TINY_VISION["num_hidden_layers"]
+    assert out.logits.shape == out.image_logits.shape == out.point_logits.shape == (3, NUM_LABELS)
+    assert out.prototype_logits.shape == (3, NUM_LABELS)
+    assert out.image_embeds.shape == out.point_embeds.shape == (3, 16)
+    assert out.fused_embeds.shape == (3, 32)
+    assert len(out.image_hidden_states) == len(out.point_hidden_states) == depth + 1
+    num_patches = (IMAGE_SIZE // TINY_VISION["patch_size"]) ** 2
+    assert out.image_hidden_states[-1].shape == (3, 1 + num_patches, 32)
+    assert out.point_hidden_states[-1].shape == (3, 1 + 8, 32)  # prompts are dropped after every layer
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    has_couple = hasattr(model.couplefer, "couple_2d_to_3d")
+    assert has_couple == (mode != "off")
+    assert hasattr(model.couplefer, "couple_3d_to_2d") == (mode == "bidirectional")
+
+
+def test_sum_fusion_and_colour_points():
+    model = tiny_model(fusion="sum", point_input_dim=9)
+    out = model(**batch(2, channels=9))
+    assert out.fused_embeds.shape == (2, 16)
+    torch.testing.assert_close(out.fused_embeds, out.image_embeds + out.point_embeds)
+    with pytest.raises(ValueError, match="points"):
+        model(**batch(2, channels=6))
+
+
+def test_bad_inputs_and_config_raise():
+    model = tiny_model()
+    inputs = batch(2)
+    with pytest.raises(ValueError, match="num_point_groups"):
+        model(pixel_values=inputs["pixel_values"], points=inputs["points"][:, :4])
+    with pytest.raises(ValueError, match="batch sizes"):
+        model(pixel_values=inputs["pixel_values"][:1], points=inputs["points"])
+    with pytest.raises(ValueError, match="couple_mode"):
+        tiny_config(couple_mode="3d_to_2d")
+    with pytest.raises(ValueError, match="prototype_mode"):
+        tiny_config(prototype_mode="kmeans")
+
+
+def test_couple_mode_controls_image_to_point_flow():
+    inputs = batch(2)
+    other_image = torch.rand_like(inputs["pixel_values"])
+    for mode, depends in (("off", False), ("2d_to_3d", True), ("bidirectional", True)):
+        model = tiny_model(couple_mode=mode)
+        with torch.no_grad():
+            first = model(pixel_values=inputs["pixel_values"], points=inputs["points"])
+            second = model(pixel_values=other_image, points=inputs["points"])
+        assert not torch.allclose(first.image_embeds, second.image_embeds)
+        same_points = torch.allclose(first.point_embeds, second.point_embeds, atol=1e-6)
+        assert same_points != depends, mode
+    # in 2d_to_3d mode the image branch never sees the points; in bidirectional mode it does
+    other_points = batch(2, seed=1)["points"]
+    for mode, depends in (("2d_to_3d", False), ("bidirectional", True)):
+        model = tiny_model(couple_mode=mode)
+        with torch.no_grad():
+            first = model(pixel_values=inputs["pixel_values"], points=inputs["points"]).image_embeds
+            second = model(pixel_values=inputs["pixel_values"], points=other_points).image_embeds
+        assert torch.allclose(first, second, atol=1e-6) != depends, mode
+
+
+def test_gate_scales_the_prompts():
+    model = tiny_model()
+    inputs = batch(2)
+    with torch.no_grad():
+        for generator in model.couplefer.couple_2d_to_3d:
+            generator.gate.zero_()
+        gated_off = model(pixel_values=inputs["pixel_values"], points=inputs["points"]).point_embeds
+        changed = model(pixel_values=torch.rand_like(inputs["pixel_values"]), points=inputs["points"]).point_embeds
+    torch.testing.assert_close(gated_off, changed)
+
+
+def test_loss_is_sum_of_enabled_terms():
+    inputs = batch(4)
+    weights = {"ce_loss_weight": 1.0, "branch_ce_loss_weight": 0.3, "contrastive_loss_weight": 0.2,
+               "prototype_loss_weight": 0.7}
+    reference = tiny_model(**weights)
+    full = reference(**inputs)
+    expected = sum(weights[weight] * getattr(full, term) for term, weight in LOSS_TERMS.items())
+    torch.testing.assert_close(full.loss, expected)
+    # the contrastive term is InfoNCE: log(batch) for a model that cannot tell faces apart, here just finite > 0
+    assert full.contrastive_loss > 0
+    for term, weight in LOSS_TERMS.items():
+        switched = tiny_model(**{**weights, weight: 0.0})(**inputs)
+        assert getattr(switched, term) is None
+        torch.testing.assert_close(switched.loss, full.loss - weights[weight] * getattr(full, term))
+    only_none = tiny_model(**dict.fromkeys(weights, 0.0))(**inputs)
+    assert only_none.loss.item() == 0.0
+    assert reference(pixel_values=inputs["pixel_values"], points=inputs["points"]).loss is None
+
+
+def test_training_steps_lower_the_loss():
+    model = tiny_model().train()
+    inputs = batch(4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    gates = [generator.gate.grad for generator in model.couplefer.couple_2d_to_3d]
+    assert all(grad is not None and grad.abs() > 0 for grad in gates)
+
+
+def _prototype_distance(model, inputs) -> float:
+    with torch.no_grad():
+        fused = F.normalize(model(pixel_values=inputs["pixel_values"], points=inputs["points"]).fused_embeds, dim=-1)
+        own = F.normalize(model.prototypes, dim=-1)[inputs["labels"]]
+    return (1 - (fused * own).sum(-1)).mean().item()
+
+
+@pytest.mark.parametrize("prototype_mode", ["learned", "ema"])
+def test_cluster_loss_pulls_samples_to_their_prototype(prototype_mode):
+    only_prototypes = {"ce_loss_weight": 0.0, "branch_ce_loss_weight": 0.0, "contrastive_loss_weight": 0.0,
+                       "prototype_loss_weight": 1.0}
+    model = tiny_model(prototype_mode=prototype_mode, prototype_momentum=0.5, **only_prototypes)
+    inputs = batch(4)
+    before = _prototype_distance(model, inputs)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(6):
+        out = model(**inputs)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    assert _prototype_distance(model, inputs) < before
+    assert isinstance(model.prototypes, torch.nn.Parameter) == (prototype_mode == "learned")
+
+
+def test_from_clip_loads_vision_weights(tmp_path):
+    torch.manual_seed(1)
+    clip = CLIPVisionModel(CLIPVisionConfig(**TINY_VISION)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    model = CoupleFERForExpressionRecognition.from_clip(
+        str(tmp_path / "clip"), **{k: v for k, v in tiny_config().to_diff_dict().items() if k != "vision_config"}
+    ).eval()
+    encoder_state = model.get_image_encoder().state_dict()
+    for name, value in clip.state_dict().items():
+        torch.testing.assert_close(encoder_state[name], value)
+    # in 2d_to_3d mode the image branch is exactly the CLIP tower (normalisation done inside the model)
+    pixel_values = batch(2)["pixel_values"]
+    mean = torch.tensor(model.config.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.image_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = clip(pixel_values=(pixel_values - mean) / std).last_hidden_state
+        ours = model.couplefer(pixel_values, batch(2)["points"]).image_last_hidden_state
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_save_load_and_remote_code_roundtrip(tmp_path):
+    model = tiny_model(couple_mode="bidirectional", prototype_mode="ema")
+    inputs = batch(2)
+    inputs.pop("labels")
+    model.save_pretrained(tmp_path / "local")
+    reloaded = CoupleFERForExpressionRecognition.from_pretrained(tmp_path / "local").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+        torch.testing.assert_close(reloaded.prototypes, model.prototypes, rtol=0, atol=0)
+    assert_remote_code_roundtrip(model, inputs, tmp_path, ("logits", "image_embeds", "point_embeds"))
+
+
+def test_lora_trains_and_adapter_roundtrip(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base_seed = 3
+    model = get_peft_model(tiny_model(base_seed), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    # both branches and the CouPle pooling carry adapters
+    assert any("image_encoder" in n for n in trainable) and any("point_encoder" in n for n in trainable)
+    assert any("couple_2d_to_3d" in n for n in trainable)
+    inputs = batch(4)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(2):
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    restored = PeftModel.from_pretrained(tiny_model(base_seed), tmp_path / "adapter").eval()
+    eval_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    with torch.no_grad():
+        torch.testing.assert_close(restored(**eval_inputs).logits, model(**eval_inputs).logits)
+        untuned = tiny_model(base_seed)(**eval_inputs).logits
+    assert not torch.allclose(untuned, model(**eval_inputs).logits)
+
+
+def _geometry_available() -> bool:
+    try:
+        return importlib.util.find_spec("facet_vlm.geometry") is not None
+    except ImportError:
+        return False
+
+
+def toy_face():
+    """A smooth 160 mm heightfield 'face' with a nose bump, vertex colours and the standard landmarks."""
+    from facet_vlm.face import Face
+    from facet_vlm.geometry.masks import TEMPLATE_MM
+
+    n, half = 40, 80.0
+    xs = np.linspace(-half, half, n)
+    x, y = np.meshgrid(xs, xs)
+    z = 60 * np.exp(-(x**2 + y**2) / (2 * 55.0**2)) + 20 * np.exp(-(x**2 + (y - 5) ** 2) / (2 * 10.0**2))
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float32)
+    index = np.arange(n * n).reshape(n, n)
+    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    colors = np.clip(np.stack([128 + x, 128 + y, np.full_like(x, 90)], -1), 0, 255).reshape(-1, 3).astype(np.uint8)
+    names = list(TEMPLATE_MM)
+    landmarks = np.array([[TEMPLATE_MM[k][0], 5 + TEMPLATE_MM[k][1], 60.0] for k in names], np.float32)
+    return Face(vertices=vertices, faces=faces.astype(np.int64), colors=colors, landmarks=landmarks,
+                landmark_names=names)
+
+
+@pytest.mark.skipif(not _geometry_available(), reason="facet_vlm.geometry is not written yet")
+def test_processor_feeds_the_model(tmp_path):
+    from couple import CoupleFERProcessor
+
+    model = tiny_model()
+    processor = CoupleFERProcessor.from_config(model.config, num_points=NUM_POINTS)
+    assert processor.image_size == IMAGE_SIZE
+    face = toy_face()
+    inputs = processor([face, face], labels=[0, 2])
+    assert inputs["pixel_values"].shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert 0.0 <= inputs["pixel_values"].min() and inputs["pixel_values"].max() <= 1.0
+    assert inputs["points"].shape == (2, NUM_POINTS, 6)
+    torch.testing.assert_close(inputs["points"][..., 3:].norm(dim=-1), torch.ones(2, NUM_POINTS), atol=1e-3,
+                               rtol=0)
+    out = model(**inputs)
+    assert out.logits.shape == (2, NUM_LABELS) and torch.isfinite(out.loss)
+    processor.save_pretrained(tmp_path)
+    assert CoupleFERProcessor.from_pretrained(tmp_path).to_dict() == processor.to_dict()
+    coloured = CoupleFERProcessor(image_size=IMAGE_SIZE, num_points=NUM_POINTS, point_channels=9)(face)
+    assert coloured["points"].shape == (1, NUM_POINTS, 9)
