@@ -1,0 +1,102 @@
+"""Surface point clouds: area-weighted random sampling, then farthest-point downsampling.
+
+Sampling ``oversample * n`` points uniformly over the surface area and keeping the ``n`` of them that farthest-point
+sampling (FPS) picks gives an even, blue-noise-like cover of the face that does not depend on the mesh resolution
+(scans differ a lot in triangle density). FPS is compiled with numba: O(n * oversample * n), 0.1-0.2 s for
+4096 of 16384 points on one (shared) core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..errors import ConfigError, FormatError
+from ..face import Face
+from .render import face_normals, sample_texture, vertex_normals
+
+
+@njit(cache=True, fastmath={"nnan", "ninf", "nsz"})
+def _farthest_points(x, y, z, n, start):
+    total = x.shape[0]
+    nearest = np.full(total, np.inf, dtype=np.float32)
+    chosen = np.empty(n, np.int64)
+    current = start
+    for k in range(n):
+        chosen[k] = current
+        cx, cy, cz = x[current], y[current], z[current]
+        for i in range(total):
+            dx = x[i] - cx
+            dy = y[i] - cy
+            dz = z[i] - cz
+            nearest[i] = min(nearest[i], dx * dx + dy * dy + dz * dz)
+        current = np.argmax(nearest)
+    return chosen
+
+
+def farthest_point_indices(points: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """Indices of `n` of the (K, 3) points chosen greedily, each the farthest from those chosen before.
+
+    Float32 distances with structure-of-arrays loops that numba vectorises (no reassociation or FMA contraction, so
+    the result does not depend on the CPU); ties go to the lowest index.
+    """
+    if not 1 <= n <= len(points):
+        raise ConfigError(f"cannot pick {n} farthest points out of {len(points)}")
+    x, y, z = (np.ascontiguousarray(points[:, k], dtype=np.float32) for k in range(3))
+    return _farthest_points(x, y, z, int(n), int(start))
+
+
+def sample_points(
+    face: Face, n: int = 4096, seed: int = 0, oversample: int = 4, align_first: bool = True
+) -> np.ndarray:
+    """Sample `n` points evenly over the face surface.
+
+    Args:
+        face: the scan (aligned first unless ``align_first=False`` or already aligned).
+        n: number of points returned.
+        seed: seed of the random surface samples; the same seed gives the same points.
+        oversample: draw ``oversample * n`` random surface points before farthest-point downsampling to `n`
+            (1 = plain area-weighted random sampling).
+        align_first: align and normalise the face first (see :func:`~facet_vlm.geometry.align`).
+
+    Returns:
+        float32 (n, 6) = xyz and unit (smooth, interpolated vertex) normals, or (n, 9) with rgb in [0, 1] appended
+        when the face has a uv texture or vertex colours. Rows are in FPS order, so the first k rows are themselves
+        an even k-point cover.
+    """
+    from .align import align, is_aligned
+
+    if n < 1 or oversample < 1:
+        raise ConfigError(f"n={n}, oversample={oversample}: both must be at least 1")
+    if align_first and not is_aligned(face):
+        face = align(face)
+    vertices = face.vertices.astype(np.float64)
+    tri_normals = face_normals(vertices, face.faces)
+    areas = np.linalg.norm(tri_normals, axis=1)
+    if face.num_faces == 0 or not areas.sum() > 0:
+        raise FormatError("mesh has no surface area to sample points from", face.meta.get("path"))
+
+    rng = np.random.default_rng(seed)
+    count = n * oversample
+    cumulative = np.cumsum(areas)
+    tri = np.minimum(np.searchsorted(cumulative, rng.random(count) * cumulative[-1], side="right"), face.num_faces - 1)
+    r1, r2 = rng.random((2, count))
+    root = np.sqrt(r1)
+    weights = np.stack([1.0 - root, root * (1.0 - r2), root * r2], axis=1)
+    corners = face.faces[tri]
+
+    def interpolate(values: np.ndarray) -> np.ndarray:
+        return np.einsum("kc,kcd->kd", weights, values[corners].astype(np.float64))
+
+    xyz = interpolate(vertices)
+    normals = interpolate(vertex_normals(vertices, face.faces))
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    flat = tri_normals[tri] / np.maximum(areas[tri], 1e-300)[:, None]
+    normals = np.where(length > 1e-8, normals / np.maximum(length, 1e-300), flat)
+    columns = [xyz, normals]
+    if face.uv is not None and face.texture is not None:
+        columns.append(sample_texture(np.ascontiguousarray(face.texture, dtype=np.uint8), interpolate(face.uv)))
+    elif face.colors is not None:
+        columns.append(interpolate(face.colors) / 255.0)
+    keep = farthest_point_indices(xyz, n, 0) if oversample > 1 else np.arange(n)
+    return np.concatenate(columns, axis=1)[keep].astype(np.float32)
