@@ -1,0 +1,431 @@
+"""The embedded default data set: synthetic 3D faces written in the real BU-3DFE, Bosphorus and BU-4DFE layouts.
+
+No facial-expression data set can be downloaded (all are licensed), so `generate` writes a stand-in that exercises
+the real readers end to end: many subjects with distinct face shapes and skin tones (see `face_model`), the six
+basic expressions built from facial action units at four intensities plus neutral, scanner noise, small holes and
+pose jitter.
+
+Layout under ``out_dir`` (one folder per format, each exactly like the real release)::
+
+    bu3dfe/F0001/F0001_HA04WH_F3D.wrl  (+ .bmp texture, + .bnd 83 landmarks)    NE00 for neutral
+    bosphorus/bs000/bs000_E_HAPPY_0.bnt  (+ .png texture, + .lm3 landmarks)      bs000_N_N_0 for neutral
+    bu4dfe/F001/Happy/000.wrl  (+ 000.bmp)                                         neutral -> apex -> neutral
+
+Every subject has its own random stream derived from ``(seed, subject index)``, so a subject's scans do not depend on
+`num_proc` or on how many subjects are generated, and a run can be resumed: a subject folder that holds a completion
+marker written with the same settings is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import ConfigError
+from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES, BU4DFE_FOLDERS
+from .face_model import (
+    BND_STANDARD_INDEX,
+    RACE_WEIGHTS,
+    FaceModel,
+    Nuisance,
+    SyntheticScan,
+    expression_activations,
+    jitter_activations,
+    pose_matrix,
+    sample_subject,
+)
+
+FORMATS = ("bu3dfe", "bosphorus", "bu4dfe")
+#: Share of women among the subjects, as in BU-3DFE (56 of 100).
+FEMALE_SHARE = 0.56
+#: Name of the completion marker left in every finished subject folder.
+MARKER = ".facet_vlm_complete.json"
+#: Bumped whenever the generator's output changes, so that stale folders are not mistaken for complete ones.
+GENERATOR_VERSION = 1
+
+_EXPRESSION_ID = {name: i for i, name in enumerate(("neutral",) + BASIC_EXPRESSIONS)}
+_CODE_OF = {name: code for code, name in BU3DFE_CODES.items()}
+_BOSPHORUS_CODE_OF = {"anger": "ANGER", "disgust": "DISGUST", "fear": "FEAR", "happiness": "HAPPY",
+                      "sadness": "SADNESS", "surprise": "SURPRISE"}
+_BU4DFE_FOLDER_OF = {name: folder for folder, name in BU4DFE_FOLDERS.items()}
+#: Bosphorus .lm3 landmarks beyond the standard names, taken from the 83-point layout.
+_BOSPHORUS_EXTRA = {"Middle right eyebrow": 18, "Middle left eyebrow": 28, "Nose saddle right": 37,
+                    "Nose saddle left": 45, "Right nose peak": 39, "Left nose peak": 43, "Upper lip inner middle": 62,
+                    "Lower lip inner middle": 66}
+
+
+@dataclass
+class SubjectIdentity:
+    """Who synthetic subject number `index` is, and its name in each layout."""
+
+    index: int
+    sex: str
+    race: str
+    bu3dfe: str  # F0001
+    bosphorus: str  # bs000
+    bu4dfe: str  # F001
+
+
+def subject_identity(index: int, seed: int = 0) -> SubjectIdentity:
+    """Sex (a fixed 56 % female pattern), ethnicity (random, BU-3DFE shares) and names of subject `index`.
+
+    Numbering depends only on the subjects before `index`, never on how many are generated.
+    """
+    female = int(np.floor((index + 1) * FEMALE_SHARE) - np.floor(index * FEMALE_SHARE)) == 1
+    females_before = int(np.floor(index * FEMALE_SHARE))
+    number = females_before + 1 if female else index - females_before + 1
+    sex = "F" if female else "M"
+    races = list(RACE_WEIGHTS)
+    weights = np.array([RACE_WEIGHTS[r] for r in races])
+    race = races[int(np.random.default_rng([seed, index, 0]).choice(len(races), p=weights / weights.sum()))]
+    return SubjectIdentity(index=index, sex=sex, race=race, bu3dfe=f"{sex}{number:04d}",
+                           bosphorus=f"bs{index:03d}", bu4dfe=f"{sex}{number:03d}")
+
+
+@dataclass
+class SyntheticSettings:
+    """Everything that decides the generated files (stored in each completion marker)."""
+
+    seed: int = 0
+    intensities: int = 4
+    include_neutral: bool = True
+    sequence_frames: int = 12
+    vertices: int = 6000
+    texture_size: int = 512
+    nuisance: Nuisance = field(default_factory=Nuisance)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.intensities <= 4:
+            raise ConfigError(f"intensities must be 1..4 (BU-3DFE has 4 levels), got {self.intensities}")
+        if self.sequence_frames < 2:
+            raise ConfigError(f"sequence_frames must be at least 2, got {self.sequence_frames}")
+        if isinstance(self.nuisance, dict):
+            self.nuisance = Nuisance(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.nuisance.items()})
+
+    def amount(self, level: int) -> float:
+        """AU activation of intensity `level` (1..intensities): evenly spaced up to 1, e.g. 0.25 .. 1.0."""
+        return level / self.intensities
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass
+class SyntheticSummary:
+    """What `generate` wrote: counts per format, mesh sizes and disk use; `table()` formats them."""
+
+    root: Path
+    roots: dict[str, Path]
+    subjects: int
+    scans: dict[str, int]
+    counts: dict[str, dict[tuple[str, int], int]]
+    vertices: dict[str, tuple[int, float, int]]
+    triangles: dict[str, tuple[int, float, int]]
+    disk_bytes: int
+    seconds: float
+    skipped_subjects: int
+    settings: SyntheticSettings
+
+    def table(self) -> str:
+        """A plain-text report: subjects, scans per format, expression x intensity counts, mesh sizes, disk size."""
+        lines = [f"Synthetic 3D face data set at {self.root}",
+                 f"  subjects: {self.subjects} (seed {self.settings.seed}; {self.skipped_subjects} already complete)",
+                 f"  generated in {self.seconds:.1f} s, {self.disk_bytes / 2 ** 20:.1f} MiB on disk"]
+        for fmt, count in self.scans.items():
+            vmin, vmean, vmax = self.vertices[fmt]
+            tmin, tmean, tmax = self.triangles[fmt]
+            lines += ["", f"[{fmt}] {self.roots[fmt]}", f"  scans: {count}",
+                      f"  vertices per scan: {vmin}..{vmax} (mean {vmean:.0f}); "
+                      f"triangles: {tmin}..{tmax} (mean {tmean:.0f})"]
+            levels = sorted({level for _, level in self.counts[fmt]})
+            header = "  " + "expression".ljust(12) + "".join(
+                ("neutral" if level == 0 else "sequence" if level < 0 else f"I{level}").rjust(9) for level in levels)
+            lines.append(header)
+            for expression in BASIC_EXPRESSIONS + ("neutral",):
+                row = [self.counts[fmt].get((expression, level), 0) for level in levels]
+                if any(row):
+                    lines.append("  " + expression.ljust(12) + "".join(str(n).rjust(9) for n in row))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    subjects: int = 100,
+    seed: int = 0,
+    formats: Sequence[str] = ("bu3dfe",),
+    intensities: int = 4,
+    include_neutral: bool = True,
+    num_proc: int = 1,
+    progress: bool = True,
+    sequence_frames: int = 12,
+    vertices: int = 6000,
+    texture_size: int = 512,
+    nuisance: Nuisance | None = None,
+) -> SyntheticSummary:
+    """Write a synthetic 3D facial-expression data set in the real layouts (see the module docstring).
+
+    Args:
+        out_dir: root folder; one sub-folder per format (``bu3dfe``, ``bosphorus``, ``bu4dfe``).
+        subjects: number of people (BU-3DFE has 100: 56 women, 44 men).
+        seed: seeds everything; subject i's scans depend only on (seed, i).
+        formats: any of "bu3dfe" (6 expressions x `intensities` levels + neutral per subject), "bosphorus" (6
+            expressions at the top level + neutral) and "bu4dfe" (6 sequences of `sequence_frames` frames).
+        intensities: intensity levels 1..4 (level k scales the AU amplitudes by k / intensities).
+        include_neutral: also write the neutral scan (BU-3DFE ``NE00``, Bosphorus ``N_N_0``).
+        num_proc: worker processes (a pool over subjects).
+        progress: show a tqdm progress bar.
+        sequence_frames: frames per BU-4DFE sequence (neutral -> apex -> neutral).
+        vertices: approximate vertices per scan (also sets the range-image resolution).
+        texture_size: side of the square texture images.
+        nuisance: scanner and session variation (noise, holes, pose jitter, ...); `Nuisance()` by default.
+
+    Returns:
+        A `SyntheticSummary` (print ``summary.table()``); ``summary.roots[fmt]`` is what the loaders take.
+
+    Raises:
+        ConfigError: on a bad argument, or when `out_dir` holds subjects generated with other settings.
+    """
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(f"formats must be a non-empty subset of {FORMATS}, got {tuple(formats)}")
+    if subjects < 1:
+        raise ConfigError(f"subjects must be at least 1, got {subjects}")
+    if num_proc < 1:
+        raise ConfigError(f"num_proc must be at least 1, got {num_proc}")
+    settings = SyntheticSettings(seed=seed, intensities=intensities, include_neutral=include_neutral,
+                                 sequence_frames=sequence_frames, vertices=vertices, texture_size=texture_size,
+                                 nuisance=nuisance or Nuisance())
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    formats = tuple(dict.fromkeys(formats))
+    start = time.perf_counter()
+    tasks = [(str(root), index, formats, settings) for index in range(subjects)]
+    results = _run(tasks, num_proc, progress)
+    summary = _summarise(root, formats, settings, results, time.perf_counter() - start)
+    (root / "synthetic.json").write_text(json.dumps(
+        {"generator_version": GENERATOR_VERSION, "subjects": subjects, "formats": list(formats),
+         "settings": settings.to_json(), "scans": summary.scans}, indent=2), encoding="utf-8")
+    return summary
+
+
+def _run(tasks: list, num_proc: int, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="synthetic subjects", unit="subject", disable=not progress)
+    results = []
+    try:
+        if num_proc == 1 or len(tasks) == 1:
+            for task in tasks:
+                results.append(_generate_subject(task))
+                bar.update()
+        else:
+            with multiprocessing.get_context().Pool(min(num_proc, len(tasks))) as pool:
+                for result in pool.imap_unordered(_generate_subject, tasks):
+                    results.append(result)
+                    bar.update()
+    finally:
+        bar.close()
+    return sorted(results, key=lambda item: item["index"])
+
+
+def _generate_subject(task: tuple) -> dict:
+    """Write every requested format of one subject (skipping finished ones); return its per-format stats."""
+    root, index, formats, settings = task
+    identity = subject_identity(index, settings.seed)
+    stats: dict = {"index": index, "skipped": True}
+    model = None
+    for fmt in formats:
+        folder = Path(root) / fmt / getattr(identity, fmt)
+        expected = _marker_content(fmt, identity, settings)
+        done = _read_marker(folder, expected)
+        if done is None:
+            if model is None:
+                _, model = subject_model(index, settings)
+            stats["skipped"] = False
+            done = _WRITERS[fmt](folder, model, identity, settings)
+            (folder / MARKER).write_text(json.dumps({**expected, "stats": done}), encoding="utf-8")
+        stats[fmt] = done
+    return stats
+
+
+def _marker_content(fmt: str, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
+    content = {"generator_version": GENERATOR_VERSION, "format": fmt, "subject_index": identity.index,
+               **settings.to_json()}
+    if fmt != "bu4dfe":
+        content.pop("sequence_frames")
+    return content
+
+
+def _read_marker(folder: Path, expected: dict) -> dict | None:
+    """The stats of a finished subject folder, None when unfinished; ConfigError when made with other settings."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        content = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    stats = content.pop("stats", None)
+    if content != expected:
+        changed = sorted(key for key in set(content) | set(expected) if content.get(key) != expected.get(key))
+        raise ConfigError(
+            f"this folder was generated with other settings ({', '.join(changed)} differ); generate into a new "
+            "folder or delete the old one", folder)
+    return stats
+
+
+def _scan_plan(settings: SyntheticSettings, top_only: bool) -> list[tuple[str, int]]:
+    levels = [settings.intensities] if top_only else list(range(1, settings.intensities + 1))
+    plan = [(expression, level) for expression in BASIC_EXPRESSIONS for level in levels]
+    return plan + ([("neutral", 0)] if settings.include_neutral else [])
+
+
+def _record(stats: dict, face, expression: str, level: int, files: Iterable[Path]) -> None:
+    stats["counts"].append([expression, level])
+    stats["vertices"].append(face.num_vertices)
+    stats["triangles"].append(face.num_faces)
+    stats["bytes"] += sum(path.stat().st_size for path in files)
+
+
+def _new_stats() -> dict:
+    return {"counts": [], "vertices": [], "triangles": [], "bytes": 0}
+
+
+def subject_model(index: int, settings: SyntheticSettings | None = None) -> tuple[SubjectIdentity, FaceModel]:
+    """Subject `index`'s identity and face model, exactly as `generate` builds them."""
+    settings = settings or SyntheticSettings()
+    identity = subject_identity(index, settings.seed)
+    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race)
+    model = FaceModel(params, vertices=settings.vertices, texture_size=settings.texture_size,
+                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)))
+    return identity, model
+
+
+def make_scan(index: int, expression: str, level: int, settings: SyntheticSettings | None = None,
+              fmt: str = "bu3dfe", model: FaceModel | None = None) -> SyntheticScan:
+    """The in-memory scan that `generate` writes for subject `index`, `expression` at intensity `level` (0 for
+    neutral) in format "bu3dfe" or "bosphorus"; pass `model` (from `subject_model`) to skip rebuilding it."""
+    settings = settings or SyntheticSettings()
+    if fmt not in ("bu3dfe", "bosphorus"):
+        raise ConfigError(f"make_scan makes static scans: fmt must be 'bu3dfe' or 'bosphorus', got {fmt!r}")
+    if expression not in _EXPRESSION_ID:
+        raise ConfigError(f"unknown expression {expression!r}; known: {', '.join(_EXPRESSION_ID)}")
+    if not (level == 0 if expression == "neutral" else 1 <= level <= settings.intensities):
+        raise ConfigError(f"level {level} is invalid for {expression} (0 for neutral, else 1..{settings.intensities})")
+    identity = subject_identity(index, settings.seed)
+    if model is None:
+        _, model = subject_model(index, settings)
+    keys = (_EXPRESSION_ID[expression], level) if fmt == "bu3dfe" else (_EXPRESSION_ID[expression],)
+    rng = np.random.default_rng([settings.seed, index, 10 + FORMATS.index(fmt), *keys])
+    meta = {"subject": getattr(identity, fmt), "expression": expression, "intensity": level, "race": identity.race,
+            "sex": identity.sex, "format": fmt}
+    amount = settings.amount(level) if expression != "neutral" else 0.0
+    acts = jitter_activations(expression_activations(expression, amount), rng, settings.nuisance)
+    return model.scan(acts, rng, settings.nuisance, meta=meta)
+
+
+def _write_bu3dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
+    from ..io import write_bnd, write_wrl
+
+    stats = _new_stats()
+    for expression, level in _scan_plan(settings, top_only=False):
+        stem = f"{identity.bu3dfe}_{_CODE_OF[expression]}{level:02d}{identity.race}_F3D"
+        face = make_scan(identity.index, expression, level, settings, "bu3dfe", model).face
+        wrl = folder / f"{stem}.wrl"
+        write_wrl(wrl, face)
+        marks = face.landmarks[:83]
+        _, nearest = cKDTree(face.vertices).query(marks)  # BU-3DFE lists the nearest vertex of each landmark
+        write_bnd(folder / f"{stem}.bnd", marks, vertex_indices=nearest)
+        _record(stats, face, expression, level, [wrl, wrl.with_suffix(".bmp"), wrl.with_suffix(".bnd")])
+    return stats
+
+
+def _write_bosphorus(folder: Path, model: FaceModel, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
+    from PIL import Image
+
+    from ..io import write_bnt, write_lm3
+
+    stats = _new_stats()
+    for expression, level in _scan_plan(settings, top_only=True):
+        code = "N_N" if expression == "neutral" else f"E_{_BOSPHORUS_CODE_OF[expression]}"
+        stem = f"{identity.bosphorus}_{code}_0"
+        scan = make_scan(identity.index, expression, level, settings, "bosphorus", model)
+        bnt, png, lm3 = (folder / f"{stem}{suffix}" for suffix in (".bnt", ".png", ".lm3"))
+        write_bnt(bnt, scan.xyz_grid, scan.uv_grid, image_name=png.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scan.face.texture).save(png)
+        names = scan.face.landmark_names
+        standard = [name for name in BND_STANDARD_INDEX]
+        rows = [names.index(name) for name in standard] + list(_BOSPHORUS_EXTRA.values())
+        write_lm3(lm3, scan.face.landmarks[rows], standard + list(_BOSPHORUS_EXTRA))
+        _record(stats, scan.face, expression, level, [bnt, png, lm3])
+    return stats
+
+
+def _write_bu4dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
+    from ..io import write_wrl
+
+    stats = _new_stats()
+    nuisance = settings.nuisance
+    frames = settings.sequence_frames
+    centre = (0.0, model.params.eye_y - 10.0, -80.0)
+    for expression in BASIC_EXPRESSIONS:
+        rng = np.random.default_rng([settings.seed, identity.index, 10 + FORMATS.index("bu4dfe"),
+                                     _EXPRESSION_ID[expression]])
+        apex = jitter_activations(expression_activations(expression, 1.0), rng, nuisance)
+        asymmetry = float(rng.uniform(-nuisance.asymmetry, nuisance.asymmetry))
+        limits = np.array([*nuisance.pose_deg, *[nuisance.translate_mm] * 3])
+        start, end = (rng.uniform(-1.0, 1.0, 6) * limits for _ in range(2))
+        sequence = folder / _BU4DFE_FOLDER_OF[expression]
+        for frame in range(frames):
+            t = frame / (frames - 1)
+            amount = float(np.sin(np.pi * t))
+            yaw, pitch, roll, *translation = start + (end - start) * t
+            pose = pose_matrix(*np.radians([yaw, pitch, roll]), translation, centre)
+            meta = {"subject": identity.bu4dfe, "expression": expression, "frame": frame, "format": "bu4dfe"}
+            acts = {au: value * amount for au, value in apex.items()}
+            face = model.scan(acts, rng, nuisance, pose=pose, asymmetry=asymmetry, meta=meta).face
+            wrl = sequence / f"{frame:03d}.wrl"
+            write_wrl(wrl, face)
+            _record(stats, face, expression, -1, [wrl, wrl.with_suffix(".bmp")])
+    return stats
+
+
+_WRITERS = {"bu3dfe": _write_bu3dfe, "bosphorus": _write_bosphorus, "bu4dfe": _write_bu4dfe}
+
+
+def _summarise(root: Path, formats: tuple[str, ...], settings: SyntheticSettings, results: list[dict],
+               seconds: float) -> SyntheticSummary:
+    scans, counts, vertices, triangles = {}, {}, {}, {}
+    disk = 0
+    for fmt in formats:
+        per_format = [result[fmt] for result in results]
+        counter: Counter = Counter()
+        sizes_v, sizes_t = [], []
+        for stats in per_format:
+            counter.update((expression, int(level)) for expression, level in stats["counts"])
+            sizes_v += stats["vertices"]
+            sizes_t += stats["triangles"]
+            disk += stats["bytes"]
+        if fmt == "bu4dfe":  # count sequences, not frames
+            counter = Counter({key: value // settings.sequence_frames for key, value in counter.items()})
+        scans[fmt] = len(sizes_v)
+        counts[fmt] = dict(counter)
+        vertices[fmt] = (int(min(sizes_v)), float(np.mean(sizes_v)), int(max(sizes_v)))
+        triangles[fmt] = (int(min(sizes_t)), float(np.mean(sizes_t)), int(max(sizes_t)))
+    return SyntheticSummary(root=root, roots={fmt: root / fmt for fmt in formats}, subjects=len(results),
+                            scans=scans, counts=counts, vertices=vertices, triangles=triangles, disk_bytes=disk,
+                            seconds=seconds, skipped_subjects=sum(result["skipped"] for result in results),
+                            settings=settings)
