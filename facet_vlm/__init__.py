@@ -19,6 +19,7 @@ from .modeling_facet_vlm import (
     MultiviewTextGuidedFusion,
     sample_sequence_frames,
 )
+from .pipelines import ExpressionRecognitionPipeline, pipeline
 from .processing_facet_vlm import FacetVLMProcessor
 from .tokenization import clip_token_ids
 
@@ -58,5 +59,7 @@ __all__ = [
     "MissingTextureError",
     "UnsafePickleError",
     "UnsupportedFormatError",
+    "ExpressionRecognitionPipeline",
+    "pipeline",
     "sample_sequence_frames",
 ]

@@ -1,4 +1,4 @@
-"""Data preparation from the command line.
+"""Data preparation from the command line (`scripts/prepare_data.py` and the `facet-vlm-prepare` entry point).
 
     python scripts/prepare_data.py synthetic --out data/synthetic --subjects 100      # generate + summary table
     python scripts/prepare_data.py views data/synthetic/F0001/F0001_HA04WH_F3D.wrl --out views.png

@@ -1,0 +1,341 @@
+"""Gradio Space: recognise the facial expression of a 3D face scan with FACET-VLM, CoupleFER or AFNet-M.
+
+Upload a scan (BU-3DFE ``.wrl`` with its texture and landmarks, Bosphorus ``.bnt``, ``.obj``/``.ply``/``.glb``, or a
+``.zip`` holding one of these with its companion files) or pick a bundled example face. The app shows the rendered
+views the model sees, an interactive 3D view of the scan and the expression probabilities.
+
+Models come from environment variables holding a local folder or a Hub id: ``FACET_VLM_MODEL``,
+``COUPLEFER_MODEL`` and ``AFNET_M_MODEL``. When none is set the app runs offline with a tiny, randomly
+initialised FACET-VLM (and says so): the UI and the API work, the predictions are meaningless. The example faces are
+generated at start-up by `facet_vlm.data.synthetic`, so the Space ships no binary scans. Nothing here contacts the
+internet unless a Hub id is configured.
+
+API: ``/predict`` takes one file (a scan or a .zip) and returns label -> probability;
+``/analyze`` is what the UI calls (several files or an example name, and the model name).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from facet_vlm.errors import ConfigError, FacetVLMError
+from facet_vlm.face import Face
+from facet_vlm.pipelines import ExpressionRecognitionPipeline, pipeline
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+#: UI name of each model and the environment variable naming its folder or Hub id.
+MODEL_ENV = {"FACET-VLM": "FACET_VLM_MODEL", "CoupleFER": "COUPLEFER_MODEL", "AFNet-M": "AFNET_M_MODEL"}
+#: Files that are a scan by themselves (a .zip holds a scan and its companion files).
+SCAN_SUFFIXES = (".wrl", ".vrml", ".bnt", ".obj", ".ply", ".glb", ".zip")
+#: Files that accompany a scan: textures, landmarks, OBJ materials.
+COMPANION_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".bnd", ".lm2", ".lm3", ".mtl")
+#: Largest accepted upload, all files together (also enforced by the server through ``max_file_size``).
+MAX_UPLOAD_MB = float(os.environ.get("MAX_UPLOAD_MB", "50"))
+#: Largest total size of the files inside an uploaded .zip (zip bombs are refused before extraction).
+MAX_UNZIPPED_MB = 4 * MAX_UPLOAD_MB
+#: Per-request folders (staged uploads, exported .glb files) older than this are deleted.
+WORK_MAX_AGE_S = 3600
+#: Rendered view size shown in the gallery.
+PREVIEW_SIZE = 192
+OFFLINE_NOTE = ("**Offline demo:** no model is configured (set `FACET_VLM_MODEL`, `COUPLEFER_MODEL` or "
+                "`AFNET_M_MODEL` to a folder or Hub id), so this runs a tiny, **randomly initialised** FACET-VLM. "
+                "The interface works; the predicted probabilities are meaningless.")
+#: System fonts only: the page loads nothing from the internet.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+WORK_DIR = Path(tempfile.mkdtemp(prefix="facet_vlm_space_"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models and examples
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def tiny_random_pipeline(seed: int = 0) -> ExpressionRecognitionPipeline:
+    """A small randomly initialised FACET-VLM (64 px views) for the offline demo."""
+    import torch
+
+    from facet_vlm import FacetVLMConfig, FacetVLMForExpressionRecognition
+
+    torch.manual_seed(seed)
+    tower = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+    config = FacetVLMConfig(vision_config={**tower, "image_size": 64, "patch_size": 16}, text_config=tower,
+                            projection_dim=64, cvsa_heads=2, mtgf_heads=2, cvsa_layers=1, temporal_layers=1)
+    return pipeline("expression-recognition", model=FacetVLMForExpressionRecognition(config))
+
+
+def load_models(environ: dict[str, str] | None = None) -> tuple[dict[str, ExpressionRecognitionPipeline], bool]:
+    """The configured models by UI name and whether the app fell back to the random offline model."""
+    environ = os.environ if environ is None else environ
+    models = {}
+    for name, variable in MODEL_ENV.items():
+        source = environ.get(variable)
+        if not source:
+            continue
+        try:
+            models[name] = pipeline("expression-recognition", model=source)
+        except (FacetVLMError, OSError, ValueError) as error:
+            raise ConfigError(f"{variable}={source}: cannot load the model ({error}); set it to a folder written "
+                              "by save_pretrained or a Hub id, or unset it for the offline demo") from error
+    if models:
+        return models, False
+    return {"FACET-VLM (random, offline demo)": tiny_random_pipeline()}, True
+
+
+def make_examples(out_dir: Path) -> dict[str, Path]:
+    """Generate one synthetic subject (every expression at full intensity, and neutral) in BU-3DFE layout; return
+    its scans by display name, e.g. "F0001 happiness"."""
+    from facet_vlm.data.synthetic import generate
+    from facet_vlm.labels import BU3DFE_CODES
+
+    summary = generate(out_dir, subjects=1, seed=0, intensities=1, progress=False)
+    examples = {}
+    for scan in sorted(Path(summary.roots["bu3dfe"]).rglob("*_F3D.wrl")):
+        code = scan.stem.split("_")[1][:2]
+        examples[f"{scan.parent.name} {BU3DFE_CODES.get(code, code)}"] = scan
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Upload handling
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _supported_list() -> str:
+    return ", ".join(SCAN_SUFFIXES)
+
+
+def _check_sizes(paths: list[Path]) -> None:
+    total = sum(path.stat().st_size for path in paths)
+    if total > MAX_UPLOAD_MB * 2**20:
+        raise gr.Error(f"Upload too large: {total / 2**20:.1f} MB (limit {MAX_UPLOAD_MB:.0f} MB).")
+
+
+def _extract_zip(archive: Path, out_dir: Path) -> None:
+    """Extract a .zip safely: no absolute or parent paths, bounded total size."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = [member for member in bundle.infolist() if not member.is_dir()]
+            if sum(member.file_size for member in members) > MAX_UNZIPPED_MB * 2**20:
+                raise gr.Error(f"{archive.name}: unpacked size exceeds {MAX_UNZIPPED_MB:.0f} MB.")
+            for member in members:
+                name = Path(member.filename).name
+                if not name or name.startswith("."):
+                    continue
+                with bundle.open(member) as source, open(out_dir / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+    except zipfile.BadZipFile:
+        raise gr.Error(f"{archive.name}: not a valid .zip archive.") from None
+
+
+def prune_work_dir(max_age_s: float = WORK_MAX_AGE_S) -> None:
+    """Delete per-request folders older than `max_age_s` so that a long-running Space does not fill its disk."""
+    cutoff = time.time() - max_age_s
+    for folder in WORK_DIR.glob("*_*"):
+        if folder.name.startswith(("upload_", "view_")) and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def stage_upload(paths: list[str | Path]) -> Path:
+    """Copy uploaded files into one folder under their own names (a .wrl finds its texture there) and return the
+    scan to read. Raises `gr.Error` with the reason for unsupported, missing or oversized files."""
+    files = [Path(path) for path in paths if path]
+    if not files:
+        raise gr.Error("No file uploaded: upload a scan or pick an example face.")
+    unsupported = [path.name for path in files if path.suffix.lower() not in SCAN_SUFFIXES + COMPANION_SUFFIXES]
+    if unsupported:
+        raise gr.Error(f"Unsupported file type: {', '.join(unsupported)}. Upload a scan ({_supported_list()}) "
+                       f"and optionally its texture/landmarks ({', '.join(COMPANION_SUFFIXES)}).")
+    _check_sizes(files)
+    prune_work_dir()
+    folder = Path(tempfile.mkdtemp(dir=WORK_DIR, prefix="upload_"))
+    for path in files:
+        if path.suffix.lower() == ".zip":
+            _extract_zip(path, folder)
+        else:
+            shutil.copy(path, folder / path.name)
+    scans = sorted(path for path in folder.iterdir() if path.suffix.lower() in SCAN_SUFFIXES[:-1])
+    if not scans:
+        raise gr.Error(f"No scan among the uploaded files; upload one of {_supported_list()}.")
+    if len(scans) > 1:
+        raise gr.Error(f"Several scans uploaded ({', '.join(path.name for path in scans)}); upload one at a time.")
+    return scans[0]
+
+
+def read_scan(path: Path) -> Face:
+    """Read a scan, turning any reader failure into a `gr.Error` that names the file (not the server's temporary
+    folder) and the problem."""
+    from facet_vlm.errors import MissingTextureError
+    from facet_vlm.io import read_face
+
+    try:
+        return read_face(path)
+    except MissingTextureError:
+        raise gr.Error(f"{path.name}: its texture image was not uploaded. Upload the texture (and landmark) files "
+                       "together with the scan, or a .zip of the scan's folder.") from None
+    except FacetVLMError as error:
+        raise gr.Error(_public_message(error, path)) from None
+    except Exception as error:  # a malformed upload must give a message, never take the app down
+        raise gr.Error(f"{path.name}: could not read the scan ({type(error).__name__}: {error}).") from None
+
+
+def _public_message(error: Exception, path: Path) -> str:
+    """The error text with the server-side folder of the upload removed."""
+    return str(error).replace(f"{path.parent}{os.sep}", "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def view_gallery(face: Face, size: int = PREVIEW_SIZE) -> list[tuple[np.ndarray, str]]:
+    """One image per rendered view: texture | depth | normals side by side, captioned with the view angles."""
+    from facet_vlm.geometry import DEFAULT_VIEWS, render_views
+
+    images, _ = render_views(face, views=DEFAULT_VIEWS, size=size, channels=("texture", "depth", "normal"))
+    gallery = []
+    for (yaw, pitch), view in zip(DEFAULT_VIEWS, images):
+        texture = view[0:3].transpose(1, 2, 0)
+        depth = np.repeat(view[3:4], 3, axis=0).transpose(1, 2, 0)
+        normal = ((view[4:7] + 1.0) / 2.0).transpose(1, 2, 0) * (view[3:4].transpose(1, 2, 0) > 0)
+        strip = _to_uint8(np.concatenate([texture, depth, normal], axis=1))
+        gallery.append((strip, f"yaw {yaw:+.0f}°, pitch {pitch:+.0f}°: texture | depth | normals"))
+    return gallery
+
+
+def export_glb(face: Face, out_path: Path) -> Path:
+    """Write the scan as a binary glTF for the 3D viewer: centred, with its texture or vertex colours."""
+    import trimesh
+    from PIL import Image
+
+    vertices = face.vertices - face.vertices.mean(axis=0)
+    if face.uv is not None and face.texture is not None:
+        visual = trimesh.visual.TextureVisuals(uv=face.uv, image=Image.fromarray(face.texture))
+    elif face.colors is not None:
+        visual = trimesh.visual.ColorVisuals(vertex_colors=face.colors)
+    else:
+        visual = None
+    mesh = trimesh.Trimesh(vertices=vertices, faces=face.faces, visual=visual, process=False)
+    mesh.export(out_path)
+    return out_path
+
+
+def probabilities(model: ExpressionRecognitionPipeline, face: Face) -> dict[str, float]:
+    """Label -> probability for every class of the model."""
+    return {row["label"]: row["score"] for row in model(face)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[str, Path],
+               offline: bool) -> gr.Blocks:
+    """The Blocks UI and its two API endpoints (/analyze for the UI, /predict for one file)."""
+    model_names = list(models)
+
+    def pick_model(name: str | None) -> ExpressionRecognitionPipeline:
+        if not name:
+            return models[model_names[0]]
+        if name not in models:
+            raise gr.Error(f"Unknown model {name!r}; available: {', '.join(model_names)}.")
+        return models[name]
+
+    def analyze(files: list[str] | None, example: str | None, model_name: str | None):
+        """Render, show and classify the uploaded scan (or the chosen example when nothing is uploaded)."""
+        if files:
+            return analyze_scan(stage_upload(files), model_name)
+        return show_example(example, model_name)
+
+    def show_example(example: str | None, model_name: str | None):
+        """Render, show and classify a bundled example face."""
+        if not example:
+            raise gr.Error("Upload a scan or pick an example face first.")
+        if example not in examples:
+            raise gr.Error(f"Unknown example {example!r}; choose one of {', '.join(examples)}.")
+        return analyze_scan(examples[example], model_name)
+
+    def analyze_scan(scan: Path, model_name: str | None):
+        face = read_scan(scan)
+        model = pick_model(model_name)
+        try:
+            gallery = view_gallery(face)
+            viewer = export_glb(face, Path(tempfile.mkdtemp(dir=WORK_DIR, prefix="view_")) / "scan.glb")
+            scores = probabilities(model, face)
+        except FacetVLMError as error:
+            raise gr.Error(_public_message(error, scan)) from None
+        top = max(scores, key=scores.get)
+        summary = f"**{scan.name}**: {face.num_vertices} vertices, {face.num_faces} triangles → **{top}**"
+        return gallery, str(viewer), scores, summary
+
+    def predict(scan_file: str | None, model_name: str | None = None) -> dict[str, float]:
+        """Expression probabilities of one uploaded scan file (or a .zip with the scan and its companions)."""
+        if not scan_file:
+            raise gr.Error("No file given.")
+        scan = stage_upload([scan_file])
+        face = read_scan(scan)
+        try:
+            return probabilities(pick_model(model_name), face)
+        except FacetVLMError as error:
+            raise gr.Error(_public_message(error, scan)) from None
+
+    with gr.Blocks(title="FACET-VLM: 3D facial expression recognition", analytics_enabled=False,
+                   delete_cache=(WORK_MAX_AGE_S, WORK_MAX_AGE_S)) as demo:
+        gr.Markdown("# FACET-VLM: 3D facial expression recognition\n"
+                    "Upload a 3D face scan or pick an example; see the views the model renders, the scan in 3D and "
+                    "the expression probabilities.")
+        if offline:
+            gr.Markdown(OFFLINE_NOTE, elem_id="offline-note")
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label="Scan files", file_count="multiple",
+                                file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
+                example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
+                                      label="Example face", info="used when no file is uploaded")
+                model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
+                                        interactive=len(model_names) > 1)
+                run = gr.Button("Recognise expression", variant="primary")
+                summary = gr.Markdown()
+            with gr.Column(scale=2):
+                label = gr.Label(label="Expression probabilities")
+                viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
+        gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
+        gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
+                    f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
+        outputs = [gallery, viewer, label, summary]
+        run.click(analyze, [files, example, model_choice], outputs, api_name="analyze")
+        example.input(show_example, [example, model_choice], outputs, api_visibility="private")
+
+        api_file = gr.File(visible=False)
+        api_label = gr.Label(visible=False)
+        api_file.upload(predict, [api_file, model_choice], api_label, api_name="predict")
+    return demo
+
+
+def launch_demo(demo: gr.Blocks, **kwargs: Any):
+    """Launch with the Space's upload limit and offline theme (extra keyword arguments go to ``launch``)."""
+    return demo.launch(max_file_size=f"{MAX_UPLOAD_MB:g}mb", theme=THEME, **kwargs)
+
+
+MODELS, OFFLINE = load_models()
+EXAMPLES = make_examples(WORK_DIR / "examples")
+demo = build_demo(MODELS, EXAMPLES, OFFLINE)
+
+if __name__ == "__main__":
+    launch_demo(demo)

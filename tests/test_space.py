@@ -1,0 +1,224 @@
+"""The Gradio Space (hub/space/app.py) served on 127.0.0.1 and called through gradio_client.
+
+The app runs in a subprocess exactly as on a Space (``python app.py``, port from GRADIO_SERVER_PORT), in its offline
+mode (no model configured: a tiny random FACET-VLM), so the test exercises start-up, example generation, uploads,
+the /predict and /analyze endpoints and error handling of bad uploads without any network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "hub" / "space" / "app.py"
+START_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_server(url: str, process: subprocess.Popen, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Space exited with code {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Space did not answer at {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_space(log: Path, **variables: str):
+    """Run hub/space/app.py on a free local port with extra environment `variables`; yield its URL."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "MAX_UPLOAD_MB": "5"}
+    for variable in ("FACET_VLM_MODEL", "COUPLEFER_MODEL", "AFNET_M_MODEL"):
+        env.pop(variable, None)
+    env.update(variables)
+    with open(log, "w") as log_file:
+        process = subprocess.Popen([sys.executable, str(APP)], cwd=APP.parent, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_for_server(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def space_url(tmp_path_factory):
+    """The Space in offline mode (no model configured: a tiny random FACET-VLM)."""
+    with running_space(tmp_path_factory.mktemp("space") / "space.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def scan_dir(tmp_path_factory) -> Path:
+    """One synthetic subject in BU-3DFE layout (.wrl + texture + landmarks)."""
+    from facet_vlm.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("scans")
+    generate(out, subjects=1, seed=3, intensities=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(space_url):
+    from gradio_client import Client
+
+    return Client(space_url, verbose=False)
+
+
+def _scan_with_companions(scan_dir: Path) -> list[Path]:
+    scan = sorted(scan_dir.rglob("*_F3D.wrl"))[0]
+    return sorted(path for path in scan.parent.iterdir() if path.stem == scan.stem)
+
+
+def _confidences(result: dict) -> dict[str, float]:
+    return {row["label"]: row["confidence"] for row in result["confidences"]}
+
+
+def test_predict_zip_returns_probabilities(client, scan_dir, tmp_path):
+    from gradio_client import handle_file
+
+    files = _scan_with_companions(scan_dir)
+    bundle = tmp_path / "scan.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path in files:
+            archive.write(path, arcname=path.name)
+    result = client.predict(handle_file(str(bundle)), api_name="/predict")
+    scores = _confidences(result)
+    from facet_vlm.labels import BASIC_EXPRESSIONS
+
+    assert set(scores) == set(BASIC_EXPRESSIONS)
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+    assert all(0.0 <= value <= 1.0 for value in scores.values())
+    assert result["label"] == max(scores, key=scores.get)
+
+
+def test_analyze_uploaded_files_renders_views_and_glb(client, scan_dir):
+    from gradio_client import handle_file
+
+    from facet_vlm.geometry import DEFAULT_VIEWS
+
+    files = [handle_file(str(path)) for path in _scan_with_companions(scan_dir)]
+    gallery, viewer, label, summary = client.predict(files, None, None, api_name="/analyze")
+    assert len(gallery) == len(DEFAULT_VIEWS)
+    assert Path(viewer).suffix == ".glb" and Path(viewer).read_bytes()[:4] == b"glTF"
+    assert sum(_confidences(label).values()) == pytest.approx(1.0, abs=1e-4)
+    assert label["label"] in summary
+
+
+def test_bad_uploads_get_messages_and_server_keeps_serving(client, scan_dir, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a scan")
+    with pytest.raises(AppError, match="Unsupported file type"):
+        client.predict(handle_file(str(text_file)), api_name="/predict")
+
+    scan = sorted(scan_dir.rglob("*_F3D.wrl"))[0]
+    truncated = tmp_path / scan.name
+    truncated.write_bytes(scan.read_bytes()[: scan.stat().st_size // 3])
+    with pytest.raises(AppError, match=scan.name):
+        client.predict(handle_file(str(truncated)), api_name="/predict")
+
+    result = client.predict(handle_file(str(_zip_of(scan_dir, tmp_path))), api_name="/predict")
+    assert sum(_confidences(result).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def _zip_of(scan_dir: Path, tmp_path: Path) -> Path:
+    bundle = tmp_path / "good.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path in _scan_with_companions(scan_dir):
+            archive.write(path, arcname=path.name)
+    return bundle
+
+
+def test_example_faces_are_listed_and_analyzed(client):
+    dropdowns = [component for component in client.config["components"] if component.get("type") == "dropdown"]
+    examples = [value for value, _ in dropdowns[0]["props"]["choices"]]
+    from facet_vlm.labels import BASIC_EXPRESSIONS
+
+    assert {name.split(" ", 1)[1] for name in examples} >= set(BASIC_EXPRESSIONS)
+    happy = next(name for name in examples if name.endswith("happiness"))
+    gallery, viewer, label, summary = client.predict([], happy, None, api_name="/analyze")
+    assert "_HA" in summary and Path(viewer).is_file()
+    assert sum(_confidences(label).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_oversized_upload_is_refused_with_a_message(client, scan_dir, tmp_path):
+    from gradio_client import handle_file
+
+    big = tmp_path / "big.ply"
+    big.write_bytes(b"ply\n" + bytes(6 * 2**20))  # the fixture's server allows MAX_UPLOAD_MB=5
+    with pytest.raises(ValueError, match="maximum file size"):
+        client.predict(handle_file(str(big)), api_name="/predict")
+    result = client.predict(handle_file(str(_zip_of(scan_dir, tmp_path))), api_name="/predict")
+    assert sum(_confidences(result).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_space_readme_front_matter():
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(APP.parent / "README.md")
+    data = card.data
+    assert data.sdk == "gradio" and (APP.parent / data.app_file).is_file()
+    assert data.sdk_version.split(".")[0] == gradio.__version__.split(".")[0]
+    assert data.title and data.emoji and data.license and data.models
+    requirements = (APP.parent / "requirements.txt").read_text()
+    assert "facet-vlm" in requirements and "gradio" in requirements
+
+
+@pytest.mark.slow
+def test_space_serves_a_configured_model(scan_dir, tmp_path):
+    """FACET_VLM_MODEL=<saved folder>: no offline notice, and /predict gives the pipeline's probabilities."""
+    from gradio_client import Client, handle_file
+
+    from facet_vlm import FacetVLMConfig, FacetVLMForExpressionRecognition, FacetVLMProcessor
+    from facet_vlm.pipelines import pipeline
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    config = FacetVLMConfig(vision_config={**tower, "image_size": 32, "patch_size": 8}, text_config=tower,
+                            projection_dim=32, cvsa_heads=2, mtgf_heads=2)
+    model_dir = tmp_path / "model"
+    FacetVLMForExpressionRecognition(config).save_pretrained(model_dir)
+    FacetVLMProcessor.from_config(config).save_pretrained(model_dir)
+    bundle = _zip_of(scan_dir, tmp_path)
+    with running_space(tmp_path / "space.log", FACET_VLM_MODEL=str(model_dir)) as url:
+        client = Client(url, verbose=False)
+        radios = [component for component in client.config["components"] if component.get("type") == "radio"]
+        assert [value for value, _ in radios[0]["props"]["choices"]] == ["FACET-VLM"]
+        assert "Offline demo" not in json.dumps(client.config)
+        served = _confidences(client.predict(handle_file(str(bundle)), api_name="/predict"))
+    scan = next(path for path in _scan_with_companions(scan_dir) if path.suffix == ".wrl")
+    expected = {row["label"]: row["score"] for row in pipeline("expression-recognition", model=model_dir)(scan)}
+    assert served == pytest.approx(expected, abs=1e-5)
