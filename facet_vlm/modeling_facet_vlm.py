@@ -553,7 +553,7 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
 
     def encode_prompts(self) -> torch.Tensor:
         """(K, D) class text embeddings: every prompt through the text tower, L2-normalised, averaged per class,
-        L2-normalised again (open_clip's zero-shot recipe)."""
+        L2-normalised again (open_clip's zero-shot recipe), then centred over classes (`center_text_embeds`)."""
         if self.prompt_input_ids.numel() == 0:
             raise ValueError(
                 "the config has no tokenized prompts (prompt_input_ids); `import facet_vlm` before building the "
@@ -562,8 +562,10 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         text = self.text_model(input_ids=self.prompt_input_ids, attention_mask=self.prompt_attention_mask)
         prompt_embeds = F.normalize(self.text_projection(text.pooler_output), dim=-1)
         class_sums = prompt_embeds.new_zeros(self.config.num_labels, prompt_embeds.shape[-1])
-        class_sums = class_sums.index_add(0, self.prompt_class_index, prompt_embeds)
-        return F.normalize(class_sums, dim=-1)
+        class_embeds = F.normalize(class_sums.index_add(0, self.prompt_class_index, prompt_embeds), dim=-1)
+        if self.config.center_text_embeds and len(class_embeds) > 1:
+            class_embeds = F.normalize(class_embeds - class_embeds.mean(dim=0, keepdim=True), dim=-1)
+        return class_embeds
 
     def get_text_embeds(self) -> torch.Tensor:
         """Class text embeddings, from the cache unless the text tower is being trained (then with gradients)."""

@@ -1,0 +1,256 @@
+"""Metrics, fold summaries, results tables and plots shared by `scripts/train.py` and `scripts/evaluate.py`.
+
+The metrics are local `evaluate` modules (``facet_vlm/metrics/<name>/<name>.py``) loaded by path, so they work
+offline and can be published next to a model. Reported per fold and as mean ± std over the folds:
+
+- ``accuracy``: correct / all;
+- ``war``: weighted average recall (support-weighted mean of per-class recalls; equals accuracy);
+- ``uar``: unweighted average recall (mean per-class recall over the classes present in the fold's test set);
+- ``macro_f1``: mean per-class F1 over the label set;
+- ``confusion_matrix``: rows = true class, columns = predicted class (summed over folds for the plot).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+SCALAR_METRICS = ("accuracy", "uar", "war", "macro_f1")
+#: Metrics whose `compute` accepts ``num_labels``.
+_TAKES_NUM_LABELS = ("macro_f1", "confusion_matrix")
+
+
+def _evaluate_package() -> Any:
+    """The `evaluate` package, also when ``scripts/evaluate.py`` shadows it.
+
+    Python puts a script's folder first on ``sys.path``, so inside ``scripts/*.py`` a plain ``import evaluate``
+    finds ``scripts/evaluate.py``. Folders holding an ``evaluate.py`` are skipped for this one import.
+    """
+    module = sys.modules.get("evaluate")
+    if module is not None and hasattr(module, "load"):
+        return module
+    sys.modules.pop("evaluate", None)
+    saved = list(sys.path)
+    sys.path[:] = [entry for entry in sys.path if not (Path(entry or ".") / "evaluate.py").is_file()]
+    try:
+        return importlib.import_module("evaluate")
+    finally:
+        sys.path[:] = saved
+
+
+@cache
+def load_metric(name: str) -> Any:
+    """One of the local `evaluate` modules (``accuracy``, ``uar``, ``war``, ``macro_f1``, ``confusion_matrix``)."""
+    evaluate = _evaluate_package()
+    path = METRICS_DIR / name
+    if not (path / f"{name}.py").is_file():
+        known = ", ".join(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file()))
+        raise KeyError(f"unknown metric {name!r}; known: {known}")
+    return evaluate.load(str(path))
+
+
+def compute_metrics(
+    predictions: Sequence[int] | np.ndarray, references: Sequence[int] | np.ndarray, num_labels: int
+) -> dict[str, Any]:
+    """Every scalar metric plus the (num_labels, num_labels) confusion matrix of one evaluation."""
+    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    references = np.asarray(references, dtype=np.int64).reshape(-1)
+    if predictions.shape != references.shape:
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    results: dict[str, Any] = {}
+    for name in (*SCALAR_METRICS, "confusion_matrix"):
+        kwargs = {"num_labels": num_labels} if name in _TAKES_NUM_LABELS else {}
+        results.update(load_metric(name).compute(predictions=predictions, references=references, **kwargs))
+    results["num_samples"] = int(len(references))
+    return results
+
+
+def summarize_folds(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (population) std over folds of every scalar metric, the per-fold values and the summed matrix.
+
+    The std is the population std (ddof=0), as most FER papers report over their 10 folds; with one fold it is 0.
+    """
+    summary: dict[str, Any] = {"num_folds": len(fold_results)}
+    for name in SCALAR_METRICS:
+        values = [float(result[name]) for result in fold_results]
+        summary[name] = float(np.mean(values)) if values else float("nan")
+        summary[f"{name}_std"] = float(np.std(values)) if values else float("nan")
+        summary[f"{name}_per_fold"] = values
+    matrices = [np.asarray(result["confusion_matrix"]) for result in fold_results]
+    if matrices:
+        summary["confusion_matrix"] = np.sum(matrices, axis=0).tolist()
+    return summary
+
+
+def format_results_table(summary: dict[str, Any], fold_ids: Sequence[int] | None = None, title: str = "") -> str:
+    """A plain-text table: one row per fold and a mean ± std row, metrics in percent."""
+    columns = SCALAR_METRICS
+    header = f"{'fold':>8} | " + " | ".join(f"{name:>14}" for name in columns)
+    lines = [title] if title else []
+    lines += [header, "-" * len(header)]
+    num_folds = len(summary.get(f"{columns[0]}_per_fold", []))
+    fold_ids = list(fold_ids) if fold_ids is not None else list(range(num_folds))
+    for row, fold in enumerate(fold_ids):
+        cells = [f"{100 * summary[f'{name}_per_fold'][row]:14.2f}" for name in columns]
+        lines.append(f"{fold:>8} | " + " | ".join(cells))
+    lines.append("-" * len(header))
+    cells = [f"{100 * summary[name]:7.2f} ±{100 * summary[f'{name}_std']:5.2f}" for name in columns]
+    lines.append(f"{'mean':>8} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]] | np.ndarray, labels: Sequence[str], path: str | Path,
+                          title: str = "Confusion matrix") -> Path:
+    """Save a row-normalised confusion matrix (counts printed in each cell) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.8 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            axis.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
+                      color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_curves(histories: dict[str, Sequence[dict[str, float]]], path: str | Path) -> Path:
+    """Save training loss and test accuracy per epoch, one line per fold, as a PNG.
+
+    Args:
+        histories: fold name -> list of per-epoch records with ``epoch``, ``train_loss`` and optionally
+            ``eval_accuracy``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, history in histories.items():
+        epochs = [record["epoch"] for record in history]
+        loss_axis.plot(epochs, [record.get("train_loss", math.nan) for record in history], marker="o", label=name)
+        accuracy_axis.plot(epochs, [record.get("eval_accuracy", math.nan) for record in history], marker="o",
+                           label=name)
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("training loss")
+    accuracy_axis.set_xlabel("epoch")
+    accuracy_axis.set_ylabel("test accuracy")
+    accuracy_axis.set_ylim(0, 1.02)
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        if histories:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write `data` as indented JSON atomically (write to a temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "all", folds: int = 10,
+                         fold: int | None = None, fold_seed: int = 0, cache_dir: str = ".cache/facet_vlm",
+                         num_proc: int = 1, batch_size: int = 16, output_dir: str | Path | None = None,
+                         synthetic_subjects: int = 40, synthetic_seed: int = 0) -> dict[str, Any]:
+    """Score a model saved by ``scripts/train.py`` (or any model folder of this library) on a data set.
+
+    ``protocol="all"`` scores every sample; a fold protocol (``subject-kfold``, ``loso``, ``holdout``,
+    ``bu3dfe-p1-10fold``, ...) scores the test subjects of each fold (or of ``fold``). When the model's training
+    record says it was trained on this same data set, its training subjects are always left out, so the score is
+    subject-independent. Writes ``evaluation_results.json`` and ``confusion_matrix.png`` into `output_dir`
+    (default ``MODEL_DIR/evaluation``) and returns the results.
+    """
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from .features import column, prepare_dataset
+    from .pipelines import load_model
+    from .training import TRAINING_RECORD, DataArguments, ModelArguments, build_folds, evaluate_model, selected_folds
+
+    model_dir = Path(model_dir)
+    model = load_model(str(model_dir))
+    model_type = model.config.model_type
+    record_path = model_dir / TRAINING_RECORD
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    processor_file = model_dir / "processor_config.json"
+    settings = json.loads(processor_file.read_text(encoding="utf-8")) if processor_file.is_file() else {}
+    settings.pop("processor_class", None)
+    model_args = ModelArguments(model=model_type, init_from=str(model_dir), label_set=record.get("label_set"))
+    data_args = DataArguments(dataset=dataset, protocol="holdout" if protocol == "all" else protocol, folds=folds,
+                              fold=fold, fold_seed=fold_seed, cache_dir=cache_dir, num_proc=num_proc,
+                              synthetic_subjects=synthetic_subjects, synthetic_seed=synthetic_seed,
+                              feature_overrides=json.dumps(settings) if settings else None)
+    accelerator = Accelerator()
+    prepared = prepare_dataset(model_args, data_args, accelerator)
+    labels = list(prepared.labels)
+    model_labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    if prepared.target_index is None and labels != model_labels:
+        raise ConfigError(f"the model predicts {model_labels}, the data set's label set is {labels}", model_dir)
+
+    subjects = np.asarray(column(prepared.dataset, "subject"))
+    if protocol == "all":
+        splits = {"all": sorted(set(subjects.tolist()))}
+    else:
+        fold_list = build_folds(prepared.dataset, data_args)
+        splits = {f"fold_{i}": fold_list[i][1] for i in selected_folds(len(fold_list), data_args)}
+    seen = set(record.get("train_subjects", [])) if record.get("dataset") == dataset else set()
+    model = accelerator.prepare(model)
+    per_split, excluded = {}, sorted(seen & set(subjects.tolist()))
+    for name, test_subjects in splits.items():
+        rows = np.flatnonzero(np.isin(subjects, [s for s in test_subjects if s not in seen]))
+        if len(rows) == 0:
+            continue
+        loader = accelerator.prepare(DataLoader(prepared.dataset.select(rows), batch_size=batch_size,
+                                                collate_fn=prepared.collate_fn))
+        scored = evaluate_model(accelerator, model, loader, prepared.logits_key, prepared.target_index)
+        per_split[name] = compute_metrics(scored["predictions"], scored["references"], num_labels=len(labels))
+    if not per_split:
+        raise ConfigError("nothing to score: every test subject was seen in training", model_dir)
+    summary = summarize_folds(list(per_split.values()))
+    results = {**{key: value for key, value in summary.items() if key != "confusion_matrix"},
+               "fold_results": [{"fold": name, **values} for name, values in per_split.items()],
+               "confusion_matrix": summary["confusion_matrix"], "protocol": protocol, "dataset": dataset,
+               "labels": labels, "model": str(model_dir), "excluded_training_subjects": excluded}
+    if accelerator.is_main_process:
+        output_dir = Path(output_dir) if output_dir else model_dir / "evaluation"
+        write_json(output_dir / "evaluation_results.json", results)
+        plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",
+                              title=f"{model_type} on {dataset}")
+        print(format_results_table(summary, list(range(len(per_split))), title=f"{model_dir} on {dataset}, "
+                                   f"{protocol} ({len(excluded)} training subjects left out)"))
+    return results

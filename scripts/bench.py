@@ -1,0 +1,278 @@
+"""Benchmarks: ``python scripts/bench.py render [--scan PATH] [--views 5] [--size 224] [--repeats 20]``.
+
+Each subcommand lives in its own pair of functions (``add_<name>_parser`` and ``run_<name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facet_vlm import Face
+from facet_vlm.geometry import DEFAULT_VIEWS, align, render_views, sample_points
+
+
+def build_scan(triangles: int = 15000, texture_size: int = 512, radius: float = 70.0, seed: int = 0) -> Face:
+    """A textured face-like height field (mm, facing +z) over a disc, with about `triangles` triangles in the crop."""
+    spacing = np.sqrt(2.0 * np.pi * radius**2 / triangles)
+    n = int(round(2.0 * radius / spacing)) + 1
+    xs = np.linspace(-radius, radius, n)
+    x, y = np.meshgrid(xs, xs)
+    z = (np.sqrt(np.maximum(120.0**2 - x**2 - y**2, 0.0)) - 120.0
+         + 22.0 * np.exp(-(x**2 / (2 * 9.0**2) + (y - 8.0) ** 2 / (2 * 16.0**2)))
+         - 6.0 * np.exp(-((np.abs(x) - 32.0) ** 2 + (y - 35.0) ** 2) / (2 * 8.0**2)))
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3)
+    faces = faces[np.all(np.hypot(vertices[faces, 0], vertices[faces, 1]) <= radius, axis=1)]
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (texture_size // 16, texture_size // 16, 3)).astype(np.uint8)
+    texture = np.kron(coarse, np.ones((16, 16, 1), np.uint8))
+    uv = (vertices[:, :2] + radius) / (2.0 * radius)
+    return Face(vertices, faces, uv=uv, texture=texture)
+
+
+def _views(count: int) -> tuple[tuple[float, float], ...]:
+    """The first `count` default views, then yaws spread over ±45° when more are asked for."""
+    if count <= len(DEFAULT_VIEWS):
+        return DEFAULT_VIEWS[:count]
+    return DEFAULT_VIEWS + tuple((float(y), 0.0) for y in np.linspace(-45.0, 45.0, count - len(DEFAULT_VIEWS)))
+
+
+def _best_time(fn, repeats: int) -> float:
+    """Median CPU time of `repeats` calls: on a shared machine it measures the work, not the waiting (all the code
+    timed here is single-threaded, so CPU time is also the wall time on an idle core)."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return float(np.median(times))
+
+
+def add_render_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("render", help="rendering, point sampling and feature-cache speed")
+    parser.add_argument("--scan", type=Path, help="a scan read_face reads (default: a generated 15k-triangle one)")
+    parser.add_argument("--views", type=int, default=5, help="number of views per render")
+    parser.add_argument("--size", type=int, default=224, help="image size in pixels")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repetitions")
+    parser.add_argument("--points", type=int, default=4096, help="points per cloud for sample_points")
+    parser.add_argument("--cache-rows", type=int, default=8, help="scans in the cached-read comparison (0: skip)")
+    parser.add_argument("--dtype", default="float32", choices=("float16", "float32"), help="cache storage dtype")
+    parser.set_defaults(run=run_render)
+
+
+def run_render(args: argparse.Namespace) -> None:
+    from facet_vlm.io import read_face
+
+    face = read_face(args.scan) if args.scan else build_scan()
+    views = _views(args.views)
+    channels = ("texture", "depth", "normal")
+    start = time.perf_counter()
+    render_views(align(face), views[:1], 8, channels)
+    sample_points(align(face), 16)
+    print(f"warm-up (numba compile or cache load): {time.perf_counter() - start:.2f} s; times below are median "
+          "CPU times of one process")
+
+    align_s = _best_time(lambda: align(face), max(3, args.repeats // 4))
+    aligned = align(face)
+    print(f"scan: {face}; aligned: {aligned.num_faces} triangles in the crop; align {align_s * 1e3:.1f} ms")
+    render_s = _best_time(lambda: render_views(aligned, views, args.size, channels), args.repeats)
+    print(f"render_views: {len(views)} views x {args.size}² x {channels}: {render_s * 1e3:.1f} ms "
+          f"= {len(views) / render_s:.0f} views/s ({render_s / len(views) * 1e3:.2f} ms/view)")
+    points_s = _best_time(lambda: sample_points(aligned, args.points), max(3, args.repeats // 4))
+    print(f"sample_points: {args.points} points (FPS from {4 * args.points}): {points_s * 1e3:.1f} ms "
+          f"= {args.points / points_s:.0f} points/s")
+    if args.cache_rows > 0:
+        _cache_ratio(face, views, args.size, channels, args.cache_rows, args.dtype)
+
+
+def _cache_ratio(face: Face, views, size: int, channels, rows: int, dtype: str) -> None:
+    """Time a fresh read_face + align + render of a .wrl scan against a read of its features from the cache."""
+    import datasets
+
+    from facet_vlm.geometry.cache import multiview_features, prepare_features
+    from facet_vlm.io import read_face, write_wrl
+
+    feature_fn = multiview_features(views, size, channels)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [str(write_wrl(Path(tmp) / f"scan_{i}.wrl", face)) for i in range(rows)]
+        table = datasets.Dataset.from_dict({"path": paths})
+        read_s = _best_time(lambda: [read_face(p) for p in paths], 3) / rows
+        fresh_s = _best_time(lambda: [feature_fn(read_face(p)) for p in paths], 3) / rows
+        datasets.disable_progress_bars()
+        start = time.perf_counter()
+        prepare_features(table, Path(tmp) / "cache", feature_fn, shard_size=max(1, rows // 2), dtype=dtype)
+        build_s = time.perf_counter() - start
+        start = time.perf_counter()
+        cached = prepare_features(table, Path(tmp) / "cache", feature_fn, shard_size=max(1, rows // 2), dtype=dtype)
+        reopen_s = time.perf_counter() - start
+        numpy_s = _best_time(lambda: [cached[i]["views"] for i in range(rows)], 3) / rows
+        batch_s = _best_time(lambda: cached[0:rows]["views"], 3) / rows
+        as_torch = cached.with_format("torch")
+        torch_s = _best_time(lambda: [as_torch[i]["views"] for i in range(rows)], 3) / rows
+    print(f"feature cache ({rows} .wrl scans, {dtype}): build {build_s:.2f} s, reopen {reopen_s * 1e3:.0f} ms")
+    print(f"  fresh: read_face {read_s * 1e3:.1f} ms + align+render {(fresh_s - read_s) * 1e3:.1f} ms "
+          f"= {fresh_s * 1e3:.1f} ms/scan")
+    print(f"  cached read: numpy format {numpy_s * 1e3:.2f} ms/scan ({fresh_s / numpy_s:.0f}x faster), "
+          f"torch format {torch_s * 1e3:.2f} ms/scan ({fresh_s / torch_s:.0f}x faster), "
+          f"one slice of {rows} rows {batch_s * 1e3:.2f} ms/scan ({fresh_s / batch_s:.0f}x faster)")
+
+
+# ----------------------------------------------------------------------------------------------------- train
+#: Small configs per model (64-px views, 2-layer towers): what the CPU bench and the synthetic runs use.
+BENCH_MODELS = {
+    "facet_vlm": {"vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                    "num_attention_heads": 4, "image_size": 64, "patch_size": 16},
+                  "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2},
+                  "channels": ["depth", "normal"], "projection_dim": 64, "cvsa_layers": 1, "cvsa_heads": 4,
+                  "mtgf_heads": 4, "temporal_layers": 1},
+    "couplefer": {"vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                    "num_attention_heads": 4, "image_size": 64, "patch_size": 16},
+                  "point_hidden_size": 64, "point_intermediate_size": 128, "point_num_attention_heads": 4,
+                  "num_point_groups": 32, "point_group_size": 16, "projection_dim": 64},
+    "afnet_m": {"embedding_size": 16, "hidden_sizes": [16, 32, 64], "depths": [1, 1, 1], "image_size": 64},
+    "physio_prompt": {"vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                        "num_attention_heads": 4, "image_size": 64, "patch_size": 16},
+                      "num_prompts": 2, "adapter_bottleneck": 16, "pulse_hidden_size": 32},
+}
+
+
+def bench_inputs(model_type: str, config, batch: int, generator) -> dict:
+    """Random inputs of the shapes the model's processor produces (no rendering: the bench times the model)."""
+    import torch
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator)
+
+    if model_type == "facet_vlm":
+        from facet_vlm.configuration_facet_vlm import CHANNEL_GROUP_WIDTHS
+
+        channels = sum(CHANNEL_GROUP_WIDTHS[name] for name in config.channels)
+        size = config.vision_config.image_size
+        inputs = {"pixel_values": rand(batch, config.num_views, channels, size, size)}
+    elif model_type == "couplefer":
+        size = config.vision_config.image_size
+        inputs = {"pixel_values": rand(batch, 3, size, size), "points": rand(batch, 1024, config.point_input_dim)}
+    elif model_type == "afnet_m":
+        size = config.image_size
+        inputs = {"pixel_values": rand(batch, 3, size, size), "geometry_values": rand(batch, 4, size, size),
+                  "region_masks": rand(batch, config.num_regions, size, size)}
+    else:
+        size = config.vision_config.image_size
+        inputs = {"pixel_values": rand(batch, 8, 3, size, size), "tfr_values": rand(batch, 1, 64, 64)}
+        inputs["labels"] = torch.randint(0, 2, (batch, 2), generator=generator)
+        return inputs
+    inputs["labels"] = torch.randint(0, config.num_labels, (batch,), generator=generator)
+    return inputs
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a large float32 matmul on this machine (best of `repeats`): the reference for the model's share."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_wall(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * size**3 / best
+
+
+def _wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_model(model_type: str, batch_size: int, steps: int, peak_flops: float) -> dict:
+    """One model's training and inference throughput, forward FLOP/s and its share of `peak_flops`."""
+    import resource
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facet_vlm.features import model_registry
+
+    entry = model_registry(model_type)
+    torch.manual_seed(0)
+    config = entry.config_class(**BENCH_MODELS[model_type], num_labels=6)
+    model = entry.model_class(config)
+    inputs = bench_inputs(model_type, config, batch_size, torch.Generator().manual_seed(0))
+    features = {name: value for name, value in inputs.items() if name != "labels"}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def train_step() -> None:
+        loss = model(**inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    train_step()
+    train_s = min(_wall(train_step) for _ in range(steps))
+    model.eval()
+    with torch.no_grad():
+        model(**features)
+        infer_s = min(_wall(lambda: model(**features)) for _ in range(steps))
+    # FlopCounterMode's module tracker needs autograd on (it hooks the backward of module outputs).
+    with FlopCounterMode(display=False) as counter:
+        model(**features)
+    flops = counter.get_total_flops()
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "train_samples_per_s": batch_size / train_s, "inference_samples_per_s": batch_size / infer_s,
+            "forward_gflops": flops / 1e9, "forward_gflops_per_s": flops / infer_s / 1e9,
+            "share_of_matmul_peak": flops / infer_s / peak_flops,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="training/inference samples/s, peak memory and matmul share")
+    parser.add_argument("--models", nargs="+", default=list(BENCH_MODELS), choices=list(BENCH_MODELS))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps (after one warm-up step)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """Per model: optimizer steps/s and forward samples/s on random inputs, peak RSS, and the forward's FLOP/s as a
+    share of the machine's float32 matmul FLOP/s (FLOPs counted by torch's FlopCounterMode)."""
+    import json
+
+    import torch
+
+    peak = matmul_peak_flops()
+    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads); batch {args.batch_size}")
+    print(f"{'model':<14} {'params':>9} {'train/s':>9} {'infer/s':>9} {'GFLOP/fwd':>10} {'fwd GFLOP/s':>12} "
+          f"{'of peak':>8} {'peak RSS':>9}")
+    results = {"matmul_peak_gflops": peak / 1e9, "batch_size": args.batch_size, "models": {}}
+    for model_type in args.models:
+        row = bench_model(model_type, args.batch_size, args.steps, peak)
+        results["models"][model_type] = row
+        print(f"{model_type:<14} {row['parameters'] / 1e6:8.2f}M {row['train_samples_per_s']:9.1f} "
+              f"{row['inference_samples_per_s']:9.1f} {row['forward_gflops']:10.2f} "
+              f"{row['forward_gflops_per_s']:12.1f} {100 * row['share_of_matmul_peak']:7.1f}% "
+              f"{row['peak_rss_mb']:8.0f}M")
+    print("peak RSS is the process high-water mark so far (it includes the models benchmarked before).")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_render_parser(subparsers)
+    add_train_parser(subparsers)
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

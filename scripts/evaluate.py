@@ -1,0 +1,33 @@
+"""Score a saved model on a data set, subject-independently (see `facet_vlm.evaluation.evaluate_saved_model`).
+
+    python scripts/evaluate.py outputs/run/model --dataset bu3dfe:/data/BU3DFE --protocol all
+    python scripts/evaluate.py outputs/run/model --dataset synthetic --protocol subject-kfold --folds 5
+"""
+
+import argparse
+
+from facet_vlm.evaluation import evaluate_saved_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="A folder written by scripts/train.py (model/) or save_pretrained.")
+    parser.add_argument("--dataset", required=True, help="synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | "
+                                                         "bu4dfe:ROOT | mahnob:ROOT | deap:ROOT")
+    parser.add_argument("--protocol", default="all", help="all (every sample), subject-kfold, loso, holdout, "
+                                                          "bu3dfe-p1-10fold, ...: scores each fold's test subjects")
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--fold", type=int, default=None)
+    parser.add_argument("--fold_seed", type=int, default=0)
+    parser.add_argument("--cache_dir", default=".cache/facet_vlm")
+    parser.add_argument("--num_proc", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--synthetic_subjects", type=int, default=40)
+    parser.add_argument("--synthetic_seed", type=int, default=0)
+    parser.add_argument("--output_dir", default=None, help="Default: MODEL_DIR/evaluation.")
+    args = parser.parse_args()
+    evaluate_saved_model(**vars(args))
+
+
+if __name__ == "__main__":
+    main()

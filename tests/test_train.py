@@ -1,0 +1,235 @@
+"""scripts/train.py end to end on tiny generated data: every model, resume after a stop, two processes, folds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facet_vlm.errors import ConfigError
+from facet_vlm.training import DataArguments, build_folds, parse_args, weights_digest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "scripts" / "train.py"
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "image_size": 32, "patch_size": 8}
+TINY_MODELS = {
+    "facet_vlm": {"vision_config": TINY_VISION,
+                  "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2},
+                  "projection_dim": 32, "cvsa_heads": 2, "mtgf_heads": 2, "cvsa_layers": 1, "temporal_layers": 1},
+    # No 2D<->3D contrastive term: it couples the samples of a batch, so one process and two processes
+    # (half batches each) would optimise different losses.
+    "couplefer": {"vision_config": TINY_VISION, "point_hidden_size": 32, "point_intermediate_size": 64,
+                  "point_num_attention_heads": 2, "num_point_groups": 8, "point_group_size": 8, "projection_dim": 16,
+                  "point_embed_hidden_size": 16, "contrastive_loss_weight": 0.0},
+    "afnet_m": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "fusion_stages": [0, 1],
+                "image_size": 32, "mask_hidden_size": 8, "fusion_hidden_size": 8, "template_size": 16},
+    "physio_prompt": {"vision_config": {**TINY_VISION, "num_attention_heads": 4}, "num_prompts": 2,
+                      "adapter_bottleneck": 8, "pulse_hidden_size": 16, "pulse_conv_channels": 4},
+}
+TINY_FEATURES = {"couplefer": {"num_points": 256}, "physio_prompt": {"num_frames": 4, "tfr_size": [32, 32]}}
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> Path:
+    """3 subjects x 6 expressions at one intensity, small meshes and textures (BU-3DFE layout)."""
+    from facet_vlm.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, subjects=3, seed=0, formats=("bu3dfe",), intensities=1, include_neutral=False, vertices=1500,
+             texture_size=64, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """3 subjects x 4 short face videos with a pulse (MAHNOB-HCI layout)."""
+    from facet_vlm.data.synthetic_video import generate_videos
+
+    root = tmp_path_factory.mktemp("videos")
+    generate_videos(root, subjects=3, trials_per_subject=4, seconds=3.0, size=32, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_config(tmp_path: Path, model: str, data_root: Path, cache_dir: Path, **changes) -> Path:
+    config = {"model": model, "model_config": TINY_MODELS[model], "dataset": f"synthetic:{data_root}",
+              "protocol": "subject-kfold", "folds": 3, "max_folds": 1, "batch_size": 4, "max_steps": 2,
+              "report_to": "none", "cache_dir": str(cache_dir), "output_dir": str(tmp_path / "run")}
+    if model in TINY_FEATURES:
+        config["feature_overrides"] = TINY_FEATURES[model]
+    config.update(changes)
+    path = tmp_path / f"{model}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_train(*args: str, launcher: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = (launcher or [sys.executable]) + [str(TRAIN), *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def fold_record(output_dir: Path, fold: int = 0) -> dict:
+    return json.loads((output_dir / f"fold_{fold}" / "results.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["facet_vlm", "couplefer", "afnet_m", "physio_prompt"])
+def test_two_step_run_writes_results_and_a_loadable_model(model, tmp_path, scans, videos, cache_dir):
+    data_root = videos if model == "physio_prompt" else scans
+    run_train("--config", str(tiny_config(tmp_path, model, data_root, cache_dir)))
+    output = tmp_path / "run"
+
+    results = json.loads((output / "all_results.json").read_text())
+    for key in ("accuracy", "uar", "macro_f1", "war", "accuracy_std", "accuracy_per_fold", "protocol", "labels"):
+        assert key in results
+    assert results["fold_ids"] == [0] and results["protocol"] == "subject-kfold"
+    matrix = np.asarray(results["confusion_matrix"])
+    assert matrix.shape == (len(results["labels"]),) * 2
+    assert matrix.sum() == results["fold_results"][0]["num_samples"] > 0
+    assert results["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    assert (output / "confusion_matrix.png").is_file() and (output / "curves.png").is_file()
+    assert (output / "model" / "processor_config.json").is_file()
+
+    # The saved model is the last fold's model: reloading it gives the same weights.
+    from facet_vlm.features import model_registry
+
+    reloaded = model_registry(model).model_class.from_pretrained(output / "model")
+    record = fold_record(output)
+    assert weights_digest(reloaded) == record["weights_sha256"]
+    assert record["history"][-1]["step"] == 2
+    assert not set(record["train_subjects"]) & set(record["test_subjects"])
+    if model == "afnet_m":
+        check_evaluate_and_predict(output, data_root, cache_dir, record)
+
+
+def check_evaluate_and_predict(output: Path, data_root: Path, cache_dir: Path, record: dict) -> None:
+    """scripts/evaluate.py leaves the model's training subjects out; scripts/predict.py prints probabilities."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(output / "model"), "--dataset",
+               f"synthetic:{data_root}", "--cache_dir", str(cache_dir), "--output_dir", str(output / "eval")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads((output / "eval" / "evaluation_results.json").read_text())
+    assert scored["excluded_training_subjects"] == record["train_subjects"]
+    assert scored["fold_results"][0]["num_samples"] == 6 * len(record["test_subjects"])
+
+    scan = sorted((data_root / "bu3dfe").rglob("*.wrl"))[0]
+    command = [sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(output / "model"), "--json",
+               str(scan)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    prediction = json.loads(result.stdout.strip().splitlines()[-1])
+    assert prediction["path"] == str(scan)
+    assert sum(entry["score"] for entry in prediction["scores"]) == pytest.approx(1.0, abs=1e-4)
+    assert prediction["expression"] == prediction["scores"][0]["label"]
+
+
+def test_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, scans, cache_dir):
+    # AFNet-M has dropout and batch norm: equality needs the RNG, the optimizer and the data order restored.
+    config = tiny_config(tmp_path, "afnet_m", scans, cache_dir, max_steps=None, num_epochs=2,
+                         checkpointing_steps="2", eval_each_epoch=True)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_train("--config", str(config), "--output_dir", str(whole))
+    # 12 training scans / batch 4 = 3 steps per epoch: stop in the middle of epoch 2, after the step-4 checkpoint.
+    stopped = run_train("--config", str(config), "--output_dir", str(resumed), "--stop_after_steps", "5")
+    assert "stopped after step 5" in stopped.stdout + stopped.stderr
+    assert not (resumed / "fold_0" / "results.json").exists()
+    assert sorted(p.name for p in (resumed / "fold_0" / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+    again = run_train("--config", str(config), "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    assert "resumed from" in again.stdout + again.stderr
+
+    expected, actual = fold_record(whole), fold_record(resumed)
+    assert actual["weights_sha256"] == expected["weights_sha256"]
+    assert actual["history"] == expected["history"]
+    assert actual["metrics"] == expected["metrics"]
+    # A rerun skips the finished fold and reports the same numbers.
+    rerun = run_train("--config", str(config), "--output_dir", str(resumed))
+    assert "already finished" in rerun.stdout + rerun.stderr
+    assert json.loads((resumed / "all_results.json").read_text())["accuracy"] == expected["metrics"]["accuracy"]
+
+
+def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path, scans, cache_dir):
+    config = tiny_config(tmp_path, "couplefer", scans, cache_dir, max_steps=3)
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_train("--config", str(config), "--output_dir", str(one))
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                "29517"]
+    run_train("--config", str(config), "--output_dir", str(two), launcher=launcher)
+
+    ranks = [json.loads((two / "fold_0" / f"rank_{rank}_weights.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert json.loads((two / "all_results.json").read_text())["num_processes"] == 2
+    # The global batch is split over the processes and DDP averages the gradients: same losses up to float noise.
+    losses_one = [record["train_loss"] for record in fold_record(one)["history"]]
+    losses_two = [record["train_loss"] for record in fold_record(two)["history"]]
+    assert losses_two == pytest.approx(losses_one, rel=1e-4)
+
+
+def subject_table(subjects: int = 12, intensities: int = 4):
+    import datasets
+
+    rows = [{"subject": f"F{s:04d}", "label": label, "intensity": level, "expression": str(label)}
+            for s in range(subjects) for label in range(6) for level in range(1, intensities + 1)]
+    return datasets.Dataset.from_list(rows)
+
+
+@pytest.mark.parametrize("protocol, folds", [("subject-kfold", 5), ("loso", None), ("holdout", None),
+                                             ("bu3dfe-p1-4fold", 4), ("bu3dfe-p2-3fold", 3)])
+def test_folds_never_share_a_subject(protocol, folds):
+    table = subject_table()
+    arguments = DataArguments(protocol=protocol, folds=folds or 10, test_fraction=0.25)
+    splits = build_folds(table, arguments)
+    everyone = set(table["subject"])
+    assert len(splits) == {"loso": len(everyone), "holdout": 1}.get(protocol, folds)
+    tested = []
+    for train, test in splits:
+        assert test and not set(train) & set(test)
+        assert set(train) | set(test) == everyone
+        tested += test
+    if protocol != "holdout":
+        assert sorted(tested) == sorted(everyone)  # every subject is tested exactly once
+
+
+def test_config_file_sets_defaults_and_command_line_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: afnet_m\nlearning_rate: 0.01\nmodel_config:\n  depths: [1, 1]\nintensities: [3, 4]\n")
+    model_args, data_args, training_args = parse_args(["--config", str(config), "--learning_rate", "0.5"])
+    assert model_args.model == "afnet_m" and model_args.model_config == {"depths": [1, 1]}
+    assert data_args.intensities == [3, 4]
+    assert training_args.learning_rate == 0.5
+
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rat": 0.1}))
+    with pytest.raises(ConfigError, match="learning_rat"):
+        parse_args(["--config", str(tmp_path / "bad.json")])
+    with pytest.raises(ConfigError, match="checkpointing_steps"):
+        parse_args(["--checkpointing_steps", "often"])
+
+
+def test_lora_adapts_the_towers_and_trains_the_new_modules_in_full():
+    from facet_vlm.labels import BASIC_EXPRESSIONS
+    from facet_vlm.training import ModelArguments, build_model
+
+    model_args = ModelArguments(model="facet_vlm", model_config=json.dumps(TINY_MODELS["facet_vlm"]), peft="lora",
+                                lora_r=4)
+    model = build_model(model_args, BASIC_EXPRESSIONS)
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert any("vision_model" in name and "lora_A" in name for name in trainable)
+    assert not any("vision_model" in name and "lora_" not in name for name in trainable)  # tower weights frozen
+    assert any(".cvsa." in name and "lora_" not in name for name in trainable)  # new fusion modules train in full
+
+    with pytest.raises(ConfigError, match="match no nn.Linear"):
+        build_model(ModelArguments(model="afnet_m", model_config=json.dumps(TINY_MODELS["afnet_m"]), peft="lora"),
+                    BASIC_EXPRESSIONS)
