@@ -166,7 +166,7 @@ def test_views_are_a_set_without_view_embeddings():
 
 
 def test_new_label_set_without_retraining(tmp_path):
-    model = tiny_model()
+    model = tiny_model(center_text_embeds=False)  # without centring, a class embedding depends on its prompts only
     pixels = renders(2)
     vision_before = {k: v.clone() for k, v in model.facet_vlm.vision_model.state_dict().items()}
     with torch.no_grad():
@@ -214,6 +214,22 @@ def test_text_embeddings_are_cached():
     assert len(calls) == 2 and trainable.facet_vlm.text_projection.weight.grad is not None
 
 
+def test_centred_text_embeddings_separate_the_classes():
+    def mean_pairwise_cosine(model):
+        with torch.no_grad():
+            text = model(renders(1)).text_embeds
+        off_diagonal = ~torch.eye(len(text), dtype=torch.bool)
+        return (text @ text.T)[off_diagonal].mean().item(), text
+
+    raw, raw_text = mean_pairwise_cosine(tiny_model(center_text_embeds=False))
+    centred, centred_text = mean_pairwise_cosine(tiny_model(center_text_embeds=True))
+    assert raw > 0.5  # prompt ensembles share most words: raw class embeddings nearly coincide
+    assert centred < 0 and centred < raw
+    torch.testing.assert_close(centred_text.norm(dim=-1), torch.ones(len(centred_text)))
+    expected = raw_text - raw_text.mean(dim=0, keepdim=True)
+    torch.testing.assert_close(centred_text, expected / expected.norm(dim=-1, keepdim=True))
+
+
 @pytest.mark.parametrize(
     "switch",
     [{"use_cvsa": False}, {"use_mtgf": False}, {"use_view_embeddings": False}, {"cvsa_use_patch_tokens": True}],
@@ -257,6 +273,7 @@ def test_from_clip_local_folder_matches_clip_zero_shot(tmp_path):
     model = FacetVLMForExpressionRecognition.from_clip(
         str(tmp_path / "clip"), num_views=1, view_angles=[(0, 0)], channels=("texture",), cvsa_heads=2, mtgf_heads=2,
         id2label={0: "calm", 1: "smiling"}, label_prompts={"calm": prompts[0][0:1], "smiling": prompts[1][0:1]},
+        center_text_embeds=False,  # CLIP's own zero-shot recipe
     ).eval()
     assert model.config.projection_dim == 16 and model.config.pretrained_clip_name == str(tmp_path / "clip")
     image = torch.rand(3, 1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
