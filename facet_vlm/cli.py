@@ -1,4 +1,4 @@
-"""Console entry points declared in pyproject.toml."""
+"""Console entry point ``facet-vlm-train`` (``facet-vlm-prepare`` is `facet_vlm.prepare.main`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,3 @@ def train_main(argv: Sequence[str] | None = None) -> None:
 
     main(argv)
 
-
-def prepare_main(argv: Sequence[str] | None = None) -> None:
-    """``facet-vlm-prepare``: generate or index a data set and fill the render cache (`facet_vlm.prepare`)."""
-    from .prepare import main
-
-    raise SystemExit(main(None if argv is None else list(argv)))

@@ -1,7 +1,7 @@
 """Train and evaluate a facet-vlm model subject-independently (see `facet_vlm.training` for every option).
 
     python scripts/train.py --config facet_vlm/configs/facet_vlm_synthetic_small.json
-    accelerate launch --config_file facet_vlm/configs/accelerate/cpu_2proc.yaml scripts/train.py --model couplefer ...
+    accelerate launch --config_file facet_vlm/configs/cpu_2proc.yaml scripts/train.py --model couplefer ...
 """
 
 from facet_vlm.training import main
