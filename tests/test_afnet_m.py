@@ -18,15 +18,6 @@ NUM_LABELS = 3
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread (the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> AFNetMConfig:
     settings = {
         "embedding_size": 8,

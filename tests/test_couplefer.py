@@ -37,15 +37,6 @@ LOSS_TERMS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread (the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> CoupleFERConfig:
     settings = {
         "vision_config": TINY_VISION,
