@@ -389,26 +389,3 @@ def test_validate_files_reports_bad_files_and_keeps_good_ones(tmp_path):
 def test_missing_file_is_a_project_error(tmp_path):
     with pytest.raises(FacetVLMError, match="nowhere.wrl"):
         read_face(tmp_path / "nowhere.wrl")
-
-
-@pytest.mark.slow
-def test_reading_a_bu3dfe_sized_wrl_takes_well_under_a_second(tmp_path):
-    import time
-
-    side = 90  # 8100 vertices, 15842 triangles: the size of a BU-3DFE _F3D.wrl
-    col, row = np.meshgrid(np.linspace(0, 1, side), np.linspace(0, 1, side))
-    vertices = np.stack([150 * col - 75, 200 * row - 100, 30 * np.exp(-8 * ((col - 0.5) ** 2 + (row - 0.5) ** 2))], 2)
-    grid = np.arange(side * side).reshape(side, side)
-    a, b, c, d = grid[:-1, :-1].ravel(), grid[:-1, 1:].ravel(), grid[1:, :-1].ravel(), grid[1:, 1:].ravel()
-    face = Face(
-        vertices=vertices.reshape(-1, 3),
-        faces=np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)]),
-        uv=np.stack([col.ravel(), row.ravel()], 1),
-        texture=_texture(512, 512),
-    )
-    path = write_wrl(tmp_path / "F0001_AN01WH_F3D.wrl", face)
-    start = time.perf_counter()
-    again = read_face(path)
-    elapsed = time.perf_counter() - start
-    assert again.num_vertices == face.num_vertices and again.num_faces == face.num_faces
-    assert elapsed < 1.0, f"reading took {elapsed:.2f} s"
