@@ -84,7 +84,12 @@ class FacetVLMConfig(PretrainedConfig):
         dropout (`float`, defaults to 0.0): dropout inside CVSA, MTGF and the temporal transformer.
         num_frames (`int`, defaults to 16): largest number of frames T of a 4D sequence (learned positions).
         temporal_layers (`int`, defaults to 2): temporal transformer depth for 4D inputs.
-        consistency_weight (`float`, defaults to 0.5): weight of the multiview consistency loss; 0 disables it.
+        consistency_weight (`float`, defaults to 0.5): weight of the multiview consistency loss; 0 disables it. The
+            loss runs on each view's own embedding and prediction, taken before CVSA mixes the views: every view's
+            prediction is pulled toward the (detached) fused prediction.
+        use_consistency_margin (`bool`, defaults to `True`): add the margin term to the consistency loss: per-view
+            embeddings of the same class in the batch are pulled together, those of different classes pushed apart
+            by `consistency_margin`. Off, the consistency loss is the view agreement alone.
         consistency_margin (`float`, defaults to 0.5): embeddings of different classes are pushed until their cosine
             distance (1 - cos) exceeds this margin.
         label_smoothing (`float`, defaults to 0.0): label smoothing of the cross-entropy.
@@ -163,6 +168,7 @@ class FacetVLMConfig(PretrainedConfig):
         num_frames: int = 16,
         temporal_layers: int = 2,
         consistency_weight: float = 0.5,
+        use_consistency_margin: bool = True,
         consistency_margin: float = 0.5,
         label_smoothing: float = 0.0,
         prompt_templates: list[str] | tuple[str, ...] | None = None,
@@ -214,6 +220,7 @@ class FacetVLMConfig(PretrainedConfig):
         self.num_frames = num_frames
         self.temporal_layers = temporal_layers
         self.consistency_weight = consistency_weight
+        self.use_consistency_margin = use_consistency_margin
         self.consistency_margin = consistency_margin
         self.label_smoothing = label_smoothing
         self.prompt_templates = list(DEFAULT_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates)

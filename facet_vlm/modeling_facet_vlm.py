@@ -38,10 +38,13 @@ class FacetVLMOutput(ModelOutput):
         loss: total loss (cross-entropy + `consistency_weight` x consistency), when `labels` are given.
         logits: (B, K) scaled cosine similarities between the fused face embeddings and the class text embeddings.
         face_embeds: (B, D) view-consistent face embedding (CVSA pooling; over time for 4D input).
-        view_embeds: (B, V, D) per-view features (channel groups averaged; averaged over frames for 4D input).
+        view_embeds: (B, V, D) each view's own embedding: its projected CLIP embedding before CVSA lets the views
+            attend to each other (channel groups averaged; averaged over frames for 4D input), so that view v depends
+            on the pixels of view v alone.
         view_weights: (B, K, V) how much each class attends to each view (rows sum to 1; uniform without MTGF).
         text_embeds: (K, D) L2-normalised class text embeddings (prompt-ensemble means).
-        view_logits: (B, V, K) logits of every single view, used by the consistency loss.
+        view_logits: (B, V, K) logits of every single view from `view_embeds` (the view's own prediction), used by
+            the consistency loss.
         ce_loss: the cross-entropy part of `loss`.
         consistency_loss: the (unweighted) multiview consistency part of `loss`.
     """
@@ -57,6 +60,35 @@ class FacetVLMOutput(ModelOutput):
     consistency_loss: torch.Tensor | None = None
 
 
+def view_agreement_loss(logits: torch.Tensor, view_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over faces and views of KL(fused prediction || single-view prediction).
+
+    The fused prediction is detached: the loss teaches each view to tell the expression on its own and does not
+    pull the fused prediction toward weak views. logits (B, K), view_logits (B, V, K).
+    """
+    target = logits.detach().softmax(dim=-1).unsqueeze(1).expand_as(view_logits)
+    return F.kl_div(view_logits.log_softmax(dim=-1), target, reduction="none").sum(-1).mean()
+
+
+def class_margin_loss(view_embeds: torch.Tensor, labels: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+    """Metric term over the per-view embeddings of the whole batch: pairs of the same class are pulled together
+    (cosine distance -> 0), pairs of different classes are pushed until their cosine distance exceeds `margin`.
+
+    view_embeds (B, V, D), labels (B,) class ids.
+    """
+    batch, views, _ = view_embeds.shape
+    embeds = F.normalize(view_embeds.reshape(batch * views, -1), dim=-1)
+    pair_labels = labels.repeat_interleave(views)
+    distance = 1.0 - embeds @ embeds.t()
+    same = pair_labels[:, None] == pair_labels[None, :]
+    not_self = ~torch.eye(len(pair_labels), dtype=torch.bool, device=labels.device)
+    pull = distance[same & not_self]
+    push = F.relu(margin - distance[~same])
+    return (pull.mean() if pull.numel() else distance.new_zeros(())) + (
+        push.mean() if push.numel() else distance.new_zeros(())
+    )
+
+
 def multiview_consistency_loss(
     logits: torch.Tensor,
     view_logits: torch.Tensor,
@@ -66,36 +98,26 @@ def multiview_consistency_loss(
 ) -> torch.Tensor:
     """Make the views of one face agree and keep classes apart.
 
-    Two terms: (1) KL divergence from every single view's prediction to the (detached) fused prediction, so that
-    each view learns to tell the expression on its own; (2) with labels, a margin loss on the per-view embeddings of
-    the whole batch: pairs of the same class are pulled together (cosine distance -> 0) and pairs of different
-    classes are pushed until their cosine distance exceeds `margin`.
+    `view_agreement_loss` (every single view's prediction against the fused one) plus, when `labels` are given,
+    `class_margin_loss` on the per-view embeddings. Both expect each view's own embedding and prediction, computed
+    before cross-view aggregation (`FacetVLMOutput.view_embeds` / `view_logits`): after CVSA every view token has
+    seen the other views, and agreement between them would say nothing about the single views.
 
     Args:
-        logits: (B, K) fused logits. view_logits: (B, V, K). view_embeds: (B, V, D). labels: (B,) class ids.
+        logits: (B, K) fused logits. view_logits: (B, V, K). view_embeds: (B, V, D). labels: (B,) class ids, or
+            None for the agreement term alone.
     """
-    target = logits.detach().softmax(dim=-1).unsqueeze(1).expand_as(view_logits)
-    agreement = F.kl_div(view_logits.log_softmax(dim=-1), target, reduction="none").sum(-1).mean()
+    agreement = view_agreement_loss(logits, view_logits)
     if labels is None:
         return agreement
-    batch, views, _ = view_embeds.shape
-    embeds = F.normalize(view_embeds.reshape(batch * views, -1), dim=-1)
-    pair_labels = labels.repeat_interleave(views)
-    distance = 1.0 - embeds @ embeds.t()
-    same = pair_labels[:, None] == pair_labels[None, :]
-    not_self = ~torch.eye(len(pair_labels), dtype=torch.bool, device=labels.device)
-    pull = distance[same & not_self]
-    push = F.relu(margin - distance[~same])
-    metric = (pull.mean() if pull.numel() else distance.new_zeros(())) + (
-        push.mean() if push.numel() else distance.new_zeros(())
-    )
-    return agreement + metric
+    return agreement + class_margin_loss(view_embeds, labels, margin)
 
 
 def facet_vlm_loss(
     output: FacetVLMOutput, labels: torch.Tensor, config: FacetVLMConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Cross-entropy on the fused logits plus `config.consistency_weight` x `multiview_consistency_loss`.
+    """Cross-entropy on the fused logits plus `config.consistency_weight` x `multiview_consistency_loss`; the margin
+    term of the consistency loss only with `config.use_consistency_margin`.
 
     Returns (total, cross_entropy, consistency or None when the weight is 0).
     """
@@ -103,7 +125,11 @@ def facet_vlm_loss(
     if config.consistency_weight == 0:
         return ce, ce, None
     consistency = multiview_consistency_loss(
-        output.logits, output.view_logits, output.view_embeds, labels, margin=config.consistency_margin
+        output.logits,
+        output.view_logits,
+        output.view_embeds,
+        labels if config.use_consistency_margin else None,
+        margin=config.consistency_margin,
     )
     return ce + config.consistency_weight * consistency, ce, consistency
 
@@ -663,9 +689,10 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
 
     def _fuse_frames(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-frame CVSA + MTGF on (N, V, C, H, W)."""
+        """Per-frame CVSA + MTGF on (N, V, C, H, W); "views" are each view's own embeddings, taken before CVSA."""
         tokens, patches = self.encode_views(pixel_values)
         batch, views, groups, dim = tokens.shape
+        own_views = tokens.mean(dim=2)
         if self.cvsa is not None:
             tokens, face = self.cvsa(tokens, patches)
         else:
@@ -676,7 +703,7 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         else:
             fused = face.unsqueeze(1)
             view_weights = tokens.new_full((batch, text_embeds.shape[0], views), 1.0 / views)
-        return {"face": face, "fused": fused, "views": tokens.mean(dim=2), "view_weights": view_weights}
+        return {"face": face, "fused": fused, "views": own_views, "view_weights": view_weights}
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> FacetVLMOutput:
         """Logits and embeddings of 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) renderer output."""
@@ -782,8 +809,10 @@ __all__ = [
     "FacetVLMOutput",
     "FacetVLMPreTrainedModel",
     "MultiviewTextGuidedFusion",
+    "class_margin_loss",
     "clip_model_from_open_clip",
     "facet_vlm_loss",
     "multiview_consistency_loss",
     "sample_sequence_frames",
+    "view_agreement_loss",
 ]

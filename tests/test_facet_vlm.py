@@ -23,6 +23,7 @@ from facet_vlm.modeling_facet_vlm import (
     clip_model_from_open_clip,
     multiview_consistency_loss,
     sample_sequence_frames,
+    view_agreement_loss,
 )
 from facet_vlm.tokenization import END_TOKEN_ID, START_TOKEN_ID, clip_token_ids
 
@@ -133,6 +134,40 @@ def test_consistency_loss_terms():
     model = tiny_model(consistency_weight=0.0)
     out = model(renders(2), labels=torch.tensor([1, 2]))
     assert out.consistency_loss is None and torch.equal(out.loss, out.ce_loss)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_consistency_loss_uses_each_views_own_prediction(sequence):
+    """CVSA mixes the views, but the view embeddings and predictions of the consistency loss are taken before it:
+    changing the pixels of view 3 changes the fused prediction and view 3's own, and no other view's."""
+    model = tiny_model()
+    pixels = renders(2, 3) if sequence else renders(2)
+    changed = pixels.clone()
+    changed[..., 3, :, :, :] = renders(2, 3, seed=1)[..., 3, :, :, :] if sequence else renders(2, seed=1)[:, 3]
+    targets = torch.tensor([1, 4])
+    with torch.no_grad():
+        before, after = model(pixels, labels=targets), model(changed, labels=targets)
+    others = [0, 1, 2, 4]
+    torch.testing.assert_close(after.view_embeds[:, others], before.view_embeds[:, others])
+    torch.testing.assert_close(after.view_logits[:, others], before.view_logits[:, others])
+    assert not torch.allclose(after.view_logits[:, 3], before.view_logits[:, 3], atol=1e-4)
+    assert not torch.allclose(after.logits, before.logits, atol=1e-4)
+    assert not torch.allclose(after.face_embeds, before.face_embeds, atol=1e-4)
+    for out in (before, after):
+        expected = multiview_consistency_loss(out.logits, out.view_logits, out.view_embeds, targets, margin=0.5)
+        torch.testing.assert_close(out.consistency_loss, expected)
+
+
+def test_consistency_margin_term_is_a_switch():
+    pixels, targets = renders(3), torch.tensor([0, 0, 2])
+    with torch.no_grad():
+        with_margin = tiny_model()(pixels, labels=targets)
+        without_margin = tiny_model(use_consistency_margin=False)(pixels, labels=targets)
+    torch.testing.assert_close(without_margin.logits, with_margin.logits)
+    torch.testing.assert_close(
+        without_margin.consistency_loss, view_agreement_loss(without_margin.logits, without_margin.view_logits)
+    )
+    assert with_margin.consistency_loss > without_margin.consistency_loss + 1e-3
 
 
 def test_save_and_auto_model_round_trip(tmp_path):
