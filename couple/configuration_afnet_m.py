@@ -1,5 +1,6 @@
 """Configuration of AFNet-M: two ResNet-style CNN branches (2D texture, 3D depth + normal maps) with mask attention
-(FiLM-like modulation from facial-region masks) and input-dependent importance-weight fusion at several stages."""
+(FiLM-like modulation from facial-region masks and spatial weighting of the salient regions) and input-dependent
+importance-weight fusion at several stages."""
 
 from __future__ import annotations
 
@@ -29,13 +30,26 @@ class AFNetMConfig(PreTrainedConfig):
         mask_attention_stages (`list[int]`, defaults to all stages): 0-based stages after which mask attention
             modulates both branches.
         mask_hidden_size (`int`, defaults to 32): width of the small conv net of mask attention.
+        mask_spatial_weighting (`bool`, defaults to `True`): besides the per-channel scale and shift, mask attention
+            weights the feature maps spatially by the salient regions: every position is multiplied by
+            `b + (1 - b) * m`, where m is the union (pixel-wise maximum, clipped to [0, 1]) of the region masks at
+            the stage resolution and b is `mask_background_weight`. Inside a region the features pass unchanged,
+            outside every region they are scaled by b. `False` keeps the scale/shift modulation alone.
+        mask_background_weight (`float`, defaults to 0.5): b above, in [0, 1]; 1 makes the spatial weighting the
+            identity, 0 removes everything outside the regions. The paper's abstract says only that the network
+            focuses on salient regions; 0.5 (damp the rest of the face, keep it visible to later stages) is this
+            library's choice.
         template_size (`int`, defaults to 56): resolution of the region template used when `region_masks` is None.
         learnable_template (`bool`, defaults to `True`): the template starts as Gaussian blobs at the canonical
             positions of eyes, brows, nose and mouth in an aligned frontal face and is learned; `False` keeps it
             fixed.
-        fusion_stages (`list[int]`, *optional*): 0-based stages after which the importance-weight module fuses the
-            branches; defaults to every stage but the first (`[1, 2, 3]` for four stages). The last stage is always
-            a fusion stage (its fused map feeds the classifier).
+        fusion_stages (`list[int]`, *optional*): 0-based stages after which the branches are fused (the fused map is
+            added back to both branches); defaults to every stage but the first (`[1, 2, 3]` for four stages). The
+            last stage is always a fusion stage (its fused map feeds the classifier).
+        importance_weight_stages (`list[int]`, *optional*): the fusion stages whose modality weights come from the
+            input-dependent importance-weight module; the other fusion stages average the branches with fixed equal
+            weights (0.5, 0.5). Defaults to every fusion stage, the last included; `[]` is the equal-weight
+            ablation. Must be a subset of `fusion_stages`.
         fusion_hidden_size (`int`, defaults to 64): hidden width of the importance-weight MLP.
         normalize_pixels (`bool`, defaults to `True`): ImageNet mean/std normalisation of the texture inside the
             model, so `pixel_values` stay plain RGB in [0, 1].
@@ -65,9 +79,12 @@ class AFNetMConfig(PreTrainedConfig):
     num_regions: int = 4
     mask_attention_stages: list[int] | tuple[int, ...] | None = None
     mask_hidden_size: int = 32
+    mask_spatial_weighting: bool = True
+    mask_background_weight: float = 0.5
     template_size: int = 56
     learnable_template: bool = True
     fusion_stages: list[int] | tuple[int, ...] | None = None
+    importance_weight_stages: list[int] | tuple[int, ...] | None = None
     fusion_hidden_size: int = 64
     normalize_pixels: bool = True
     image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406)
@@ -87,6 +104,9 @@ class AFNetMConfig(PreTrainedConfig):
         if self.fusion_stages is None:
             self.fusion_stages = list(range(1, num_stages))
         self.fusion_stages = sorted(set(self.fusion_stages) | {num_stages - 1})
+        if self.importance_weight_stages is None:
+            self.importance_weight_stages = list(self.fusion_stages)
+        self.importance_weight_stages = sorted(set(self.importance_weight_stages))
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
         super().__post_init__(**kwargs)
@@ -99,10 +119,20 @@ class AFNetMConfig(PreTrainedConfig):
                 f"AFNetMConfig: hidden_sizes {self.hidden_sizes} and depths {self.depths} need the same non-zero "
                 "length and depths >= 1"
             )
-        for name in ("mask_attention_stages", "fusion_stages"):
+        for name in ("mask_attention_stages", "fusion_stages", "importance_weight_stages"):
             stages = getattr(self, name)
             if any(stage < 0 or stage >= num_stages for stage in stages):
                 raise ValueError(f"AFNetMConfig.{name}={stages}: stages are 0-based indices below {num_stages}")
+        outside = sorted(set(self.importance_weight_stages) - set(self.fusion_stages))
+        if outside:
+            raise ValueError(
+                f"AFNetMConfig.importance_weight_stages={self.importance_weight_stages}: stages {outside} are not "
+                f"fusion stages {self.fusion_stages}"
+            )
+        if not 0.0 <= self.mask_background_weight <= 1.0:
+            raise ValueError(
+                f"AFNetMConfig.mask_background_weight must be in [0, 1], got {self.mask_background_weight}"
+            )
         if self.num_regions < 1:
             raise ValueError(f"AFNetMConfig.num_regions must be >= 1, got {self.num_regions}")
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:

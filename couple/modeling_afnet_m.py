@@ -7,13 +7,16 @@ depth + surface normals). After chosen stages:
   stage resolution and concatenated with the feature map; a small conv net (`mask_conv1`, `mask_conv2`) followed by a
   mask-weighted average pool (weights = the union of the regions) gives a descriptor from which two linear layers
   predict per-channel vectors γ (scale) and β (shift); the features become x·(1+γ)+β (FiLM-like). γ and β start at
-  zero, so the module starts as the identity. Without masks a region template is used: Gaussian ellipses at the mean
-  face positions of the four regions in the aligned frontal view (the same mean face as
+  zero. With `mask_spatial_weighting` the modulated maps are then weighted per position by b + (1 - b)·m (m = union
+  of the regions, b = `mask_background_weight`), so that the network focuses on the salient regions: features inside
+  a region pass, features outside every region are scaled by b. Without masks a region template is used: Gaussian
+  ellipses at the mean face positions of the four regions in the aligned frontal view (the same mean face as
   `facet_vlm.geometry.region_masks` for the default 90 mm crop), learned unless `learnable_template=False`.
 * **Importance-weight fusion**: global-average-pooled features of both branches → MLP → softmax over the two
   modalities (per sample); fused = w_2d·x_2d + w_3d·x_3d. The fused map is added back to both branches (x_m ← x_m +
   fused), so the next stages see the shared evidence while keeping their modality-specific path. The last stage is
-  always fused and its fused map feeds the classifier.
+  always fused and its fused map feeds the classifier. Fusion stages outside `importance_weight_stages` (the last
+  one included) use fixed equal weights w_2d = w_3d = 0.5 instead.
 
 This file imports only torch and transformers (plus its sibling configuration file) so that it ships as Hub remote code.
 """
@@ -67,7 +70,8 @@ class AFNetMOutput(ModelOutput):
     Args:
         loss: cross-entropy with label smoothing (when `labels` are given).
         logits: (B, num_labels).
-        modality_weights: (B, num_fusion_stages, 2) softmax importance weights (texture, geometry) per fusion stage.
+        modality_weights: (B, num_fusion_stages, 2) modality weights (texture, geometry) per fusion stage: the
+            softmax importance weights, or 0.5 each at stages outside `importance_weight_stages`.
         pooled_output: (B, hidden_sizes[-1]) pooled fused features of the last stage (the embedding).
         texture_hidden_states / geometry_hidden_states: with `output_hidden_states`, each branch's feature maps after
             every stage (after mask attention and fusion).
@@ -126,12 +130,22 @@ class AFNetMBranch(nn.Module):
         return F.max_pool2d(F.relu(self.stem_bn(self.stem_conv(values))), 3, stride=2, padding=1)
 
 
+def salient_region_weights(masks: torch.Tensor, background_weight: float) -> torch.Tensor:
+    """Spatial weights (B, 1, h, w) from region masks (B, R, h, w): b + (1 - b)·m with m the union (pixel-wise
+    maximum, clipped to [0, 1]) of the regions; 1 inside a region, b = `background_weight` outside every region."""
+    union = masks.amax(dim=1, keepdim=True).clamp(0.0, 1.0)
+    return background_weight + (1.0 - background_weight) * union
+
+
 class AFNetMMaskAttention(nn.Module):
-    """Region masks + features → per-channel scale γ and shift β; returns x·(1+γ)+β."""
+    """Region masks + features → per-channel scale γ and shift β, then (with `mask_spatial_weighting`) a spatial
+    weight per position from the regions; returns (x·(1+γ)+β)·(b + (1 - b)·m)."""
 
     def __init__(self, channels: int, config: AFNetMConfig):
         super().__init__()
         hidden = config.mask_hidden_size
+        self.spatial_weighting = config.mask_spatial_weighting
+        self.background_weight = config.mask_background_weight
         self.mask_conv1 = nn.Conv2d(channels + config.num_regions, hidden, 3, padding=1)
         self.mask_conv2 = nn.Conv2d(hidden, hidden, 3, padding=1)
         self.gamma_proj = nn.Linear(hidden, channels)
@@ -145,7 +159,10 @@ class AFNetMMaskAttention(nn.Module):
         pooled = (descriptor * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
         gamma = self.gamma_proj(pooled)
         beta = self.beta_proj(pooled)
-        return hidden_states * (1 + gamma[:, :, None, None]) + beta[:, :, None, None], gamma
+        modulated = hidden_states * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        if self.spatial_weighting:
+            modulated = modulated * salient_region_weights(masks, self.background_weight)
+        return modulated, gamma
 
 
 class AFNetMImportanceFusion(nn.Module):
@@ -161,6 +178,11 @@ class AFNetMImportanceFusion(nn.Module):
         weights = self.weight_fc2(F.relu(self.weight_fc1(pooled))).softmax(dim=-1)
         fused = weights[:, 0, None, None, None] * texture + weights[:, 1, None, None, None] * geometry
         return fused, weights
+
+
+def equal_weight_fusion(texture: torch.Tensor, geometry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ablation of importance-weight fusion: fused = 0.5·x_2d + 0.5·x_3d; weights (B, 2) all 0.5."""
+    return 0.5 * (texture + geometry), texture.new_full((texture.shape[0], 2), 0.5)
 
 
 class AFNetMPreTrainedModel(PreTrainedModel):
@@ -219,7 +241,10 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
             {str(stage): AFNetMMaskAttention(config.hidden_sizes[stage], config) for stage in masked}
         )
         self.importance_fusion = nn.ModuleDict(
-            {str(stage): AFNetMImportanceFusion(config.hidden_sizes[stage], config) for stage in config.fusion_stages}
+            {
+                str(stage): AFNetMImportanceFusion(config.hidden_sizes[stage], config)
+                for stage in config.importance_weight_stages
+            }
         )
         template = region_template(config.template_size, config.num_regions)
         if config.learnable_template:
@@ -289,8 +314,11 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
                 masks = F.interpolate(region_masks, size=texture.shape[2:], mode="bilinear", align_corners=False)
                 texture, _ = self.texture_mask_attention[key](texture, masks)
                 geometry, _ = self.geometry_mask_attention[key](geometry, masks)
-            if key in self.importance_fusion:
-                fused, weights = self.importance_fusion[key](texture, geometry)
+            if index in config.fusion_stages:
+                if key in self.importance_fusion:
+                    fused, weights = self.importance_fusion[key](texture, geometry)
+                else:
+                    fused, weights = equal_weight_fusion(texture, geometry)
                 modality_weights.append(weights)
                 if index < len(config.hidden_sizes) - 1:
                     texture, geometry = texture + fused, geometry + fused
@@ -313,4 +341,10 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
         )
 
 
-__all__ = ["AFNetMForExpressionRecognition", "AFNetMPreTrainedModel", "region_template"]
+__all__ = [
+    "AFNetMForExpressionRecognition",
+    "AFNetMPreTrainedModel",
+    "equal_weight_fusion",
+    "region_template",
+    "salient_region_weights",
+]

@@ -77,9 +77,13 @@ def test_output_shapes_and_defaults():
 
 def test_last_stage_is_always_fused():
     config = tiny_config(fusion_stages=[0])
-    assert config.fusion_stages == [0, 2]
+    assert config.fusion_stages == [0, 2] and config.importance_weight_stages == [0, 2]
     with pytest.raises(ValueError, match="fusion_stages"):
         tiny_config(fusion_stages=[5])
+    with pytest.raises(ValueError, match="importance_weight_stages"):
+        tiny_config(fusion_stages=[1], importance_weight_stages=[0])
+    with pytest.raises(ValueError, match="mask_background_weight"):
+        tiny_config(mask_background_weight=1.5)
     with pytest.raises(ValueError, match="hidden_sizes"):
         tiny_config(depths=[1, 1])
 
@@ -113,7 +117,7 @@ def test_region_template_follows_the_face_layout():
 
 
 def test_mask_attention_is_film():
-    config = tiny_config()
+    config = tiny_config(mask_spatial_weighting=False)
     attention = AFNetMMaskAttention(8, config)
     hidden = torch.randn(2, 8, 5, 5)
     masks = torch.rand(2, 4, 5, 5)
@@ -129,10 +133,10 @@ def test_mask_attention_is_film():
     assert gamma.shape == (2, 8)
 
 
-def test_masks_matter_only_once_modulation_is_learned():
+def test_without_spatial_weighting_masks_matter_only_once_modulation_is_learned():
     inputs = batch(2)
     other_masks = 1 - inputs["region_masks"]
-    model = tiny_model()
+    model = tiny_model(mask_spatial_weighting=False)
     with torch.no_grad():
         first = model(**inputs).logits
         second = model(**{**inputs, "region_masks": other_masks}).logits
@@ -146,6 +150,58 @@ def test_masks_matter_only_once_modulation_is_learned():
         explicit = model(**{**inputs, "region_masks": template}).logits
     assert not torch.allclose(first, second)
     torch.testing.assert_close(template_logits, explicit)
+
+
+def test_spatial_mask_weighting_scales_the_background_by_the_configured_weight():
+    background = 0.25
+    weighted = AFNetMMaskAttention(8, tiny_config(mask_background_weight=background))
+    plain = AFNetMMaskAttention(8, tiny_config(mask_spatial_weighting=False))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in (weighted.gamma_proj, weighted.beta_proj):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+    plain.load_state_dict(weighted.state_dict())
+    hidden = torch.randn(2, 8, 6, 6, generator=generator)
+    masks = torch.zeros(2, 4, 6, 6)
+    masks[:, 1, :2] = 1.0  # a region over the top two rows
+    masks[:, 3, 4, 4] = 0.6  # a soft region edge
+    with torch.no_grad():
+        out, _ = weighted(hidden, masks)
+        reference, _ = plain(hidden, masks)
+    outside = masks.amax(dim=1, keepdim=True).expand_as(out) == 0
+    assert outside.sum() > 0 and reference[outside].abs().min() > 0
+    torch.testing.assert_close(out[outside], background * reference[outside])
+    torch.testing.assert_close(out[:, :, :2], reference[:, :, :2])  # inside a region: unchanged
+    torch.testing.assert_close(out[:, :, 4, 4], (background + (1 - background) * 0.6) * reference[:, :, 4, 4])
+
+
+def test_spatial_weighting_reaches_the_model_and_is_the_identity_at_background_weight_one():
+    inputs = batch(2)
+    with torch.no_grad():
+        plain = tiny_model(mask_spatial_weighting=False)(**inputs).logits
+        identity = tiny_model(mask_background_weight=1.0)(**inputs).logits
+        damped = tiny_model(mask_background_weight=0.25)(**inputs).logits
+    torch.testing.assert_close(identity, plain)
+    assert not torch.allclose(damped, plain, atol=1e-4)  # the masks act from the start, before γ/β are learned
+
+
+@pytest.mark.parametrize("importance_stages", [[1], []])
+def test_importance_weights_are_switchable_at_every_stage_the_last_included(importance_stages):
+    reference_model = tiny_model()
+    model = tiny_model(importance_weight_stages=importance_stages)
+    assert sorted(model.importance_fusion) == [str(stage) for stage in importance_stages]
+    model.load_state_dict(reference_model.state_dict(), strict=False)  # same weights, fewer importance modules
+    inputs = batch(2)
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+        reference = reference_model(**inputs)
+    assert model.config.fusion_stages == [1, 2]
+    torch.testing.assert_close(out.modality_weights[:, -1], torch.full((2, 2), 0.5))  # the last stage: equal
+    assert (out.modality_weights[:, 0] != 0.5).all() == (1 in importance_stages)
+    last = 0.5 * (out.texture_hidden_states[-1] + out.geometry_hidden_states[-1])
+    torch.testing.assert_close(out.pooled_output, last.mean(dim=(2, 3)))
+    assert not torch.allclose(out.logits, reference.logits, atol=1e-5)
 
 
 def test_importance_fusion_weights_the_modalities():
