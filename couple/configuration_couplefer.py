@@ -55,7 +55,8 @@ class CoupleFERConfig(PreTrainedConfig):
             between the fused embedding and the class prototypes (pulls a sample to its class prototype and pushes
             it from the others).
         prototype_mode (`str`, defaults to `"learned"`): prototypes are learned parameters, or `"ema"` class
-            centres updated with momentum from the batch embeddings (no gradient to the prototypes).
+            centres updated with momentum from the batch embeddings (no gradient to the prototypes; in distributed
+            training the update is reduced over all processes first, so their prototypes stay identical).
         prototype_temperature (`float`, defaults to 0.1); prototype_momentum (`float`, defaults to 0.9, EMA only).
         label_smoothing (`float`, defaults to 0.0): for the cross-entropy terms.
         hidden_dropout (`float`, defaults to 0.0): dropout before the heads.

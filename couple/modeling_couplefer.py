@@ -491,13 +491,28 @@ class CoupleFERForExpressionRecognition(CoupleFERPreTrainedModel):
 
     @torch.no_grad()
     def update_prototypes(self, fused_embeds: torch.Tensor, labels: torch.Tensor) -> None:
-        """EMA step of the class centres present in the batch (`prototype_mode="ema"`)."""
+        """EMA step of the class centres present in the batch (`prototype_mode="ema"`).
+
+        The batch's class centre is the normalised mean of its L2-normalised embeddings of that class. In distributed
+        training the per-class sums and counts are summed over all processes (`torch.distributed.all_reduce`, when a
+        process group is initialised) before the step, so every process applies the same update, the one a single
+        process would make on the union of the processes' batches, and the prototype buffers stay identical.
+        Every process must therefore call this in the same training steps (it does: every training forward with
+        labels).
+        """
         embeds = F.normalize(fused_embeds.detach().to(self.prototypes.dtype), dim=-1)
+        labels = labels.to(embeds.device).long()
+        sums = embeds.new_zeros(self.prototypes.shape).index_add_(0, labels, embeds)
+        counts = embeds.new_zeros(len(self.prototypes)).index_add_(0, labels, embeds.new_ones(len(labels)))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            totals = torch.cat([sums, counts[:, None]], dim=1)
+            torch.distributed.all_reduce(totals, op=torch.distributed.ReduceOp.SUM)
+            sums, counts = totals[:, :-1], totals[:, -1]
+        present = counts > 0
         momentum = self.config.prototype_momentum
-        for label in labels.unique():
-            mean = F.normalize(embeds[labels == label].mean(dim=0), dim=-1)
-            current = F.normalize(self.prototypes[label], dim=-1)
-            self.prototypes[label] = F.normalize(momentum * current + (1 - momentum) * mean, dim=-1)
+        means = F.normalize(sums[present], dim=-1)
+        current = F.normalize(self.prototypes[present], dim=-1)
+        self.prototypes[present] = F.normalize(momentum * current + (1 - momentum) * means, dim=-1)
 
     def forward(
         self,

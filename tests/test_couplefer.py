@@ -255,6 +255,47 @@ def test_cluster_loss_pulls_samples_to_their_prototype(prototype_mode):
     assert isinstance(model.prototypes, torch.nn.Parameter) == (prototype_mode == "learned")
 
 
+PROTOTYPE_LABELS = {0: torch.tensor([0, 1, 1]), 1: torch.tensor([1, 2, 2])}  # class 0 on rank 0 only, 3 nowhere
+
+
+def _prototype_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
+    """One process of the distributed prototype test: two training forwards on this rank's own data."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        model = tiny_model(prototype_mode="ema", prototype_momentum=0.5).train()
+        seen = []
+        for step in range(2):
+            inputs = {**batch(3, seed=10 * rank + step), "labels": PROTOTYPE_LABELS[rank]}
+            out = model(**inputs)
+            seen.append((out.fused_embeds.detach(), inputs["labels"]))
+        torch.save({"prototypes": model.prototypes.detach().clone(), "seen": seen}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ema_prototypes_are_equal_across_processes_and_match_one_process(tmp_path):
+    """Two gloo processes, each fed different data: the EMA updates are reduced before they are applied, so both
+    hold the same prototypes, those of one process updating on the union of the batches."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_prototype_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    torch.testing.assert_close(ranks[0]["prototypes"], ranks[1]["prototypes"], rtol=0, atol=0)
+
+    single = tiny_model(prototype_mode="ema", prototype_momentum=0.5).train()
+    initial = single.prototypes.clone()
+    for step in range(2):
+        embeds = torch.cat([ranks[rank]["seen"][step][0] for rank in range(2)])
+        labels = torch.cat([ranks[rank]["seen"][step][1] for rank in range(2)])
+        single.update_prototypes(embeds, labels)
+    torch.testing.assert_close(ranks[0]["prototypes"], single.prototypes)
+    changed = ~torch.isclose(single.prototypes, initial).all(dim=-1)
+    assert changed.tolist() == [True, True, True, False]  # classes seen on either rank moved, class 3 did not
+
+
 def test_from_clip_loads_vision_weights(tmp_path):
     torch.manual_seed(1)
     clip = CLIPVisionModel(CLIPVisionConfig(**TINY_VISION)).eval()
