@@ -32,7 +32,8 @@ class PhysioPromptConfig(PreTrainedConfig):
         gradient_reversal_scale (`float`, defaults to 1.0): gradient-reversal factor in front of the adversary.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
-        use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding to the heads.
+        use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding to the heads (the
+            pulse-to-head shortcut); off, the pulse reaches the output through the prompt tokens alone.
         num_emotions (`int`, defaults to 0): classes of the discrete-emotion head; 0 disables it.
         emotion_labels (`list[str]`, *optional*): names of the emotion classes (``id2label`` of that head).
         emotion_loss_weight (`float`, defaults to 1.0): weight of the emotion cross-entropy.

@@ -137,6 +137,30 @@ def test_invalid_subject_ids_and_config_values_raise():
         tiny_config(num_emotions=2, emotion_labels=["a"])
 
 
+def test_time_frequency_map_acts_through_the_prompts_alone():
+    """With the pulse-to-head shortcut off (`use_pulse_embedding=False`) the TFR reaches the output only through the
+    prompt tokens: once the prompt projection has learned, a different TFR changes the logits; with the projection
+    zeroed (prompts that no longer depend on the TFR) it changes nothing."""
+    model = tiny_model(use_pulse_embedding=False, num_train_subjects=0)
+    assert model.heads.valence.in_features == TINY_VISION["hidden_size"]
+    inputs = batch()
+    other_tfr = torch.randn(inputs["tfr_values"].shape, generator=torch.Generator().manual_seed(7))
+
+    def logits_for(tfr_values):
+        model.eval()
+        with torch.no_grad():
+            return model(inputs["pixel_values"], tfr_values).logits
+
+    torch.testing.assert_close(logits_for(other_tfr), logits_for(inputs["tfr_values"]))  # zero-initialised offsets
+    train_steps(model, {key: inputs[key] for key in ("pixel_values", "tfr_values", "labels")}, steps=3)
+    assert model.prompt_generator.prompt_proj.weight.abs().sum() > 0
+    assert not torch.allclose(logits_for(other_tfr), logits_for(inputs["tfr_values"]), atol=1e-5)
+    with torch.no_grad():
+        model.prompt_generator.prompt_proj.weight.zero_()
+        model.prompt_generator.prompt_proj.bias.zero_()
+    torch.testing.assert_close(logits_for(other_tfr), logits_for(inputs["tfr_values"]))
+
+
 def test_ratings_to_labels_threshold():
     labels = ratings_to_labels(torch.tensor([1.0, 5.0, 5.5, 9.0]), torch.tensor([9.0, 6.0, 5.0, 2.0]))
     assert labels.tolist() == [[0, 1], [0, 1], [1, 0], [1, 0]]
