@@ -104,6 +104,36 @@ def test_folder_is_complete_and_safe(published):
     assert auto_map["AutoModel"].startswith("modeling_facet_vlm.")
 
 
+#: The papers as issue #13 gives them: (title, identifiers that must appear: arXiv id and/or venue details).
+PAPERS = {
+    "facet_vlm": ("Facial Emotion Learning with Text-Guided Multiview Fusion via Vision-Language Model for 3D/4D "
+                  "Facial Expression Recognition", ("2507.01673", "Neurocomputing", "657", "131621", "M. Behzad")),
+    "couplefer": ("CoupleFER: Dynamic Cross-Modal Fusion via Prompt Learning for Improved 2D+3D FER",
+                  ("IEEE Transactions on Affective Computing", "3154--3168", "{16}", "{4}", "{2025}")),
+    "afnet_m": ("AFNet-M: Adaptive Fusion Network with Masks for 2D+3D Facial Expression Recognition",
+                ("2205.11785", "ICIP", "{2023}", "M. Sui and H. Li and Z. Zhu and F. Zhao")),
+    "physio_prompt": ("Adaptive Physical-Facial Representation Fusion via Subject-Invariant Cross-Modal Prompt Tuning "
+                      "for Video-Based Emotion Recognition",
+                      ("2605.05694", "X. Luo and J. Li and R. Song and Y. Liu and J. Cheng")),
+}
+
+
+def test_every_models_card_cites_its_paper():
+    from couple import AFNetMConfig, CoupleFERConfig, PhysioPromptConfig
+    from facet_vlm import FacetVLMConfig
+    from facet_vlm.hub import build_model_card
+
+    model_types = {config.model_type for config in (FacetVLMConfig, CoupleFERConfig, AFNetMConfig, PhysioPromptConfig)}
+    assert model_types == set(PAPERS)
+    for model_type, (title, identifiers) in PAPERS.items():
+        citation = build_model_card({"model_type": model_type}, REPO_ID).text.split("## Citation", 1)[1]
+        assert f"title = {{{{{title}}}}}" in " ".join(citation.split()), model_type
+        for identifier in identifiers:
+            assert identifier in citation, (model_type, identifier)
+        assert "TODO" not in citation
+    assert "@" not in build_model_card({"model_type": "unknown"}, REPO_ID).text.split("## Citation", 1)[1]
+
+
 def test_card_metadata_has_model_index_from_results(published, run_dir):
     from huggingface_hub import ModelCard
 
