@@ -21,25 +21,25 @@ from .modeling_facet_vlm import (
 )
 from .pipelines import ExpressionRecognitionPipeline, pipeline
 from .processing_facet_vlm import FacetVLMProcessor
+from .registry import MODEL_REGISTRY, register_auto_classes
 from .tokenization import clip_token_ids
 
 FacetVLMConfig.prompt_tokenizer = staticmethod(clip_token_ids)
 
 
-def _register_facet_vlm() -> None:
-    """Make `AutoConfig` / `AutoModel` / `AutoModelForImageClassification` know FACET-VLM, and make saved folders
-    carry the model code and an `auto_map` (loadable with `trust_remote_code=True` without this package)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
-
-    AutoConfig.register(FacetVLMConfig.model_type, FacetVLMConfig, exist_ok=True)
-    AutoModel.register(FacetVLMConfig, FacetVLMModel, exist_ok=True)
-    AutoModelForImageClassification.register(FacetVLMConfig, FacetVLMForExpressionRecognition, exist_ok=True)
-    FacetVLMConfig.register_for_auto_class()
-    FacetVLMModel.register_for_auto_class("AutoModel")
-    FacetVLMForExpressionRecognition.register_for_auto_class("AutoModelForImageClassification")
+register_auto_classes()
 
 
-_register_facet_vlm()
+def _import_couple() -> None:
+    """Import ``couple`` so that its classes are importable from one ``import facet_vlm``; skipped while ``couple``
+    itself is being imported (it imports ``facet_vlm`` for the errors and processors: no circle at run time)."""
+    import sys
+
+    if "couple" not in sys.modules:
+        import couple  # noqa: F401
+
+
+_import_couple()
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "FacetVLMModel",
     "FacetVLMOutput",
     "FacetVLMProcessor",
+    "MODEL_REGISTRY",
     "MultiviewTextGuidedFusion",
     "FormatError",
     "MissingTextureError",

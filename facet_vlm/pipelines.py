@@ -13,7 +13,6 @@ FACET-VLM, CoupleFER and AFNet-M all work through the same call.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Sequence
@@ -25,15 +24,9 @@ import torch
 
 from .errors import ConfigError
 from .face import Face
+from .registry import MODEL_REGISTRY, entry_for_class
 
 TASKS = ("expression-recognition",)
-
-#: Processor class of each model class, as (package, class name), used when a model folder has no processor files.
-DEFAULT_PROCESSORS = {
-    "FacetVLMForExpressionRecognition": ("facet_vlm", "FacetVLMProcessor"),
-    "CoupleFERForExpressionRecognition": ("couple", "CoupleFERProcessor"),
-    "AFNetMForExpressionRecognition": ("couple", "AFNetMProcessor"),
-}
 
 ScanInput = str | PathLike | Face
 
@@ -156,18 +149,6 @@ def _config_dict(source: str) -> dict[str, Any]:
     return json.loads(config_file.read_text())
 
 
-def _find_class(name: str, packages: Sequence[str] = ("facet_vlm", "couple")) -> type | None:
-    for package in packages:
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            continue
-        cls = getattr(module, name, None)
-        if cls is not None:
-            return cls
-    return None
-
-
 def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
     """A facet-vlm model from a folder or Hub id; PEFT adapter folders are applied to their base model."""
     source = resolve_source(source)
@@ -183,44 +164,24 @@ def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
         return PeftModel.from_pretrained(base, path).merge_and_unload()
     config = _config_dict(source)
     for name in config.get("architectures") or []:
-        cls = _find_class(name)
-        if cls is not None:
-            return cls.from_pretrained(source, **kwargs)
+        entry = entry_for_class(name)
+        if entry is not None and name == entry.model_name:
+            return entry.model_class.from_pretrained(source, **kwargs)
+        if entry is not None and name == entry.auto_model_name:
+            return entry.auto_model_class.from_pretrained(source, **kwargs)
     raise ConfigError(f"config.json names no facet-vlm model class (architectures={config.get('architectures')})",
                       source)
 
 
 def load_processor(model: torch.nn.Module, source: str | None = None) -> Any:
-    """The processor saved next to the model (``processor_config.json``), else the model class's default one."""
-    model_class = type(model).__name__
+    """The processor saved next to the model (``processor_config.json``), else the registry's processor of the
+    model's type built from its config."""
+    entry = MODEL_REGISTRY.get(getattr(model.config, "model_type", None))
+    if entry is None:
+        raise ConfigError(f"no processor registered for {type(model).__name__}; pass processor=...")
     if source is not None:
-        saved = _saved_processor_class(source)
-        if saved is not None:
-            return saved.from_pretrained(source)
-    if model_class not in DEFAULT_PROCESSORS:
-        raise ConfigError(f"no default processor for {model_class}; pass processor=...")
-    package, name = DEFAULT_PROCESSORS[model_class]
-    cls = _find_class(name, (package,))
-    if cls is None:
-        raise ConfigError(f"{package}.{name} is not available; pass processor=...")
-    return _processor_from_config(cls, model.config)
-
-
-def _saved_processor_class(source: str) -> type | None:
-    """The processor class named in a model folder's processor_config.json, if any."""
-    config_file = Path(source) / "processor_config.json"
-    if not config_file.is_file():
-        return None
-    name = json.loads(config_file.read_text()).get("processor_class")
-    return _find_class(name) if name else None
-
-
-def _processor_from_config(cls: type, config: Any) -> Any:
-    """Build a processor matching a model config (``from_model_config`` when the class offers it)."""
-    for factory in ("from_model_config", "from_config"):
-        if hasattr(cls, factory):
-            return getattr(cls, factory)(config)
-    return cls()
+        return entry.processor_class.from_pretrained(source)
+    return entry.processor_class.from_config(model.config)
 
 
 __all__ = ["ExpressionRecognitionPipeline", "load_model", "load_processor", "pipeline", "resolve_source"]
