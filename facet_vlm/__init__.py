@@ -1,4 +1,9 @@
-"""facet-vlm: 2D+3D and 4D facial expression recognition, and face+pulse video emotion recognition."""
+"""facet-vlm: 2D+3D and 4D facial expression recognition, and face+pulse video emotion recognition.
+
+``import facet_vlm`` registers every model of `facet_vlm.registry` (also those of the ``couple`` package, which it
+imports) with transformers' `AutoConfig`, `AutoModel`, task Auto class and `AutoProcessor`, and the pipelines
+``expression-recognition`` and ``video-emotion-recognition`` with transformers' `PIPELINE_REGISTRY`.
+"""
 
 from .configuration_facet_vlm import FacetVLMConfig
 from .errors import (
@@ -19,7 +24,7 @@ from .modeling_facet_vlm import (
     MultiviewTextGuidedFusion,
     sample_sequence_frames,
 )
-from .pipelines import ExpressionRecognitionPipeline, pipeline
+from .pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline, pipeline, register_pipelines
 from .processing_facet_vlm import FacetVLMProcessor
 from .registry import MODEL_REGISTRY, register_auto_classes
 from .tokenization import clip_token_ids
@@ -28,6 +33,7 @@ FacetVLMConfig.prompt_tokenizer = staticmethod(clip_token_ids)
 
 
 register_auto_classes()
+register_pipelines()
 
 
 def _import_couple() -> None:
@@ -61,6 +67,7 @@ __all__ = [
     "UnsafePickleError",
     "UnsupportedFormatError",
     "ExpressionRecognitionPipeline",
+    "VideoEmotionRecognitionPipeline",
     "pipeline",
     "sample_sequence_frames",
 ]

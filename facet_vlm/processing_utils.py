@@ -1,11 +1,13 @@
 """The common base of the library's processors: settings saved as ``processor_config.json``, loaded back with
 ``from_pretrained`` (directly or through `transformers.AutoProcessor`), and outputs as `transformers.BatchFeature`.
 
-The processors hold plain settings (image size, views, point count, ...) and no sub-processor (no image processor
-or tokenizer object to save), so they follow transformers' `ProcessorMixin` API — ``save_pretrained``,
-``from_pretrained(path_or_repo, **hub_kwargs)``, ``to_dict``, the class name under ``processor_class`` in
-``processor_config.json`` (transformers' `PROCESSOR_NAME`), `BatchFeature` out — without inheriting its
-attribute machinery. `facet_vlm.registry.register_auto_classes` registers each of them with `AutoProcessor`.
+The processors are `transformers.ProcessorMixin` subclasses, so ``transformers.pipeline`` and `AutoProcessor`
+accept them. They hold plain settings (image size, views, point count, ...) and no sub-processor (no image processor
+or tokenizer object to save: rendering a 3D scan or cropping a face video is their own code), so this base replaces
+the sub-processor parts of the mixin: ``save_pretrained`` writes the settings and the class name (under
+``processor_class``) to ``processor_config.json`` (transformers' `PROCESSOR_NAME`), ``from_pretrained`` takes a
+folder or a Hub id with the usual Hub keyword arguments, ``__call__`` returns a `BatchFeature`.
+`facet_vlm.registry.register_auto_classes` registers each processor with `AutoProcessor`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from transformers import ProcessorMixin
+
 from .errors import ConfigError
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -22,10 +26,12 @@ PROCESSOR_CONFIG_NAME = "processor_config.json"
 HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
 
 
-class SettingsProcessor:
-    """Base of the processors: subclasses list their settings in ``fields`` and build them in ``__init__``."""
+class SettingsProcessor(ProcessorMixin):
+    """Base of the processors: subclasses list their settings in ``fields`` and build them in ``__init__`` (which
+    takes no sub-processor, so the mixin's ``__init__`` has nothing to set up)."""
 
     fields: ClassVar[tuple[str, ...]] = ()
+    chat_template = None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings (what ``__init__`` takes) plus ``processor_class``; JSON-serialisable."""
@@ -42,11 +48,14 @@ class SettingsProcessor:
 
     __hash__ = None  # mutable settings
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False,
+                        **kwargs: Any) -> list[str]:
         """Write ``processor_config.json`` into `save_directory` (created if needed); returns the written files."""
         path = Path(save_directory) / PROCESSOR_CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json_string(), encoding="utf-8")
+        if push_to_hub:
+            raise ConfigError("push a model folder with scripts/publish.py (it validates the card and the files)")
         return [str(path)]
 
     @classmethod
