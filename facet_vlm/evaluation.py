@@ -167,6 +167,32 @@ def plot_curves(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
     return path
 
 
+def plot_pulse(signal: Sequence[float] | np.ndarray, fps: float, heart_rate: float | None = None,
+               path: str | Path | None = None, title: str = "rPPG pulse") -> Any:
+    """The pulse signal over time (seconds), with the heart rate in the title; saved as a PNG when `path` is given.
+
+    Returns the matplotlib figure (the Space shows it); the caller closes it (``plt.close(figure)``) when `path`
+    is None.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    signal = np.asarray(signal, dtype=np.float64)
+    figure, axis = plt.subplots(figsize=(8, 2.6))
+    axis.plot(np.arange(len(signal)) / fps, signal, linewidth=1.0, color="tab:red")
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("pulse (a.u.)")
+    axis.set_title(title + (f": {heart_rate:.1f} bpm" if heart_rate is not None else ""))
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(Path(path), dpi=120)
+        plt.close(figure)
+    return figure
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write `data` as indented JSON atomically (write to a temporary file, then rename)."""
     path = Path(path)
