@@ -131,7 +131,8 @@ def lora_config(model: torch.nn.Module, model_args: ModelArguments) -> Any:
 
 
 def modules_outside_towers(model: torch.nn.Module) -> list[str]:
-    """Full names of the largest submodules that hold parameters and no pretrained-tower parameter."""
+    """Full names of the largest submodules that hold parameters and no pretrained-tower parameter (items of a
+    `ModuleList`/`ModuleDict` count one by one), i.e. PEFT's ``modules_to_save``."""
     def holds_tower(prefix: str) -> bool:
         return any(name.startswith(prefix) and any(t in name.split(".") for t in PRETRAINED_TOWERS)
                    for name, _ in model.named_parameters())
@@ -143,7 +144,8 @@ def modules_outside_towers(model: torch.nn.Module) -> list[str]:
             name = f"{prefix}{child_name}"
             if child_name in PRETRAINED_TOWERS or not any(True for _ in child.parameters()):
                 continue
-            if holds_tower(name + "."):
+            # PEFT wraps modules, not containers: the items of a ModuleList/ModuleDict are saved one by one.
+            if holds_tower(name + ".") or isinstance(child, torch.nn.ModuleList | torch.nn.ModuleDict):
                 pending.append((name + ".", child))
             else:
                 found.append(name)
@@ -352,13 +354,21 @@ def save_final_model(accelerator: Any, model: Any, directory: Path, record: dict
     accelerator.wait_for_everyone()
 
 
-def save_base_model(accelerator: Any, model_args: ModelArguments, prepared: PreparedData, output_dir: Path) -> str:
-    """Where an adapter-only ``model/`` finds its base: ``--init_from``, or the untrained model (the same seed and
-    config as every fold's starting point) saved once into ``base_model/`` with its processor."""
+def save_base_model(accelerator: Any, model_args: ModelArguments, prepared: PreparedData, loop_args: LoopArguments
+                    ) -> str:
+    """Where an adapter-only ``model/`` finds its base: ``--init_from``, or the untrained model (built from the same
+    seed and config as every fold's starting point, so it holds exactly the weights the adapters were trained on)
+    saved once into ``base_model/`` with its processor."""
+    from accelerate.utils import set_seed
+
     if model_args.init_from:
         return model_args.init_from
-    directory = output_dir / BASE_MODEL_DIR
+    if prepared.subject_adapters:
+        raise ConfigError(f"--save_adapters_only with {model_args.model}: its base model depends on the training "
+                          "subjects of a fold; save a base model first and pass it as --init_from")
+    directory = Path(loop_args.output_dir) / BASE_MODEL_DIR
     if accelerator.is_main_process:
+        set_seed(loop_args.seed)
         base = build_base_model(model_args, prepared.labels)
         base.save_pretrained(str(directory), safe_serialization=True)
         save_processor(base, directory, prepared.feature_spec)
@@ -402,6 +412,8 @@ def make_accelerator(loop_args: LoopArguments) -> Any:
 def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArguments) -> dict[str, Any] | None:
     """The body of `main` for already-parsed arguments: data → folds → per-fold training → report → final model."""
     started = time.perf_counter()
+    if loop_args.save_adapters_only and model_args.peft != "lora":
+        raise ConfigError("--save_adapters_only saves PEFT adapters: it needs --peft lora")
     accelerator = make_accelerator(loop_args)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -422,7 +434,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                 len(folds), fold_ids)
     base_model = None
     if model_args.peft == "lora" and loop_args.save_adapters_only and loop_args.final_model != "none":
-        base_model = save_base_model(accelerator, model_args, prepared, output_dir)
+        base_model = save_base_model(accelerator, model_args, prepared, loop_args)
     context = RunContext(accelerator, prepared, model_args, data_args, loop_args, fingerprint, base_model)
     fold_results, histories = {}, {}
     for index in fold_ids:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from facet_vlm.arguments import ModelArguments, parse_args
 from facet_vlm.data.folds import build_folds
@@ -233,3 +234,37 @@ def test_lora_adapts_the_towers_and_trains_the_new_modules_in_full():
     with pytest.raises(ConfigError, match="match no nn.Linear"):
         build_model(ModelArguments(model="afnet_m", model_config=json.dumps(TINY_MODELS["afnet_m"]), peft="lora"),
                     BASIC_EXPRESSIONS)
+
+
+def test_lora_run_saves_an_adapter_folder_that_loads_on_its_base(tmp_path, scans, cache_dir):
+    """--peft lora --save_adapters_only: model/ is a PEFT adapter naming base_model/; PeftModel.from_pretrained on
+    that base gives the trained weights, the pipeline runs it, and publish.py wants a Hub id for the base."""
+    from peft import PeftModel
+
+    from facet_vlm import FacetVLMForExpressionRecognition
+    from facet_vlm.hub import PublishError, build_hub_folder
+    from facet_vlm.pipelines import pipeline
+
+    run_train("--config", str(tiny_config(tmp_path, "facet_vlm", scans, cache_dir, peft="lora", lora_r=2,
+                                          save_adapters_only=True)))
+    output = tmp_path / "run"
+    adapter = json.loads((output / "model" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == (output / "base_model").resolve()
+    assert any(name.endswith("cvsa") for name in adapter["modules_to_save"])
+    assert not (output / "model" / "model.safetensors").exists()
+    base = FacetVLMForExpressionRecognition.from_pretrained(adapter["base_model_name_or_path"])
+    trained = PeftModel.from_pretrained(base, output / "model")
+    assert weights_digest(trained) == fold_record(output)["weights_sha256"]
+
+    scan = sorted((scans / "bu3dfe").rglob("*.wrl"))[0]
+    rows = pipeline("expression-recognition", model=output / "model")(scan)
+    processor = pipeline("expression-recognition", model=output / "model").processor
+    with torch.no_grad():
+        expected = trained.eval()(**processor(faces=[scan])).logits.softmax(-1)[0]
+    assert rows[0]["score"] == pytest.approx(expected.max().item(), abs=1e-5)
+
+    with pytest.raises(PublishError, match="publish that folder first"):
+        build_hub_folder(output / "model", tmp_path / "hub", "facet-vlm-tests/tiny-adapter")
+    folder = build_hub_folder(output / "model", tmp_path / "hub", "facet-vlm-tests/tiny-adapter",
+                              base_model="facet-vlm-tests/tiny-base")
+    assert "base_model: facet-vlm-tests/tiny-base" in (folder / "README.md").read_text()
