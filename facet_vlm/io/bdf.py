@@ -238,7 +238,8 @@ def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.nda
     writer = pyedflib.EdfWriter(str(path), n, file_type=pyedflib.FILETYPE_BDF if kind == "BDF"
                                 else pyedflib.FILETYPE_EDF)
     try:
-        writer.setDatarecordDuration(record_seconds)
+        if record_seconds != 1.0:  # EDFlib's default; setting it anyway only adds a warning
+            writer.setDatarecordDuration(record_seconds)
         writer.setSignalHeaders(headers)
         writer.setStartdatetime(start or _dt.datetime(2009, 7, 9, 17, 53, 46))
         writer.writeSamples(padded)
