@@ -349,22 +349,7 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
         if offline:
             gr.Markdown(OFFLINE_NOTE, elem_id="offline-note")
         with gr.Tab("3D scan"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    files = gr.File(label="Scan files", file_count="multiple",
-                                    file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
-                    example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
-                                          label="Example face", info="used when no file is uploaded")
-                    model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
-                                            interactive=len(model_names) > 1)
-                    run = gr.Button("Recognise expression", variant="primary")
-                    summary = gr.Markdown()
-                with gr.Column(scale=2):
-                    label = gr.Label(label="Expression probabilities")
-                    viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
-            gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
-            gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
-                        f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
+            files, example, model_choice, run, summary, label, viewer, gallery = scan_tab(examples, model_names)
         outputs = [gallery, viewer, label, summary]
         run.click(analyze, [files, example, model_choice], outputs, api_name="analyze")
         example.input(show_example, [example, model_choice], outputs, api_visibility="private")
@@ -376,6 +361,27 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
         api_label = gr.Label(visible=False)
         api_file.upload(predict, [api_file, model_choice], api_label, api_name="predict")
     return demo
+
+
+def scan_tab(examples: dict[str, Path], model_names: list[str]) -> tuple[Any, ...]:
+    """The components of the 3D-scan tab (inside the Blocks context), in the order `build_demo` wires them."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            files = gr.File(label="Scan files", file_count="multiple",
+                            file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
+            example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
+                                  label="Example face", info="used when no file is uploaded")
+            model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
+                                    interactive=len(model_names) > 1)
+            run = gr.Button("Recognise expression", variant="primary")
+            summary = gr.Markdown()
+        with gr.Column(scale=2):
+            label = gr.Label(label="Expression probabilities")
+            viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
+    gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
+    gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
+                f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
+    return files, example, model_choice, run, summary, label, viewer, gallery
 
 
 def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool) -> None:
