@@ -653,7 +653,7 @@ def run_fingerprint(model_args: ModelArguments, data_args: DataArguments, loop_a
     """A hash of every argument that changes a fold's result; a finished fold is reused only when it matches."""
     ignored = {"output_dir", "fold", "max_folds", "num_proc", "cache_dir", "resume_from_checkpoint", "stop_after_steps",
                "report_to", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "keep_checkpoints",
-               "dataloader_num_workers", "final_model"}
+               "dataloader_num_workers", "final_model", "save_adapters_only"}
     values = {key: value for argument in (model_args, data_args, loop_args)
               for key, value in asdict(argument).items() if key not in ignored}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

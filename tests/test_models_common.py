@@ -38,8 +38,13 @@ SCORED = {"physio_prompt": "valence_logits"}
 MODELS = sorted(MODEL_REGISTRY)
 
 
-def test_every_registered_model_is_covered():
-    assert set(TINY_CONFIGS) == set(MODEL_REGISTRY)
+def test_every_registered_model_is_covered_here_and_by_the_card_text():
+    from facet_vlm.hub import METHODS
+
+    assert set(TINY_CONFIGS) == set(MODEL_REGISTRY) == set(METHODS)
+    for name, entry in MODEL_REGISTRY.items():
+        expected_tag = "video-classification" if entry.is_video else "image-classification"
+        assert METHODS[name].pipeline_tag == expected_tag, name
 
 
 @pytest.fixture(scope="module")
