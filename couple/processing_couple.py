@@ -3,7 +3,8 @@
 Both align the scan once (`facet_vlm.geometry.align`) and render the frontal view (yaw 0, pitch 0). Pixel values
 stay RGB in [0, 1]: the models normalise them inside (config `normalize_pixels`), so their Hub remote code needs no
 processor. `facet_vlm.io` and `facet_vlm.geometry` are imported inside the methods so that importing this module
-stays cheap.
+stays cheap. Settings save and load like every processor of the library (`facet_vlm.processing_utils`), also through
+`AutoProcessor.from_pretrained(model_folder)`; calls return a `BatchFeature`.
 """
 
 from __future__ import annotations
