@@ -57,11 +57,11 @@ class MethodInfo:
     citation: str
 
 
+#: The card cites the method by title only: the library ships no paper metadata (authors, venue, year), so the entry
+#: says where to find the official one instead of inventing it.
 _CITATION_PLACEHOLDER = """@misc{{{key},
-  title  = {{{title}}},
-  author = {{TODO: authors of the original paper}},
-  year   = {{TODO}},
-  note   = {{TODO: venue; replace this placeholder with the paper's official BibTeX entry}}
+  title = {{{title}}},
+  note  = {{Cite the original paper of this method with its official BibTeX entry; facet-vlm does not bundle it}}
 }}"""
 
 #: Card text per model, keyed by the `facet_vlm.registry` name (= the config's ``model_type``); a test checks that
@@ -123,7 +123,7 @@ _GENERIC_METHOD = MethodInfo(
     inputs="the tensors produced by the model's processor",
     pipeline_tag="image-classification",
     tags=("facial-expression-recognition",),
-    citation=_CITATION_PLACEHOLDER.format(key="facetvlm_model", title="TODO: title of the method's paper"),
+    citation=_CITATION_PLACEHOLDER.format(key="facetvlm_model", title="a model built with facet-vlm"),
 )
 
 
