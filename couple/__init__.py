@@ -1,11 +1,12 @@
 """CoupleFER, AFNet-M and the physio-facial prompt-tuning model as Hugging Face classes.
 
-Importing the package registers every model with `AutoConfig`/`AutoModel` and marks it for remote code, so that
-`save_pretrained` writes a folder that `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads without
-this package.
+The models are registered with transformers' Auto classes (and marked for remote code) by `facet_vlm`, from the one
+list of models in `facet_vlm.registry`; ``import couple`` alone registers them too. Importing `facet_vlm.registry`
+first runs `facet_vlm`'s own import, which loads the model files of this package by their module names while this
+package is still being imported, so the two packages never wait on each other.
 """
 
-from transformers import AutoConfig, AutoModel
+from facet_vlm.registry import register_auto_classes
 
 from .configuration_afnet_m import AFNetMConfig
 from .configuration_couplefer import CoupleFERConfig
@@ -14,18 +15,9 @@ from .modeling_afnet_m import AFNetMForExpressionRecognition
 from .modeling_couplefer import CoupleFERForExpressionRecognition, CoupleFERModel
 from .modeling_physio_prompt import PhysioPromptForEmotionRecognition, PhysioPromptOutput, ratings_to_labels
 from .processing_couple import AFNetMProcessor, CoupleFERProcessor
+from .processing_physio_prompt import PhysioPromptProcessor
 
-AUTO_MODELS = [
-    (CoupleFERConfig, CoupleFERForExpressionRecognition),
-    (AFNetMConfig, AFNetMForExpressionRecognition),
-    (PhysioPromptConfig, PhysioPromptForEmotionRecognition),
-]
-
-for _config_class, _model_class in AUTO_MODELS:
-    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
-    AutoModel.register(_config_class, _model_class, exist_ok=True)
-    _config_class.register_for_auto_class()
-    _model_class.register_for_auto_class("AutoModel")
+register_auto_classes()  # already done when facet_vlm was imported first; idempotent
 
 __all__ = [
     "AFNetMConfig",
@@ -38,5 +30,6 @@ __all__ = [
     "PhysioPromptConfig",
     "PhysioPromptForEmotionRecognition",
     "PhysioPromptOutput",
+    "PhysioPromptProcessor",
     "ratings_to_labels",
 ]

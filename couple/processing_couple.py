@@ -3,54 +3,28 @@
 Both align the scan once (`facet_vlm.geometry.align`) and render the frontal view (yaw 0, pitch 0). Pixel values
 stay RGB in [0, 1]: the models normalise them inside (config `normalize_pixels`), so their Hub remote code needs no
 processor. `facet_vlm.io` and `facet_vlm.geometry` are imported inside the methods so that importing this module
-stays cheap.
+stays cheap. Settings save and load like every processor of the library (`facet_vlm.processing_utils`), also through
+`AutoProcessor.from_pretrained(model_folder)`; calls return a `BatchFeature`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from os import PathLike
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from transformers import BatchFeature
 
 from facet_vlm.errors import ConfigError, MissingTextureError
 from facet_vlm.face import Face
+from facet_vlm.processing_utils import SettingsProcessor
 
 FaceLike = Face | str | PathLike
-PROCESSOR_CONFIG_NAME = "processor_config.json"
 FRONTAL_VIEW = ((0.0, 0.0),)
 
 
-class _FaceProcessor:
-    """Shared plumbing: load faces, stack per-face arrays into a `BatchFeature`, save and load the settings."""
-
-    fields: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"processor_class": type(self).__name__, **{name: getattr(self, name) for name in self.fields}}
-
-    def save_pretrained(self, save_directory: str | PathLike) -> Path:
-        """Write the settings to `save_directory/processor_config.json` (next to a model's files)."""
-        path = Path(save_directory) / PROCESSOR_CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
-
-    @classmethod
-    def from_pretrained(cls, directory: str | PathLike):
-        """Read the settings written by `save_pretrained`."""
-        path = Path(directory) / PROCESSOR_CONFIG_NAME
-        if not path.is_file():
-            message = f"no {PROCESSOR_CONFIG_NAME} here; save one with {cls.__name__}.save_pretrained"
-            raise ConfigError(message, directory)
-        settings = json.loads(path.read_text())
-        if settings.pop("processor_class", cls.__name__) != cls.__name__:
-            raise ConfigError(f"{PROCESSOR_CONFIG_NAME} was written by another processor, not {cls.__name__}", path)
-        return cls(**settings)
+class _FaceProcessor(SettingsProcessor):
+    """Shared plumbing: load faces, stack per-face arrays into a `BatchFeature`; settings I/O from the base."""
 
     @staticmethod
     def load_face(face: FaceLike) -> Face:

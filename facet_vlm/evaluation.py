@@ -1,4 +1,5 @@
-"""Metrics, fold summaries, results tables and plots shared by `scripts/train.py` and `scripts/evaluate.py`.
+"""Scoring of the run layer: the evaluation loop, metrics, fold summaries, results tables, plots and result files,
+shared by `scripts/train.py` (`facet_vlm.training`) and `scripts/evaluate_model.py` (`evaluate_saved_model`).
 
 The metrics are local `evaluate` modules (``facet_vlm/metrics/<name>/<name>.py``) loaded by path, so they work
 offline and can be published next to a model. Reported per fold and as mean ± std over the folds:
@@ -12,10 +13,9 @@ offline and can be published next to a model. Reported per fold and as mean ± s
 
 from __future__ import annotations
 
-import importlib
 import json
+import logging
 import math
-import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -25,34 +25,28 @@ import numpy as np
 
 from .errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
+#: Result files of a run: per fold (written the moment the fold ends; a rerun skips folds that have it), the run's
+#: summary, the printed table, and a saved model's evaluation by `evaluate_saved_model`.
+FOLD_RESULTS = "results.json"
+ALL_RESULTS = "all_results.json"
+RESULTS_TABLE = "results.txt"
+EVALUATION_RESULTS = "evaluation_results.json"
+#: Saved next to the final model: how it was trained, which subjects it saw, how to build its inputs.
+TRAINING_RECORD = "facet_vlm_training.json"
+
 METRICS_DIR = Path(__file__).parent / "metrics"
 SCALAR_METRICS = ("accuracy", "uar", "war", "macro_f1")
 #: Metrics whose `compute` accepts ``num_labels``.
 _TAKES_NUM_LABELS = ("macro_f1", "confusion_matrix")
 
 
-def _evaluate_package() -> Any:
-    """The `evaluate` package, also when ``scripts/evaluate.py`` shadows it.
-
-    Python puts a script's folder first on ``sys.path``, so inside ``scripts/*.py`` a plain ``import evaluate``
-    finds ``scripts/evaluate.py``. Folders holding an ``evaluate.py`` are skipped for this one import.
-    """
-    module = sys.modules.get("evaluate")
-    if module is not None and hasattr(module, "load"):
-        return module
-    sys.modules.pop("evaluate", None)
-    saved = list(sys.path)
-    sys.path[:] = [entry for entry in sys.path if not (Path(entry or ".") / "evaluate.py").is_file()]
-    try:
-        return importlib.import_module("evaluate")
-    finally:
-        sys.path[:] = saved
-
-
 @cache
 def load_metric(name: str) -> Any:
     """One of the local `evaluate` modules (``accuracy``, ``uar``, ``war``, ``macro_f1``, ``confusion_matrix``)."""
-    evaluate = _evaluate_package()
+    import evaluate
+
     path = METRICS_DIR / name
     if not (path / f"{name}.py").is_file():
         known = ", ".join(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file()))
@@ -173,6 +167,32 @@ def plot_curves(histories: dict[str, Sequence[dict[str, float]]], path: str | Pa
     return path
 
 
+def plot_pulse(signal: Sequence[float] | np.ndarray, fps: float, heart_rate: float | None = None,
+               path: str | Path | None = None, title: str = "rPPG pulse") -> Any:
+    """The pulse signal over time (seconds), with the heart rate in the title; saved as a PNG when `path` is given.
+
+    Returns the matplotlib figure (the Space shows it); the caller closes it (``plt.close(figure)``) when `path`
+    is None.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    signal = np.asarray(signal, dtype=np.float64)
+    figure, axis = plt.subplots(figsize=(8, 2.6))
+    axis.plot(np.arange(len(signal)) / fps, signal, linewidth=1.0, color="tab:red")
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("pulse (a.u.)")
+    axis.set_title(title + (f": {heart_rate:.1f} bpm" if heart_rate is not None else ""))
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(Path(path), dpi=120)
+        plt.close(figure)
+    return figure
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write `data` as indented JSON atomically (write to a temporary file, then rename)."""
     path = Path(path)
@@ -181,6 +201,37 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     temporary.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     temporary.replace(path)
     return path
+
+
+def evaluate_model(accelerator: Any, model: Any, dataloader: Any, logits_key: str = "logits",
+                   target_index: int | None = None) -> dict[str, np.ndarray]:
+    """Predictions, references and class probabilities over a (prepared) data loader, gathered from all processes.
+
+    `gather_for_metrics` drops the samples duplicated to make the last batch even, so every sample counts once.
+    ``logits_key``/``target_index`` pick the scored head and label column of multi-target models. The model is put
+    back into training mode afterwards.
+    """
+    import torch
+
+    model.eval()
+    predictions, references, probabilities = [], [], []
+    with torch.no_grad():
+        for batch in dataloader:
+            labels = batch.pop("labels")
+            batch.pop("subject_ids", None)
+            if target_index is not None:
+                labels = labels[:, target_index]
+            logits = getattr(model(**batch), logits_key).float()
+            logits, labels = accelerator.gather_for_metrics((logits, labels))
+            probabilities.append(torch.softmax(logits, dim=-1).cpu().numpy())
+            predictions.append(logits.argmax(dim=-1).cpu().numpy())
+            references.append(labels.cpu().numpy())
+    model.train()
+    if not predictions:
+        empty = np.zeros(0, dtype=np.int64)
+        return {"predictions": empty, "references": empty, "probabilities": np.zeros((0, 0), np.float32)}
+    return {"predictions": np.concatenate(predictions), "references": np.concatenate(references),
+            "probabilities": np.concatenate(probabilities)}
 
 
 def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "all", folds: int = 10,
@@ -193,24 +244,21 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     ``bu3dfe-p1-10fold``, ...) scores the test subjects of each fold (or of ``fold``). When the model's training
     record says it was trained on this same data set, its training subjects are always left out, so the score is
     subject-independent. Writes ``evaluation_results.json`` and ``confusion_matrix.png`` into `output_dir`
-    (default ``MODEL_DIR/evaluation``) and returns the results.
+    (default ``MODEL_DIR/evaluation``), logs the results table and returns the results (``table`` holds the text).
     """
     from accelerate import Accelerator
-    from torch.utils.data import DataLoader
 
-    from .features import column, prepare_dataset
+    from .arguments import DataArguments, ModelArguments
+    from .data.prepare import prepare_dataset
     from .pipelines import load_model
-    from .training import TRAINING_RECORD, DataArguments, ModelArguments, build_folds, evaluate_model, selected_folds
 
     model_dir = Path(model_dir)
     model = load_model(str(model_dir))
-    model_type = model.config.model_type
-    record_path = model_dir / TRAINING_RECORD
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
-    processor_file = model_dir / "processor_config.json"
-    settings = json.loads(processor_file.read_text(encoding="utf-8")) if processor_file.is_file() else {}
+    record = _read_json(model_dir / TRAINING_RECORD)
+    settings = _read_json(model_dir / "processor_config.json")
     settings.pop("processor_class", None)
-    model_args = ModelArguments(model=model_type, init_from=str(model_dir), label_set=record.get("label_set"))
+    model_args = ModelArguments(model=model.config.model_type, init_from=str(model_dir),
+                                label_set=record.get("label_set"))
     data_args = DataArguments(dataset=dataset, protocol="holdout" if protocol == "all" else protocol, folds=folds,
                               fold=fold, fold_seed=fold_seed, cache_dir=cache_dir, num_proc=num_proc,
                               synthetic_subjects=synthetic_subjects, synthetic_seed=synthetic_seed,
@@ -221,16 +269,51 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     model_labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
     if prepared.target_index is None and labels != model_labels:
         raise ConfigError(f"the model predicts {model_labels}, the data set's label set is {labels}", model_dir)
+    seen = set(record.get("train_subjects", [])) if record.get("dataset") == dataset else set()
+    splits = _test_splits(prepared.dataset, protocol, data_args)
+    per_split, excluded = _score_splits(accelerator, accelerator.prepare(model), prepared, splits, seen, batch_size)
+    if not per_split:
+        raise ConfigError("nothing to score: every test subject was seen in training", model_dir)
+    summary = summarize_folds(list(per_split.values()))
+    table = format_results_table(summary, list(range(len(per_split))), title=f"{model_dir} on {dataset}, "
+                                 f"{protocol} ({len(excluded)} training subjects left out)")
+    results = {**{key: value for key, value in summary.items() if key != "confusion_matrix"},
+               "fold_results": [{"fold": name, **values} for name, values in per_split.items()],
+               "confusion_matrix": summary["confusion_matrix"], "protocol": protocol, "dataset": dataset,
+               "labels": labels, "model": str(model_dir), "excluded_training_subjects": excluded}
+    if accelerator.is_main_process:
+        output_dir = Path(output_dir) if output_dir else model_dir / "evaluation"
+        write_json(output_dir / EVALUATION_RESULTS, results)
+        plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",
+                              title=f"{model.config.model_type} on {dataset}")
+        logger.info("\n%s", table)
+    return {**results, "table": table}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _test_splits(dataset: Any, protocol: str, data_args: Any) -> dict[str, list[str]]:
+    """Test subjects per split: every subject (``all``), or the test subjects of each selected fold."""
+    from .data.folds import build_folds, column, select_folds
+
+    if protocol == "all":
+        return {"all": sorted(set(column(dataset, "subject")))}
+    fold_list = build_folds(dataset, data_args.protocol, data_args.folds, data_args.fold_seed,
+                            data_args.test_fraction)
+    return {f"fold_{i}": fold_list[i][1] for i in select_folds(len(fold_list), data_args.fold, data_args.max_folds)}
+
+
+def _score_splits(accelerator: Any, model: Any, prepared: Any, splits: dict[str, list[str]], seen: set[str],
+                  batch_size: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Metrics per split over its test subjects minus the `seen` (training) ones, and the subjects left out."""
+    from torch.utils.data import DataLoader
+
+    from .data.folds import column
 
     subjects = np.asarray(column(prepared.dataset, "subject"))
-    if protocol == "all":
-        splits = {"all": sorted(set(subjects.tolist()))}
-    else:
-        fold_list = build_folds(prepared.dataset, data_args)
-        splits = {f"fold_{i}": fold_list[i][1] for i in selected_folds(len(fold_list), data_args)}
-    seen = set(record.get("train_subjects", [])) if record.get("dataset") == dataset else set()
-    model = accelerator.prepare(model)
-    per_split, excluded = {}, sorted(seen & set(subjects.tolist()))
+    per_split = {}
     for name, test_subjects in splits.items():
         rows = np.flatnonzero(np.isin(subjects, [s for s in test_subjects if s not in seen]))
         if len(rows) == 0:
@@ -238,19 +321,6 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
         loader = accelerator.prepare(DataLoader(prepared.dataset.select(rows), batch_size=batch_size,
                                                 collate_fn=prepared.collate_fn))
         scored = evaluate_model(accelerator, model, loader, prepared.logits_key, prepared.target_index)
-        per_split[name] = compute_metrics(scored["predictions"], scored["references"], num_labels=len(labels))
-    if not per_split:
-        raise ConfigError("nothing to score: every test subject was seen in training", model_dir)
-    summary = summarize_folds(list(per_split.values()))
-    results = {**{key: value for key, value in summary.items() if key != "confusion_matrix"},
-               "fold_results": [{"fold": name, **values} for name, values in per_split.items()],
-               "confusion_matrix": summary["confusion_matrix"], "protocol": protocol, "dataset": dataset,
-               "labels": labels, "model": str(model_dir), "excluded_training_subjects": excluded}
-    if accelerator.is_main_process:
-        output_dir = Path(output_dir) if output_dir else model_dir / "evaluation"
-        write_json(output_dir / "evaluation_results.json", results)
-        plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",
-                              title=f"{model_type} on {dataset}")
-        print(format_results_table(summary, list(range(len(per_split))), title=f"{model_dir} on {dataset}, "
-                                   f"{protocol} ({len(excluded)} training subjects left out)"))
-    return results
+        per_split[name] = compute_metrics(scored["predictions"], scored["references"],
+                                          num_labels=len(prepared.labels))
+    return per_split, sorted(seen & set(subjects.tolist()))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Any
 
 from .errors import ConfigError, FacetVLMError
 
-#: Where the model-card template lives in a source checkout (the card is Jinja2, rendered by huggingface_hub).
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "hub" / "model_card_template.md"
+#: The model-card template (Jinja2, rendered by huggingface_hub); package data, so it is there after any install.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card_template.md"
 
 #: Files a processor (or tokenizer) writes with ``save_pretrained``; copied verbatim into the Hub folder.
 PROCESSOR_FILES = (
@@ -69,7 +68,7 @@ def _bibtex(entry_type: str, key: str, **fields: str) -> str:
 #: not guessed: no author list for CoupleFER (its affiliations are given instead), no venue or year for the physio
 #: paper (an arXiv preprint). Titles are double-braced so that BibTeX styles keep their capitals.
 CITATIONS: dict[str, str] = {
-    "facetvlm": _bibtex(
+    "facet_vlm": _bibtex(
         "article", "behzad2025facetvlm",
         author="M. Behzad",
         title="{Facial Emotion Learning with Text-Guided Multiview Fusion via Vision-Language Model for 3D/4D "
@@ -91,7 +90,7 @@ CITATIONS: dict[str, str] = {
         year="2025",
         note="Beihang University, Shanghai AI Laboratory",
     ),
-    "afnetm": _bibtex(
+    "afnet_m": _bibtex(
         "inproceedings", "sui2023afnetm",
         author="M. Sui and H. Li and Z. Zhu and F. Zhao",
         title="{AFNet-M: Adaptive Fusion Network with Masks for 2D+3D Facial Expression Recognition}",
@@ -100,7 +99,7 @@ CITATIONS: dict[str, str] = {
         eprint="2205.11785",
         archivePrefix="arXiv",
     ),
-    "physioprompt": _bibtex(
+    "physio_prompt": _bibtex(
         "misc", "luo_physio_prompt",
         author="X. Luo and J. Li and R. Song and Y. Liu and J. Cheng",
         title="{Adaptive Physical-Facial Representation Fusion via Subject-Invariant Cross-Modal Prompt Tuning for "
@@ -110,8 +109,10 @@ CITATIONS: dict[str, str] = {
     ),
 }
 
+#: Card text per model, keyed by the `facet_vlm.registry` name (= the config's ``model_type``); a test checks that
+#: every registry entry has one.
 METHODS: dict[str, MethodInfo] = {
-    "facetvlm": MethodInfo(
+    "facet_vlm": MethodInfo(
         name="FACET-VLM (text-guided multiview fusion)",
         summary=("FACET-VLM recognises facial expressions from 3D (and 4D) face scans. The scan is rendered into "
                  "several views (texture, depth and surface normals); a CLIP vision tower encodes every view, "
@@ -121,7 +122,7 @@ METHODS: dict[str, MethodInfo] = {
         inputs="multiview renderings (V x C x H x W) of a 3D face scan produced by `FacetVLMProcessor`",
         pipeline_tag="image-classification",
         tags=("facial-expression-recognition", "3d", "multiview", "clip", "vision-language"),
-        citation=CITATIONS["facetvlm"],
+        citation=CITATIONS["facet_vlm"],
     ),
     "couplefer": MethodInfo(
         name="CoupleFER (2D-guided 3D point transformer with dual-level supervision)",
@@ -134,7 +135,7 @@ METHODS: dict[str, MethodInfo] = {
         tags=("facial-expression-recognition", "3d", "point-cloud", "multimodal"),
         citation=CITATIONS["couplefer"],
     ),
-    "afnetm": MethodInfo(
+    "afnet_m": MethodInfo(
         name="AFNet-M (adaptive fusion with mask attention)",
         summary=("AFNet-M fuses a 2D texture branch and a 3D branch (depth and normal maps) of CNNs. A mask "
                  "attention module turns salient-region masks (eyes, brows, nose, mouth) into scale and shift "
@@ -143,9 +144,9 @@ METHODS: dict[str, MethodInfo] = {
         inputs="the 2D texture image, depth and normal maps of the frontal view and salient-region masks",
         pipeline_tag="image-classification",
         tags=("facial-expression-recognition", "3d", "2d+3d", "attention"),
-        citation=CITATIONS["afnetm"],
+        citation=CITATIONS["afnet_m"],
     ),
-    "physioprompt": MethodInfo(
+    "physio_prompt": MethodInfo(
         name="Subject-invariant physio-facial prompt tuning",
         summary=("A frozen CLIP ViT over face-video frames, prompted by tokens computed from the remote "
                  "photoplethysmography (rPPG) pulse's time-frequency map, with decoupled shared and "
@@ -153,7 +154,7 @@ METHODS: dict[str, MethodInfo] = {
         inputs="face video frames and the pulse signal extracted from them (or a sensor channel)",
         pipeline_tag="video-classification",
         tags=("emotion-recognition", "rppg", "video", "prompt-tuning"),
-        citation=CITATIONS["physioprompt"],
+        citation=CITATIONS["physio_prompt"],
     ),
 }
 
@@ -172,8 +173,8 @@ class PublishError(FacetVLMError):
 
 
 def method_info(model_type: str) -> MethodInfo:
-    """Card text of a model family, found by its config ``model_type`` (case and separators ignored)."""
-    return METHODS.get(re.sub(r"[^a-z0-9]", "", model_type.lower()), _GENERIC_METHOD)
+    """Card text of a model family, found by its config ``model_type`` (a `facet_vlm.registry` name)."""
+    return METHODS.get(model_type, _GENERIC_METHOD)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,15 +316,11 @@ def build_model_card(
     dataset_ids = list(datasets) or ([dataset] if dataset != "unspecified" else [])
     tag = pipeline_tag or method.pipeline_tag
     model_name = repo_id.split("/")[-1]
-    eval_results = []
-    if results is not None:
-        for key, value in results.metrics.items():
-            metric_type, metric_name = METRICS[key]
-            eval_results.append(EvalResult(
-                task_type=tag, task_name="Facial expression recognition", dataset_type=dataset,
-                dataset_name=dataset, dataset_split=results.protocol, metric_type=metric_type,
-                metric_name=metric_name, metric_value=round(value, 6),
-                metric_config=key if metric_type != key else None))
+    eval_results = [EvalResult(task_type=tag, task_name="Facial expression recognition", dataset_type=dataset,
+                               dataset_name=dataset, dataset_split=results.protocol, metric_type=METRICS[key][0],
+                               metric_name=METRICS[key][1], metric_value=round(value, 6),
+                               metric_config=key if METRICS[key][0] != key else None)
+                    for key, value in (results.metrics.items() if results is not None else ())]
     card_data = ModelCardData(
         library_name="peft" if is_peft else "transformers",
         pipeline_tag=tag,
@@ -411,19 +408,14 @@ def _fold_rows(results: RunResults | None) -> list[dict[str, Any]]:
 
 
 def model_class_for(config: dict[str, Any], source: str | Path | None = None):
-    """The facet-vlm model class named in a config's ``architectures`` (looked up in `facet_vlm` and `couple`)."""
-    import importlib
+    """The facet-vlm model class named in a config's ``architectures`` (found through `facet_vlm.registry`)."""
+    from .registry import entry_for_class
 
     names = config.get("architectures") or []
-    for package in ("facet_vlm", "couple"):
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            continue
-        for name in names:
-            cls = getattr(module, name, None)
-            if cls is not None:
-                return cls
+    for name in names:
+        entry = entry_for_class(name)
+        if entry is not None and name in (entry.model_name, entry.auto_model_name):
+            return entry.model_class if name == entry.model_name else entry.auto_model_class
     raise PublishError(f"no facet-vlm model class named {names or '(config has no architectures)'}; the run "
                        "directory must hold a model saved with save_pretrained by facet-vlm", source)
 
@@ -510,11 +502,7 @@ def _save_full_model(model_dir: Path, out_dir: Path) -> dict[str, Any]:
         raise PublishError("no .safetensors weights found; facet-vlm publishes safetensors only", model_dir)
     config = json.loads(config_file.read_text())
     model_cls = model_class_for(config, config_file)
-    model = model_cls.from_pretrained(model_dir)
-    if model.config.__class__._auto_class is None:
-        model.config.__class__.register_for_auto_class("AutoConfig")
-    if model_cls._auto_class is None:
-        model_cls.register_for_auto_class("AutoModel")
+    model = model_cls.from_pretrained(model_dir)  # importing facet_vlm marked the classes for remote code
     model.save_pretrained(out_dir)
     return json.loads((out_dir / "config.json").read_text())
 
@@ -531,6 +519,11 @@ def _copy_adapter(model_dir: Path, out_dir: Path, base_model: str | None) -> tup
     if not base_model:
         raise PublishError("adapter_config.json names no base_model_name_or_path; pass --base-model ORG/NAME",
                            model_dir / "adapter_config.json")
+    if Path(base_model).exists():
+        raise PublishError(f"the adapter's base model is the local folder {base_model}; publish that folder first "
+                           "(scripts/publish.py BASE_DIR --repo-id ORG/BASE) and pass --base-model ORG/BASE",
+                           model_dir / "adapter_config.json")
+    validate_repo_id(base_model)
     config_file = model_dir / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     return config, base_model

@@ -1,19 +1,26 @@
-"""A transformers-style pipeline for expression recognition from 3D face scans.
+"""transformers pipelines of the library, registered with transformers' `PIPELINE_REGISTRY` on ``import facet_vlm``.
 
-    >>> from facet_vlm import pipeline
-    >>> classifier = pipeline("expression-recognition", model="runs/exp1/model")
+    >>> import transformers
+    >>> classifier = transformers.pipeline("expression-recognition", model="runs/exp1/model", trust_remote_code=True)
     >>> classifier("F0001_HA04WH_F3D.wrl", top_k=2)
     [{'label': 'happiness', 'score': 0.91}, {'label': 'surprise', 'score': 0.04}]
 
-Like ``transformers.pipeline`` the result of one input is a list of ``{"label", "score"}`` dicts sorted by score
-(all classes unless ``top_k``), and a list of inputs gives one such list per input. Inputs are scan paths (any
-format `facet_vlm.io.read_face` reads) or `Face` objects; the model's own processor turns them into tensors, so
-FACET-VLM, CoupleFER and AFNet-M all work through the same call.
+    >>> video = transformers.pipeline("video-emotion-recognition", model="runs/physio/model")
+    >>> video("clip.mp4")
+    {'valence': [...], 'arousal': [...], 'emotion': None, 'heart_rate': 71.8, 'pulse': [...], 'fps': 30.0}
+
+``expression-recognition`` (FACET-VLM, CoupleFER, AFNet-M): a scan path (any format `facet_vlm.io.read_face` reads)
+or a `Face` → a list of ``{"label", "score"}`` dicts sorted by score (all classes unless ``top_k``); a list of inputs
+gives one such list per input. ``video-emotion-recognition`` (the physio-prompt model): a face video (.mp4/.avi or
+any file OpenCV decodes, or RGB frames (T, H, W, 3) with ``fps=``) → valence and arousal scores (and discrete
+emotions when the model has that head), the heart rate (bpm) and the rPPG pulse signal the model was prompted with.
+The model's own processor (`facet_vlm.registry`, loaded through `AutoProcessor`) builds the inputs, so training,
+these pipelines and ``scripts/predict.py`` see the same tensors. `pipeline` is a shortcut that also takes a model
+instance and loads PEFT adapter folders on their base model.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Sequence
@@ -21,103 +28,160 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from transformers import Pipeline
 
 from .errors import ConfigError
 from .face import Face
+from .registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK, entry_for_class
 
-TASKS = ("expression-recognition",)
-
-#: Processor class of each model class, as (package, class name), used when a model folder has no processor files.
-DEFAULT_PROCESSORS = {
-    "FacetVLMForExpressionRecognition": ("facet_vlm", "FacetVLMProcessor"),
-    "CoupleFERForExpressionRecognition": ("couple", "CoupleFERProcessor"),
-    "AFNetMForExpressionRecognition": ("couple", "AFNetMProcessor"),
-}
+TASKS = (SCAN_TASK, VIDEO_TASK)
 
 ScanInput = str | PathLike | Face
 
 
-class ExpressionRecognitionPipeline:
+def _sorted_scores(probabilities: torch.Tensor, labels: Sequence[str], top_k: int | None) -> list[dict[str, Any]]:
+    """``{"label", "score"}`` dicts of one probability vector, best first, the first `top_k` of them."""
+    order = torch.argsort(probabilities, descending=True).tolist()
+    if top_k is not None:
+        order = order[:max(int(top_k), 0)]
+    return [{"label": labels[index], "score": float(probabilities[index])} for index in order]
+
+
+class _FacetPipeline(Pipeline):
+    """What both pipelines share: the processor comes from `AutoProcessor` (or is given), inputs are restricted to
+    the arguments of the model's ``forward``, no tokenizer or image processor is loaded."""
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    _load_video_processor = False
+
+    def __init__(self, model: Any, processor: Any = None, **kwargs: Any):
+        if processor is None:
+            processor = load_processor(model)
+        super().__init__(model=model, processor=processor, **kwargs)
+        self.model.eval()
+        self._forward_names = set(inspect.signature(self.model.forward).parameters)
+
+    def model_inputs(self, encoded: Any) -> dict[str, torch.Tensor]:
+        return {name: value for name, value in dict(encoded).items() if name in self._forward_names}
+
+    #: Output fields `postprocess` reads (only these leave `_forward`, so batches split cleanly per input).
+    output_names: tuple[str, ...] = ("logits",)
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        extra = {name: value for name, value in model_inputs.items() if name.startswith("_")}
+        outputs = self.model(**{name: value for name, value in model_inputs.items() if not name.startswith("_")})
+        return {**{name: outputs[name] for name in self.output_names if outputs.get(name) is not None}, **extra}
+
+    def get_iterator(self, inputs: Any, num_workers: int, batch_size: int, preprocess_params: dict,
+                     forward_params: dict, postprocess_params: dict) -> Any:
+        """transformers' iterator with a collate that stacks our tensors (its own pads through a tokenizer)."""
+        from torch.utils.data import DataLoader
+        from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+
+        if not isinstance(inputs, Sequence):
+            inputs = list(inputs)
+        dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=_stack_items)
+        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+
+
+def _stack_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch of preprocessed inputs: tensors (each with a batch axis of 1) concatenated, other values listed."""
+    return {name: torch.cat([item[name] for item in items]) if isinstance(items[0][name], torch.Tensor)
+            else [item[name] for item in items] for name in items[0]}
+
+
+class ExpressionRecognitionPipeline(_FacetPipeline):
     """Scan(s) in, sorted ``{"label", "score"}`` dicts out: read → processor → model → softmax.
 
-    Args:
-        model: a facet-vlm expression model (its ``config.id2label`` names the classes).
-        processor: the callable that turns ``faces=[Face, ...]`` into the model's keyword inputs.
-        device: where the model runs; defaults to the model's device.
-        top_k: default number of classes returned per input (None = all).
-        batch_size: scans per forward pass.
+    Call arguments: ``top_k`` (default: every class), and transformers' ``batch_size`` (scans per forward pass).
     """
 
-    task = "expression-recognition"
+    def _sanitize_parameters(self, top_k: int | None = None, **kwargs: Any):
+        return {}, {}, ({"top_k": top_k} if top_k is not None else {})
 
-    def __init__(self, model: torch.nn.Module, processor: Any, device: str | torch.device | None = None,
-                 top_k: int | None = None, batch_size: int = 8):
-        if batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size}: must be >= 1")
-        self.model = model.eval()
-        if device is not None:
-            self.model.to(device)
-        self.device = next(self.model.parameters()).device
-        self.processor = processor
-        self.top_k = top_k
-        self.batch_size = batch_size
-        self.labels = [model.config.id2label[index] for index in range(len(model.config.id2label))]
-        self._forward_names = set(inspect.signature(model.forward).parameters)
+    def preprocess(self, item: ScanInput) -> dict[str, torch.Tensor]:
+        return self.model_inputs(self.processor(faces=[load_face(item)]))
 
-    def __call__(self, inputs: ScanInput | Sequence[ScanInput], top_k: int | None = None,
-                 batch_size: int | None = None) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Classify one scan (returns a list of dicts) or a list of scans (returns a list of such lists)."""
-        single = isinstance(inputs, str | PathLike | Face)
-        items = [inputs] if single else list(inputs)
-        batch_size = batch_size or self.batch_size
-        top_k = self.top_k if top_k is None else top_k
-        results: list[list[dict[str, Any]]] = []
-        for start in range(0, len(items), batch_size):
-            faces = [self.load(item) for item in items[start:start + batch_size]]
-            probabilities = self.predict_proba(faces)
-            results.extend(self.postprocess(row, top_k) for row in probabilities)
-        return results[0] if single else results
-
-    @staticmethod
-    def load(item: ScanInput) -> Face:
-        """A `Face` from a path (read with `facet_vlm.io.read_face`) or the face itself."""
-        if isinstance(item, Face):
-            return item
-        if not isinstance(item, str | PathLike):
-            raise ConfigError(f"pipeline input must be a scan path or a Face, got {type(item).__name__}")
-        from .io import read_face
-
-        return read_face(item)
-
-    def preprocess(self, faces: list[Face]) -> dict[str, torch.Tensor]:
-        """The processor's tensors for a batch of faces, restricted to what the model's forward accepts."""
-        encoded = self.processor(faces=faces)
-        return {name: value.to(self.device) if isinstance(value, torch.Tensor) else value
-                for name, value in dict(encoded).items() if name in self._forward_names}
-
-    @torch.no_grad()
-    def predict_proba(self, faces: list[Face]) -> torch.Tensor:
-        """Class probabilities (B, K) of a batch of faces."""
-        logits = self.model(**self.preprocess(faces)).logits
-        return logits.float().softmax(dim=-1).cpu()
-
-    def postprocess(self, probabilities: torch.Tensor, top_k: int | None = None) -> list[dict[str, Any]]:
-        """Sorted ``{"label", "score"}`` dicts of one probability vector, the best ``top_k`` of them."""
-        order = torch.argsort(probabilities, descending=True).tolist()
-        if top_k is not None:
-            order = order[:max(int(top_k), 0)]
-        return [{"label": self.labels[index], "score": float(probabilities[index])} for index in order]
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> list[dict[str, Any]]:
+        probabilities = model_outputs["logits"][0].float().softmax(dim=-1).cpu()
+        labels = [self.model.config.id2label[index] for index in range(len(probabilities))]
+        return _sorted_scores(probabilities, labels, top_k)
 
 
-def pipeline(task: str = "expression-recognition", model: str | PathLike | torch.nn.Module | None = None,
-             processor: Any = None, *, device: str | torch.device | None = None, top_k: int | None = None,
-             batch_size: int = 8, **model_kwargs: Any) -> ExpressionRecognitionPipeline:
-    """Build an expression-recognition pipeline from a model folder, a Hub id or a model instance.
+class VideoEmotionRecognitionPipeline(_FacetPipeline):
+    """A face video in; valence/arousal (and emotion) scores, heart rate and pulse signal out.
 
-    A folder holding a PEFT adapter (``adapter_config.json``) is loaded on top of its base model. The processor
-    is loaded from the same folder when it saved one, otherwise the model class's default processor is built from
-    the model config.
+    Call arguments: ``fps`` (frames given as an array need it; for a file it overrides the container's rate) and
+    ``top_k`` (of the emotion head).
+    """
+
+    output_names = ("valence_logits", "arousal_logits", "emotion_logits")
+
+    def _sanitize_parameters(self, fps: float | None = None, top_k: int | None = None, **kwargs: Any):
+        return ({"fps": fps} if fps is not None else {}), {}, ({"top_k": top_k} if top_k is not None else {})
+
+    def preprocess(self, video: str | PathLike | np.ndarray, fps: float | None = None) -> dict[str, Any]:
+        frames, fps = self.processor.read(video, fps)
+        encoded = self.processor(frames, fps=fps)
+        return {**self.model_inputs(encoded), "_pulse": self.processor.pulse(frames, fps)}
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> dict[str, Any]:
+        pulse = model_outputs["_pulse"]
+        pulse = pulse[0] if isinstance(pulse, list) else pulse
+        result: dict[str, Any] = {}
+        for head in ("valence", "arousal"):
+            probabilities = model_outputs[f"{head}_logits"][0].float().softmax(dim=-1).cpu()
+            result[head] = _sorted_scores(probabilities, [f"low {head}", f"high {head}"], None)
+        emotion = model_outputs.get("emotion_logits")
+        result["emotion"] = None
+        if emotion is not None:
+            names = list(getattr(self.model.config, "emotion_labels", None) or range(emotion.shape[-1]))
+            result["emotion"] = _sorted_scores(emotion[0].float().softmax(dim=-1).cpu(), [str(n) for n in names],
+                                               top_k)
+        result.update(heart_rate=float(pulse["heart_rate"]), pulse=pulse["signal"].tolist(), fps=pulse["fps"])
+        return result
+
+
+def load_face(item: ScanInput) -> Face:
+    """A `Face` from a path (read with `facet_vlm.io.read_face`) or the face itself."""
+    if isinstance(item, Face):
+        return item
+    if not isinstance(item, str | PathLike):
+        raise ConfigError(f"pipeline input must be a scan path or a Face, got {type(item).__name__}")
+    from .io import read_face
+
+    return read_face(item)
+
+
+def register_pipelines() -> None:
+    """Register both tasks with transformers' `PIPELINE_REGISTRY` (their Auto classes from `facet_vlm.registry`)."""
+    import transformers
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, pipeline_class in ((SCAN_TASK, ExpressionRecognitionPipeline),
+                                 (VIDEO_TASK, VideoEmotionRecognitionPipeline)):
+        auto_classes = tuple(dict.fromkeys(getattr(transformers, entry.auto_class)
+                                           for entry in MODEL_REGISTRY.values() if entry.task == task))
+        if task not in PIPELINE_REGISTRY.supported_tasks:
+            PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=auto_classes,
+                                                type="multimodal")
+
+
+def pipeline(task: str = SCAN_TASK, model: str | PathLike | torch.nn.Module | None = None, processor: Any = None,
+             *, device: str | torch.device | None = None, top_k: int | None = None, batch_size: int = 1,
+             **model_kwargs: Any) -> Pipeline:
+    """A pipeline of this library from a model folder, a Hub id or a model instance.
+
+    Like ``transformers.pipeline(task, model=...)``, and also: a folder holding a PEFT adapter
+    (``adapter_config.json``) is loaded on its base model; the processor is the one saved with the model, else the
+    registry's processor built from the model config; ``top_k`` sets the default of every call.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown pipeline task {task!r}; supported: {', '.join(TASKS)}")
@@ -126,9 +190,16 @@ def pipeline(task: str = "expression-recognition", model: str | PathLike | torch
     source = None if isinstance(model, torch.nn.Module) else resolve_source(model)
     if source is not None:
         model = load_model(source, **model_kwargs)
-    if processor is None:
-        processor = load_processor(model, source)
-    return ExpressionRecognitionPipeline(model, processor, device=device, top_k=top_k, batch_size=batch_size)
+    entry = MODEL_REGISTRY.get(getattr(model.config, "model_type", None))
+    if entry is not None and entry.task != task:
+        raise ConfigError(f"{type(model).__name__} serves the task {entry.task!r}, not {task!r}")
+    processor = processor if processor is not None else load_processor(model, source)
+    pipeline_class = VideoEmotionRecognitionPipeline if task == VIDEO_TASK else ExpressionRecognitionPipeline
+    built = pipeline_class(model=model, processor=processor, task=task, batch_size=batch_size,
+                           device=torch.device(device) if device is not None else model.device)
+    if top_k is not None:
+        built._postprocess_params["top_k"] = top_k
+    return built
 
 
 #: Files of a Hub repository the pipeline needs (weights, configs, processor settings); never pickles.
@@ -156,20 +227,8 @@ def _config_dict(source: str) -> dict[str, Any]:
     return json.loads(config_file.read_text())
 
 
-def _find_class(name: str, packages: Sequence[str] = ("facet_vlm", "couple")) -> type | None:
-    for package in packages:
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            continue
-        cls = getattr(module, name, None)
-        if cls is not None:
-            return cls
-    return None
-
-
 def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
-    """A facet-vlm model from a folder or Hub id; PEFT adapter folders are applied to their base model."""
+    """A facet-vlm model from a folder or Hub id; PEFT adapter folders are applied to their base model (and merged)."""
     source = resolve_source(source)
     path = Path(source)
     if (path / "adapter_config.json").is_file():
@@ -183,44 +242,26 @@ def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
         return PeftModel.from_pretrained(base, path).merge_and_unload()
     config = _config_dict(source)
     for name in config.get("architectures") or []:
-        cls = _find_class(name)
-        if cls is not None:
-            return cls.from_pretrained(source, **kwargs)
+        entry = entry_for_class(name)
+        if entry is not None and name == entry.model_name:
+            return entry.model_class.from_pretrained(source, **kwargs)
+        if entry is not None and name == entry.auto_model_name:
+            return entry.auto_model_class.from_pretrained(source, **kwargs)
     raise ConfigError(f"config.json names no facet-vlm model class (architectures={config.get('architectures')})",
                       source)
 
 
 def load_processor(model: torch.nn.Module, source: str | None = None) -> Any:
-    """The processor saved next to the model (``processor_config.json``), else the model class's default one."""
-    model_class = type(model).__name__
-    if source is not None:
-        saved = _saved_processor_class(source)
-        if saved is not None:
-            return saved.from_pretrained(source)
-    if model_class not in DEFAULT_PROCESSORS:
-        raise ConfigError(f"no default processor for {model_class}; pass processor=...")
-    package, name = DEFAULT_PROCESSORS[model_class]
-    cls = _find_class(name, (package,))
-    if cls is None:
-        raise ConfigError(f"{package}.{name} is not available; pass processor=...")
-    return _processor_from_config(cls, model.config)
+    """The processor saved next to the model (``processor_config.json``; a folder without one gives the processor
+    matching its config.json), else the registry's processor built from the model's config."""
+    entry = MODEL_REGISTRY.get(getattr(model.config, "model_type", None))
+    if entry is None:
+        raise ConfigError(f"no processor registered for {type(model).__name__}; pass processor=...")
+    source = source or getattr(model, "name_or_path", None)
+    if source and Path(source).is_dir():
+        return entry.processor_class.from_pretrained(source)
+    return entry.processor_class.from_config(model.config)
 
 
-def _saved_processor_class(source: str) -> type | None:
-    """The processor class named in a model folder's processor_config.json, if any."""
-    config_file = Path(source) / "processor_config.json"
-    if not config_file.is_file():
-        return None
-    name = json.loads(config_file.read_text()).get("processor_class")
-    return _find_class(name) if name else None
-
-
-def _processor_from_config(cls: type, config: Any) -> Any:
-    """Build a processor matching a model config (``from_model_config`` when the class offers it)."""
-    for factory in ("from_model_config", "from_config"):
-        if hasattr(cls, factory):
-            return getattr(cls, factory)(config)
-    return cls()
-
-
-__all__ = ["ExpressionRecognitionPipeline", "load_model", "load_processor", "pipeline", "resolve_source"]
+__all__ = ["ExpressionRecognitionPipeline", "VideoEmotionRecognitionPipeline", "load_face", "load_model",
+           "load_processor", "pipeline", "register_pipelines", "resolve_source"]

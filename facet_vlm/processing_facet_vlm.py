@@ -2,29 +2,31 @@
 
 `processor(faces=[...])` reads scans (`facet_vlm.io.read_face`), aligns and renders them into the configured views
 and channels (`facet_vlm.geometry.render_views`) and stacks `pixel_values` in the renderer's native ranges (the
-model applies CLIP's normalisation itself). `processor(text=[...])` runs the offline CLIP tokenizer.
+model applies CLIP's normalisation itself). `processor(text=[...])` runs the offline CLIP tokenizer. Settings save
+and load like every processor of the library (`facet_vlm.processing_utils.SettingsProcessor`), also through
+`AutoProcessor.from_pretrained(model_folder)`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import BatchFeature
 
 from .configuration_facet_vlm import DEFAULT_VIEW_ANGLES, FacetVLMConfig
 from .errors import ConfigError
 from .face import Face
+from .processing_utils import SettingsProcessor
 from .tokenization import CONTEXT_LENGTH, clip_tokenize
 
 FaceLike = Face | str | os.PathLike
 
 
-class FacetVLMProcessor:
+class FacetVLMProcessor(SettingsProcessor):
     """Render faces into multiview `pixel_values` and tokenize text for FACET-VLM.
 
     Args:
@@ -45,7 +47,7 @@ class FacetVLMProcessor:
     ```
     """
 
-    config_name = "processor_config.json"
+    fields = ("image_size", "view_angles", "channels", "context_length")
 
     def __init__(
         self,
@@ -62,46 +64,15 @@ class FacetVLMProcessor:
         self.context_length = int(context_length)
 
     @classmethod
-    def from_config(cls, config: FacetVLMConfig) -> FacetVLMProcessor:
-        """The processor that matches a model configuration (views, channels, image size)."""
-        return cls(
-            image_size=config.image_size,
-            view_angles=config.view_angles,
-            channels=config.channels,
-            context_length=config.text_config.max_position_embeddings,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "processor_class": type(self).__name__,
-            "image_size": self.image_size,
-            "view_angles": self.view_angles,
-            "channels": self.channels,
-            "context_length": self.context_length,
+    def from_config(cls, config: FacetVLMConfig, **overrides: Any) -> FacetVLMProcessor:
+        """The processor that matches a model configuration (views, channels, image size); `overrides` win."""
+        settings = {
+            "image_size": config.image_size,
+            "view_angles": config.view_angles,
+            "channels": config.channels,
+            "context_length": config.text_config.max_position_embeddings,
         }
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write `processor_config.json` into `save_directory` (created if needed); returns the file path."""
-        path = Path(save_directory) / self.config_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> FacetVLMProcessor:
-        """Read a folder written by `save_pretrained`; a folder with only a FACET-VLM `config.json` works too."""
-        folder = Path(directory)
-        path = folder / cls.config_name
-        if path.is_file():
-            try:
-                settings = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"not valid JSON ({error})", path) from error
-            settings.pop("processor_class", None)
-            return cls(**settings)
-        if (folder / "config.json").is_file():
-            return cls.from_config(FacetVLMConfig.from_pretrained(folder))
-        raise ConfigError(f"no {cls.config_name} or config.json here; save a processor or a model first", folder)
+        return cls(**{**settings, **overrides})
 
     def render(self, face: FaceLike) -> np.ndarray:
         """float32 (V, C, H, W) renders of one scan (a `Face` or a path any `facet_vlm.io` reader understands)."""
@@ -129,7 +100,7 @@ class FacetVLMProcessor:
         faces: Sequence[FaceLike | Sequence[FaceLike]] | None = None,
         text: str | Sequence[str] | None = None,
         return_tensors: str = "pt",
-    ) -> dict[str, torch.Tensor]:
+    ) -> BatchFeature:
         """Model inputs.
 
         Args:
@@ -137,6 +108,9 @@ class FacetVLMProcessor:
                 of scans is a 4D sequence, and then every item must be one of equal length -> (B, T, V, C, H, W).
             text: strings -> `input_ids` and `attention_mask`.
             return_tensors: only "pt" (torch tensors).
+
+        Returns:
+            a `transformers.BatchFeature` (``.to(device)`` moves every tensor).
         """
         if return_tensors != "pt":
             raise ConfigError(f"return_tensors={return_tensors!r}: only 'pt' is supported")
@@ -159,7 +133,7 @@ class FacetVLMProcessor:
             result["pixel_values"] = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
         if text is not None:
             result.update(self.tokenize(text))
-        return result
+        return BatchFeature(data=result)
 
 
 __all__ = ["FacetVLMProcessor"]

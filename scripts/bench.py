@@ -197,7 +197,7 @@ def bench_model(model_type: str, batch_size: int, steps: int, peak_flops: float)
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from facet_vlm.features import model_registry
+    from facet_vlm.registry import model_entry as model_registry
 
     entry = model_registry(model_type)
     torch.manual_seed(0)

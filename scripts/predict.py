@@ -1,32 +1,72 @@
-"""Print the expression and class probabilities of raw 3D scans (.wrl, .bnt, .obj, .ply, ...) with a saved model.
+"""Predict with a saved model: expressions of raw 3D scans, or emotions, heart rate and pulse of face videos.
 
     python scripts/predict.py --model outputs/run/model F0001_HA04WH_F3D.wrl bs000_E_HAPPY_0.bnt
     python scripts/predict.py --model outputs/run/model --json scans/*.wrl
+    python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
+
+The model folder says which it is (`facet_vlm.registry`): the 3D models (FACET-VLM, CoupleFER, AFNet-M) run the
+``expression-recognition`` pipeline on scans (any format facet_vlm.io.read_face reads), the physio-prompt model
+the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a webcam recording).
 """
 
 import argparse
 import json
+from pathlib import Path
 
-from facet_vlm.pipelines import pipeline
+from facet_vlm.evaluation import plot_pulse
+from facet_vlm.pipelines import load_model, pipeline, resolve_source
+from facet_vlm.registry import MODEL_REGISTRY
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="A model folder (scripts/train.py's model/) or a Hub id.")
-    parser.add_argument("paths", nargs="+", help="Scans in any format facet_vlm.io.read_face reads.")
+    parser.add_argument("paths", nargs="+", help="Scans (3D models) or face videos (the physio-prompt model).")
     parser.add_argument("--top_k", type=int, default=None, help="Print only the K most likely classes.")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--json", action="store_true", help="One JSON object per scan instead of a table.")
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
+    parser.add_argument("--pulse_plot", type=Path, default=None,
+                        help="Videos: save the pulse signal as a PNG here (one video) or into this folder (several).")
     args = parser.parse_args()
 
-    classifier = pipeline("expression-recognition", model=args.model, batch_size=args.batch_size)
-    for path, scores in zip(args.paths, classifier(args.paths, top_k=args.top_k)):
+    source = resolve_source(args.model)
+    model = load_model(source)
+    entry = MODEL_REGISTRY[model.config.model_type]
+    runner = pipeline(entry.task, model=model, processor=None, batch_size=args.batch_size)
+    if not entry.is_video:
+        predict_scans(runner, args)
+        return
+    for path in args.paths:
+        result = runner(path, top_k=args.top_k)
+        if args.pulse_plot is not None:
+            target = args.pulse_plot / f"{Path(path).stem}_pulse.png" if len(args.paths) > 1 else args.pulse_plot
+            target.parent.mkdir(parents=True, exist_ok=True)
+            plot_pulse(result["pulse"], result["fps"], result["heart_rate"], target, title=Path(path).name)
+            result["pulse_plot"] = str(target)
+        print_video(path, result, args.json)
+
+
+def predict_scans(runner, args: argparse.Namespace) -> None:
+    for path, scores in zip(args.paths, runner(args.paths, top_k=args.top_k)):
         if args.json:
             print(json.dumps({"path": path, "expression": scores[0]["label"], "scores": scores}))
             continue
         print(f"{path}: {scores[0]['label']}")
         for entry in scores:
             print(f"    {entry['label']:<14} {entry['score']:.3f}")
+
+
+def print_video(path: str, result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"path": path, **result}))
+        return
+    print(f"{path}: heart rate {result['heart_rate']:.1f} bpm ({len(result['pulse'])} pulse samples at "
+          f"{result['fps']:.1f} fps)")
+    for head in ("valence", "arousal", "emotion"):
+        for entry in result[head] or []:
+            print(f"    {head:<8} {entry['label']:<14} {entry['score']:.3f}")
+    if "pulse_plot" in result:
+        print(f"    pulse plot: {result['pulse_plot']}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Data preparation: `python scripts/prepare_data.py {synthetic,views,check} ...` (see facet_vlm/prepare.py)."""
+"""Data preparation: ``python scripts/prepare_data.py {synthetic,views,check} ...``.
+
+See `facet_vlm.cli.prepare_main`.
+"""
 
 import sys
 
-from facet_vlm.prepare import main
+from facet_vlm.cli import prepare_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(prepare_main())

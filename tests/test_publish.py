@@ -359,3 +359,8 @@ def test_real_training_run_publishes_and_loads(tmp_path):
     scan = sorted((tmp_path / "cache").rglob("*_F3D.wrl"))[0]
     rows = pipeline("expression-recognition", model=out)(scan)
     assert [row["label"] for row in rows] and sum(row["score"] for row in rows) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_card_ships_no_placeholders(published):
+    text = (published / "README.md").read_text()
+    assert "TODO" not in text and "official BibTeX entry" in text

@@ -53,7 +53,7 @@ def running_space(log: Path, **variables: str):
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "MAX_UPLOAD_MB": "5"}
-    for variable in ("FACET_VLM_MODEL", "COUPLEFER_MODEL", "AFNET_M_MODEL"):
+    for variable in ("FACET_VLM_MODEL", "COUPLEFER_MODEL", "AFNET_M_MODEL", "PHYSIO_PROMPT_MODEL"):
         env.pop(variable, None)
     env.update(variables)
     with open(log, "w") as log_file:
@@ -183,6 +183,30 @@ def test_oversized_upload_is_refused_with_a_message(client, scan_dir, tmp_path):
         client.predict(handle_file(str(big)), api_name="/predict")
     result = client.predict(handle_file(str(_zip_of(scan_dir, tmp_path))), api_name="/predict")
     assert sum(_confidences(result).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_video_tab_reports_emotion_heart_rate_and_pulse(client, tmp_path):
+    """/analyze_video on a generated face clip: valence and arousal scores, the heart rate near the generator's, a
+    plot; a file that is not a video gets a message."""
+    from gradio_client import handle_file
+
+    from facet_vlm.data.synthetic_video import generate_videos
+
+    (truth,) = generate_videos(tmp_path / "videos", subjects=1, trials_per_subject=1, seconds=6.0, size=48, seed=5)
+    clip = next(path for path in (tmp_path / "videos").rglob("*") if path.suffix in (".avi", ".mp4"))
+    names = [c["props"]["choices"] for c in client.config["components"]
+             if c.get("type") == "radio" and c["props"].get("label") == "Video model"][0]
+    valence, arousal, heart, plot = client.predict(handle_file(str(clip)), names[0][0],
+                                                   api_name="/analyze_video")
+    for scores in (valence, arousal):
+        assert sum(item["confidence"] for item in scores["confidences"]) == pytest.approx(1.0, abs=1e-4)
+    bpm = float(heart.split("**Heart rate:**")[1].split("bpm")[0])
+    assert abs(bpm - truth.hr_bpm) < 6.0
+    assert plot is not None
+    note = tmp_path / "note.txt"
+    note.write_text("not a video")
+    with pytest.raises(Exception, match="unsupported video type"):
+        client.predict(handle_file(str(note)), names[0][0], api_name="/analyze_video")
 
 
 def test_space_readme_front_matter():

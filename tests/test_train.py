@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from facet_vlm.arguments import ModelArguments, parse_args
+from facet_vlm.data.folds import build_folds
 from facet_vlm.errors import ConfigError
-from facet_vlm.training import DataArguments, build_folds, parse_args, weights_digest
+from facet_vlm.training import build_model, weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "scripts" / "train.py"
@@ -103,9 +106,9 @@ def test_two_step_run_writes_results_and_a_loadable_model(model, tmp_path, scans
     assert (output / "model" / "processor_config.json").is_file()
 
     # The saved model is the last fold's model: reloading it gives the same weights.
-    from facet_vlm.features import model_registry
+    from facet_vlm.registry import model_entry
 
-    reloaded = model_registry(model).model_class.from_pretrained(output / "model")
+    reloaded = model_entry(model).model_class.from_pretrained(output / "model")
     record = fold_record(output)
     assert weights_digest(reloaded) == record["weights_sha256"]
     assert record["history"][-1]["step"] == 2
@@ -115,9 +118,9 @@ def test_two_step_run_writes_results_and_a_loadable_model(model, tmp_path, scans
 
 
 def check_evaluate_and_predict(output: Path, data_root: Path, cache_dir: Path, record: dict) -> None:
-    """scripts/evaluate.py leaves the model's training subjects out; scripts/predict.py prints probabilities."""
+    """scripts/evaluate_model.py leaves the model's training subjects out; scripts/predict.py prints probabilities."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(output / "model"), "--dataset",
+    command = [sys.executable, str(REPO / "scripts" / "evaluate_model.py"), str(output / "model"), "--dataset",
                f"synthetic:{data_root}", "--cache_dir", str(cache_dir), "--output_dir", str(output / "eval")]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -190,8 +193,7 @@ def subject_table(subjects: int = 12, intensities: int = 4):
                                              ("bu3dfe-p1-4fold", 4), ("bu3dfe-p2-3fold", 3)])
 def test_folds_never_share_a_subject(protocol, folds):
     table = subject_table()
-    arguments = DataArguments(protocol=protocol, folds=folds or 10, test_fraction=0.25)
-    splits = build_folds(table, arguments)
+    splits = build_folds(table, protocol, k=folds or 10, test_fraction=0.25)
     everyone = set(table["subject"])
     assert len(splits) == {"loso": len(everyone), "holdout": 1}.get(protocol, folds)
     tested = []
@@ -220,7 +222,6 @@ def test_config_file_sets_defaults_and_command_line_wins(tmp_path):
 
 def test_lora_adapts_the_towers_and_trains_the_new_modules_in_full():
     from facet_vlm.labels import BASIC_EXPRESSIONS
-    from facet_vlm.training import ModelArguments, build_model
 
     model_args = ModelArguments(model="facet_vlm", model_config=json.dumps(TINY_MODELS["facet_vlm"]), peft="lora",
                                 lora_r=4)
@@ -233,3 +234,37 @@ def test_lora_adapts_the_towers_and_trains_the_new_modules_in_full():
     with pytest.raises(ConfigError, match="match no nn.Linear"):
         build_model(ModelArguments(model="afnet_m", model_config=json.dumps(TINY_MODELS["afnet_m"]), peft="lora"),
                     BASIC_EXPRESSIONS)
+
+
+def test_lora_run_saves_an_adapter_folder_that_loads_on_its_base(tmp_path, scans, cache_dir):
+    """--peft lora --save_adapters_only: model/ is a PEFT adapter naming base_model/; PeftModel.from_pretrained on
+    that base gives the trained weights, the pipeline runs it, and publish.py wants a Hub id for the base."""
+    from peft import PeftModel
+
+    from facet_vlm import FacetVLMForExpressionRecognition
+    from facet_vlm.hub import PublishError, build_hub_folder
+    from facet_vlm.pipelines import pipeline
+
+    run_train("--config", str(tiny_config(tmp_path, "facet_vlm", scans, cache_dir, peft="lora", lora_r=2,
+                                          save_adapters_only=True)))
+    output = tmp_path / "run"
+    adapter = json.loads((output / "model" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == (output / "base_model").resolve()
+    assert any(name.endswith("cvsa") for name in adapter["modules_to_save"])
+    assert not (output / "model" / "model.safetensors").exists()
+    base = FacetVLMForExpressionRecognition.from_pretrained(adapter["base_model_name_or_path"])
+    trained = PeftModel.from_pretrained(base, output / "model")
+    assert weights_digest(trained) == fold_record(output)["weights_sha256"]
+
+    scan = sorted((scans / "bu3dfe").rglob("*.wrl"))[0]
+    rows = pipeline("expression-recognition", model=output / "model")(scan)
+    processor = pipeline("expression-recognition", model=output / "model").processor
+    with torch.no_grad():
+        expected = trained.eval()(**processor(faces=[scan])).logits.softmax(-1)[0]
+    assert rows[0]["score"] == pytest.approx(expected.max().item(), abs=1e-5)
+
+    with pytest.raises(PublishError, match="publish that folder first"):
+        build_hub_folder(output / "model", tmp_path / "hub", "facet-vlm-tests/tiny-adapter")
+    folder = build_hub_folder(output / "model", tmp_path / "hub", "facet-vlm-tests/tiny-adapter",
+                              base_model="facet-vlm-tests/tiny-base")
+    assert "base_model: facet-vlm-tests/tiny-base" in (folder / "README.md").read_text()

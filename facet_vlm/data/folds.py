@@ -1,12 +1,15 @@
 """Subject-independent evaluation protocols: k-fold over subjects, leave-one-subject-out, and the standard
 BU-3DFE (P1 / P2) and Bosphorus protocols of the 3D facial-expression literature.
 
-No subject ever appears in both the training and the test part of a fold.
+No subject ever appears in both the training and the test part of a fold. `build_folds` turns a protocol name
+(``--protocol`` of ``scripts/train.py`` and ``scripts/evaluate_model.py``) into (train subjects, test subjects)
+pairs, and `select_folds` picks the folds a run trains or scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -116,3 +119,72 @@ def bosphorus_protocol(dataset, k: int = 10, seed: int = 0, num_subjects: int | 
         chosen = np.random.default_rng([seed]).choice(len(subjects), size=num_subjects, replace=False)
         subjects = [subjects[i] for i in sorted(chosen)]
     return _split(subset, subject_kfold(subjects, k=k, seed=seed))
+
+
+PROTOCOLS = ("subject-kfold", "loso", "holdout", "bu3dfe-p1-<K>fold", "bu3dfe-p2-<K>fold")
+
+
+def column(dataset: Any, name: str) -> list[Any]:
+    """One column of a `datasets.Dataset` as a plain list (datasets 5 returns a lazy `Column` object)."""
+    return list(dataset.with_format(None)[name])
+
+
+def build_folds(dataset: Any, protocol: str = "subject-kfold", k: int = 10, seed: int = 0,
+                test_fraction: float = 0.2) -> list[tuple[list[str], list[str]]]:
+    """(train subjects, test subjects) per fold of `protocol`; no subject is ever on both sides of a fold.
+
+    Args:
+        dataset: rows with a ``subject`` column (a `datasets.Dataset`).
+        protocol: ``subject-kfold`` (`k` folds of subjects), ``loso`` (leave one subject out), ``holdout`` (one
+            split: `test_fraction` of the subjects, drawn by `seed`), ``bu3dfe-p1-<K>fold`` / ``bu3dfe-p2-<K>fold``
+            (`bu3dfe_protocol`: 60 subjects drawn by `seed`, or every subject when the data set has fewer; the two
+            highest intensities, which the rows must already be restricted to).
+        k: folds of ``subject-kfold``.
+        seed: seed of the subject shuffle.
+        test_fraction: share of subjects held out by ``holdout``.
+    """
+    subjects = sorted(set(column(dataset, "subject")))
+    if protocol == "subject-kfold":
+        if k > len(subjects):
+            raise ConfigError(f"--folds {k} is more than the {len(subjects)} subjects of the data set")
+        folds = subject_kfold(subjects, k=k, seed=seed)
+    elif protocol == "loso":
+        folds = leave_one_subject_out(subjects)
+    elif protocol == "holdout":
+        order = np.random.default_rng(seed).permutation(len(subjects))
+        num_test = max(1, round(test_fraction * len(subjects)))
+        test = sorted(subjects[i] for i in order[:num_test])
+        folds = [(sorted(set(subjects) - set(test)), test)]
+    elif protocol.startswith("bu3dfe-"):
+        variant, num_folds = parse_bu3dfe_protocol(protocol)
+        splits = bu3dfe_protocol(dataset.with_format(None), protocol=variant, k=num_folds, seed=seed,
+                                 num_subjects=min(60, len(subjects)))
+        folds = [(sorted(set(column(train, "subject"))), sorted(set(column(test, "subject"))))
+                 for train, test in splits]
+    else:
+        raise ConfigError(f"unknown --protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    folds = [(sorted(train), sorted(test)) for train, test in folds]
+    for index, (train, test) in enumerate(folds):
+        shared = set(train) & set(test)
+        if shared:
+            raise ConfigError(f"fold {index} of protocol {protocol!r} has subjects in train and test: {sorted(shared)}")
+    return folds
+
+
+def parse_bu3dfe_protocol(protocol: str) -> tuple[str, int]:
+    """``"bu3dfe-p1-10fold"`` → ``("p1", 10)``."""
+    parts = protocol.lower().split("-")
+    if len(parts) != 3 or parts[1] not in ("p1", "p2") or not parts[2].endswith("fold") or not parts[2][:-4].isdigit():
+        raise ConfigError(f"--protocol {protocol!r}: write bu3dfe-p1-<K>fold or bu3dfe-p2-<K>fold "
+                          "(e.g. bu3dfe-p1-10fold)")
+    return parts[1], int(parts[2][:-4])
+
+
+def select_folds(num_folds: int, fold: int | None = None, max_folds: int | None = None) -> list[int]:
+    """Indices of the folds a run uses: only `fold`, or the first `max_folds`, or all of them."""
+    if fold is not None:
+        if not 0 <= fold < num_folds:
+            raise ConfigError(f"--fold {fold} is out of range: the protocol has {num_folds} folds (0..{num_folds - 1})")
+        return [fold]
+    count = num_folds if max_folds is None else min(num_folds, max_folds)
+    return list(range(count))

@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ConfigError, FormatError
 from ..face import Face
-from .render import _rasterize, face_normals, pixel_grid, to_pixels
+from .raster import face_normals, pixel_grid, rasterize, to_pixels
 
 EYE_NAMES = {"left": ("left_eye_outer", "left_eye_inner"), "right": ("right_eye_outer", "right_eye_inner")}
 MOUTH_NAMES = ("mouth_left", "mouth_right", "upper_lip", "lower_lip")
@@ -121,7 +121,7 @@ def _symmetry_roll(local: np.ndarray, faces: np.ndarray, radius: float) -> float
     size = SYMMETRY_MAP_SIZE
     px, py = to_pixels(local, size, radius)
     zbuf = np.full((size, size), -np.inf)
-    _rasterize(px, py, np.ascontiguousarray(local[:, 2]), faces, size, zbuf, np.full((size, size), -1, np.int64),
+    rasterize(px, py, np.ascontiguousarray(local[:, 2]), faces, size, zbuf, np.full((size, size), -1, np.int64),
                np.zeros((size, size, 2)))
     covered = np.isfinite(zbuf)
     if covered.sum() < 16:

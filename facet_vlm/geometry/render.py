@@ -39,7 +39,9 @@ with other jobs) with ``python scripts/bench.py render`` on a 15k-triangle textu
 three channels: 2.5-2.8 ms of CPU per view, i.e. 350-400 views/s on one core (the target was 100 views/s on two),
 12.5-14 ms for the five default views, versus 50-70 ms for five views with moderngl+EGL (needs system EGL libraries),
 ~200 ms with trimesh+embreex ray casting and 200-300 ms with a torch z-buffer. The first call in a fresh
-environment compiles the kernels (a few seconds); numba caches the compiled code on disk next to this file.
+environment compiles the kernels (a few seconds); numba caches the compiled code on disk. The kernels live in
+`facet_vlm.geometry.raster`; this module holds the camera, the channels and `render_views`. It re-exports the
+raster helpers that other geometry modules use (`pixel_grid`, `face_normals`, `vertex_normals`, `sample_texture`).
 """
 
 from __future__ import annotations
@@ -48,10 +50,24 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
 from ..errors import ConfigError, FormatError
 from ..face import Face
+from .raster import face_normals, pixel_grid, rasterize, sample_texture, shade, to_pixels, vertex_normals
+
+__all__ = [
+    "CHANNEL_SIZES",
+    "DEFAULT_VIEWS",
+    "UNTEXTURED_GREY",
+    "face_normals",
+    "num_channels",
+    "pixel_grid",
+    "render_views",
+    "sample_texture",
+    "to_pixels",
+    "vertex_normals",
+    "view_rotation",
+]
 
 DEFAULT_VIEWS: tuple[tuple[float, float], ...] = ((0.0, 0.0), (30.0, 0.0), (-30.0, 0.0), (0.0, 20.0), (0.0, -20.0))
 CHANNEL_SIZES: dict[str, int] = {"texture": 3, "depth": 1, "normal": 3, "shaded": 1}
@@ -64,153 +80,6 @@ def view_rotation(yaw: float, pitch: float) -> np.ndarray:
     ry = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
     rx = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(b), math.sin(b)], [0.0, -math.sin(b), math.cos(b)]])
     return rx @ ry
-
-
-def to_pixels(points: np.ndarray, size: int, extent: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Continuous pixel (column, row) of camera-space points; pixel (i, j) has its centre at (j + .5, i + .5)."""
-    scale = 0.5 * size / extent
-    return (points[:, 0] + extent) * scale, (extent - points[:, 1]) * scale
-
-
-def pixel_grid(size: int, extent: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-space x (H, W) and y (H, W) of the pixel centres."""
-    centres = ((np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0) * extent
-    return np.broadcast_to(centres[None, :], (size, size)), np.broadcast_to(-centres[:, None], (size, size))
-
-
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unnormalised triangle normals (cross products; their length is twice the triangle area)."""
-    v = vertices.astype(np.float64, copy=False)
-    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals, float32 (N, 3); zero for vertices used by no (or only degenerate) faces."""
-    fn = face_normals(vertices, faces)
-    n = len(vertices)
-    flat = faces.reshape(-1)
-    acc = np.stack([np.bincount(flat, np.repeat(fn[:, k], 3), minlength=n) for k in range(3)], axis=1)
-    length = np.linalg.norm(acc, axis=1, keepdims=True)
-    return (acc / np.where(length > 0, length, 1.0)).astype(np.float32)
-
-
-@njit(cache=True)
-def _bilinear(texture, u, v, out, offset, i, j):
-    """Write the bilinear texture sample at VRML uv (u, v) into out[offset:offset+3, i, j]."""
-    th, tw = texture.shape[0], texture.shape[1]
-    x = min(max(u, 0.0), 1.0) * tw - 0.5
-    y = (1.0 - min(max(v, 0.0), 1.0)) * th - 0.5
-    x0 = math.floor(x)
-    y0 = math.floor(y)
-    fx = x - x0
-    fy = y - y0
-    x0c = min(max(x0, 0), tw - 1)
-    x1c = min(max(x0 + 1, 0), tw - 1)
-    y0c = min(max(y0, 0), th - 1)
-    y1c = min(max(y0 + 1, 0), th - 1)
-    for c in range(3):
-        top = texture[y0c, x0c, c] * (1.0 - fx) + texture[y0c, x1c, c] * fx
-        bottom = texture[y1c, x0c, c] * (1.0 - fx) + texture[y1c, x1c, c] * fx
-        out[offset + c, i, j] = (top * (1.0 - fy) + bottom * fy) / 255.0
-
-
-@njit(cache=True)
-def sample_texture(texture, uv):
-    """Bilinear RGB in [0, 1], float32 (K, 3), of a uint8 (H, W, 3) texture at VRML uv (K, 2)."""
-    k = uv.shape[0]
-    out = np.empty((3, 1, k), np.float32)
-    for m in range(k):
-        _bilinear(texture, uv[m, 0], uv[m, 1], out, 0, 0, m)
-    return out[:, 0, :].T.copy()
-
-
-@njit(cache=True)
-def _rasterize(px, py, pz, faces, size, zbuf, tri_id, bary):
-    """Z-buffer rasterisation at pixel centres: nearest (largest z) triangle id and its weights of vertices 0 and 1."""
-    eps = -1e-7
-    for t in range(faces.shape[0]):
-        a = faces[t, 0]
-        b = faces[t, 1]
-        c = faces[t, 2]
-        xa, ya, xb, yb, xc, yc = px[a], py[a], px[b], py[b], px[c], py[c]
-        area = (xb - xa) * (yc - ya) - (xc - xa) * (yb - ya)
-        if area == 0.0 or not math.isfinite(area):
-            continue
-        inv = 1.0 / area
-        j0 = max(math.ceil(min(xa, xb, xc) - 0.5), 0)
-        j1 = min(math.floor(max(xa, xb, xc) - 0.5), size - 1)
-        i0 = max(math.ceil(min(ya, yb, yc) - 0.5), 0)
-        i1 = min(math.floor(max(ya, yb, yc) - 0.5), size - 1)
-        if j0 > j1 or i0 > i1:
-            continue
-        za, zb, zc = pz[a], pz[b], pz[c]
-        for i in range(i0, i1 + 1):
-            y = i + 0.5
-            for j in range(j0, j1 + 1):
-                x = j + 0.5
-                wa = ((xb - x) * (yc - y) - (xc - x) * (yb - y)) * inv
-                wb = ((xc - x) * (ya - y) - (xa - x) * (yc - y)) * inv
-                wc = 1.0 - wa - wb
-                if wa < eps or wb < eps or wc < eps:
-                    continue
-                z = wa * za + wb * zb + wc * zc
-                if z > zbuf[i, j]:
-                    zbuf[i, j] = z
-                    tri_id[i, j] = t
-                    bary[i, j, 0] = wa
-                    bary[i, j, 1] = wb
-
-
-@njit(cache=True)
-def _shade(faces, tri_id, bary, zbuf, normals, uv, texture, colors, out,
-           tex_off, depth_off, normal_off, shaded_off, depth_lo, depth_hi, extent, grey):
-    """Fill the requested channels of out (C, H, W) for every covered pixel; a negative offset skips a channel."""
-    size = tri_id.shape[0]
-    has_texture = uv.shape[0] > 0 and texture.shape[0] > 0
-    has_colors = colors.shape[0] > 0
-    need_normal = normal_off >= 0 or shaded_off >= 0
-    for i in range(size):
-        for j in range(size):
-            t = tri_id[i, j]
-            if t < 0:
-                continue
-            a = faces[t, 0]
-            b = faces[t, 1]
-            c = faces[t, 2]
-            wa = bary[i, j, 0]
-            wb = bary[i, j, 1]
-            wc = 1.0 - wa - wb
-            if tex_off >= 0:
-                if has_texture:
-                    u = wa * uv[a, 0] + wb * uv[b, 0] + wc * uv[c, 0]
-                    v = wa * uv[a, 1] + wb * uv[b, 1] + wc * uv[c, 1]
-                    _bilinear(texture, u, v, out, tex_off, i, j)
-                elif has_colors:
-                    for k in range(3):
-                        out[tex_off + k, i, j] = (wa * colors[a, k] + wb * colors[b, k] + wc * colors[c, k]) / 255.0
-                else:
-                    for k in range(3):
-                        out[tex_off + k, i, j] = grey
-            if depth_off >= 0:
-                d = (zbuf[i, j] / extent - depth_lo) / (depth_hi - depth_lo)
-                out[depth_off, i, j] = min(max(d, 0.0), 1.0)
-            if need_normal:
-                nx = wa * normals[a, 0] + wb * normals[b, 0] + wc * normals[c, 0]
-                ny = wa * normals[a, 1] + wb * normals[b, 1] + wc * normals[c, 1]
-                nz = wa * normals[a, 2] + wb * normals[b, 2] + wc * normals[c, 2]
-                length = math.sqrt(nx * nx + ny * ny + nz * nz)
-                if length > 0.0:
-                    nx /= length
-                    ny /= length
-                    nz /= length
-                if nz < 0.0:
-                    nx, ny, nz = -nx, -ny, -nz
-                if normal_off >= 0:
-                    out[normal_off, i, j] = nx
-                    out[normal_off + 1, i, j] = ny
-                    out[normal_off + 2, i, j] = nz
-                if shaded_off >= 0:
-                    out[shaded_off, i, j] = nz
 
 
 def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
@@ -286,9 +155,9 @@ def render_views(
         px, py = to_pixels(cam, size, extent)
         zbuf.fill(-np.inf)
         tri_id.fill(-1)
-        _rasterize(px, py, np.ascontiguousarray(cam[:, 2]), faces, size, zbuf, tri_id, bary)
-        _shade(faces, tri_id, bary, zbuf, normals @ rotation.T, uv, texture, colors, images[v],
-               offsets.get("texture", -1), offsets.get("depth", -1), offsets.get("normal", -1),
+        rasterize(px, py, np.ascontiguousarray(cam[:, 2]), faces, size, zbuf, tri_id, bary)
+        shade(faces, tri_id, bary, zbuf, normals @ rotation.T, uv, texture, colors, images[v],
+              offsets.get("texture", -1), offsets.get("depth", -1), offsets.get("normal", -1),
                offsets.get("shaded", -1), depth_range[0], depth_range[1], extent, UNTEXTURED_GREY)
         masks[v] = tri_id >= 0
     return images, masks

@@ -1,10 +1,11 @@
-"""Reader and writer of EDF (16-bit) and BDF (24-bit, BioSemi) physiological recordings.
+"""Reader and writer of EDF (16-bit) and BDF (24-bit, BioSemi) physiological recordings, through pyEDFlib.
 
 MAHNOB-HCI ships its peripheral signals as BDF (``Part_1_S_Trial1_emotion.bdf``: 47 channels at 256 Hz, the ECG
-in ``EXG1``..``EXG3``, the trigger in ``Status``). Both formats share one layout: a 256-byte fixed header, a
-256-byte header per signal, then data records that hold ``samples_per_record[i]`` little-endian integers of each
-signal in turn (2 bytes in EDF, 3 in BDF). Digital values map to physical units linearly through each signal's
-digital and physical minimum and maximum.
+in ``EXG1``..``EXG3``, the trigger in ``Status``). Decoding and encoding are pyEDFlib's (the maintained EDFlib
+bindings); this module adds a typed result (`BioSignals`), channel selection by label, and a check of the 256-byte
+fixed header before pyEDFlib opens the file, so that a bad file gets a `FormatError` that names the file and the
+problem (wrong magic, short or truncated file, a header number that is not a number) instead of EDFlib's generic
+"not EDF(+) or BDF(+) compliant".
 
 The writer exists so that tests and the synthetic data generator can make real files; it writes plain EDF/BDF
 (no EDF+ annotations).
@@ -24,11 +25,6 @@ from ..errors import FormatError
 BDF_MAGIC = b"\xffBIOSEMI"
 EDF_MAGIC = b"0       "
 _FIXED_HEADER_BYTES = 256
-_SIGNAL_HEADER_BYTES = 256
-# (name, width) of the per-signal header fields, in file order; each field is stored for all signals in turn.
-_SIGNAL_FIELDS = (("label", 16), ("transducer", 80), ("physical_dimension", 8), ("physical_min", 8),
-                  ("physical_max", 8), ("digital_min", 8), ("digital_max", 8), ("prefilter", 80),
-                  ("samples_per_record", 8), ("reserved", 32))
 _ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
 
 
@@ -89,18 +85,44 @@ def _number(raw: bytes, what: str, path: Path, integer: bool = False) -> float:
                           path) from None
 
 
-def _parse_start(date: str, time: str) -> _dt.datetime | None:
+def check_header(path: str | PathLike) -> tuple[str, int]:
+    """The kind (``"BDF"``/``"EDF"``) and the number of signals of a file whose fixed header and size are sound.
+
+    Raises:
+        FormatError: the file is unreadable, shorter than its header, has an unknown magic, a header number that
+            is not a number, or fewer data bytes than its header declares.
+    """
+    path = Path(path)
     try:
-        day, month, year = (int(part) for part in date.split("."))
-        hour, minute, second = (int(part) for part in time.split("."))
-    except ValueError:
-        return None
-    # EDF spec: two-digit years 85..99 are 19xx, 00..84 are 20xx.
-    year += 1900 if year >= 85 else 2000
-    try:
-        return _dt.datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(_FIXED_HEADER_BYTES)
+            if len(head) < _FIXED_HEADER_BYTES:
+                raise FormatError(f"only {len(head)} bytes; an EDF/BDF header alone is 256 bytes", path)
+            kind = {BDF_MAGIC: "BDF", EDF_MAGIC: "EDF"}.get(head[:8])
+            if kind is None:
+                raise FormatError(f"starts with {head[:8]!r}, neither the BDF magic {BDF_MAGIC!r} nor the EDF "
+                                  f"{EDF_MAGIC!r}", path)
+            header_bytes = int(_number(head[184:192], "header bytes", path, integer=True))
+            n_records = int(_number(head[236:244], "number of data records", path, integer=True))
+            _number(head[244:252], "record duration", path)
+            n_signals = int(_number(head[252:256], "number of signals", path, integer=True))
+            if n_signals <= 0 or header_bytes != _FIXED_HEADER_BYTES * (n_signals + 1):
+                raise FormatError(f"header declares {n_signals} signals and {header_bytes} header bytes; "
+                                  "they do not match", path)
+            if size < header_bytes:
+                raise FormatError(f"truncated header: {size} bytes, the header needs {header_bytes}", path)
+            file.seek(_FIXED_HEADER_BYTES + n_signals * 216)  # samples per record: after 216 bytes of fields
+            counts = file.read(8 * n_signals)
+    except OSError as error:
+        raise FormatError(f"cannot read the file ({error.strerror})", path) from error
+    samples = [int(_number(counts[i * 8:(i + 1) * 8], f"samples per record of signal {i}", path, integer=True))
+               for i in range(n_signals)]
+    record_bytes = sum(samples) * (3 if kind == "BDF" else 2)
+    if record_bytes <= 0 or (n_records >= 0 and size - header_bytes < n_records * record_bytes):
+        raise FormatError(f"truncated data: header declares {n_records} records of {record_bytes} bytes, the file "
+                          f"holds {(size - header_bytes) // max(record_bytes, 1)}", path)
+    return kind, n_signals
 
 
 def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None = None) -> BioSignals:
@@ -112,115 +134,49 @@ def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None 
             ``None`` decodes all but EDF+/BDF+ annotation channels.
 
     Raises:
-        FormatError: a truncated file, an unknown magic, a header field that is not a number or a missing channel.
+        FormatError: a truncated file, an unknown magic, a header field that is not a number, a missing channel, or
+            a file that pyEDFlib refuses (its reason is quoted).
     """
+    import pyedflib
+
     path = Path(path)
+    kind, _ = check_header(path)
     try:
-        raw = path.read_bytes()
+        reader = pyedflib.EdfReader(str(path))
     except OSError as error:
-        raise FormatError(f"cannot read the file ({error.strerror})", path) from error
-    if len(raw) < _FIXED_HEADER_BYTES:
-        raise FormatError(f"only {len(raw)} bytes; an EDF/BDF header alone is 256 bytes", path)
-    magic = raw[:8]
-    if magic == BDF_MAGIC:
-        kind, width = "BDF", 3
-    elif magic == EDF_MAGIC:
-        kind, width = "EDF", 2
-    else:
-        raise FormatError(f"starts with {magic!r}, neither the BDF magic {BDF_MAGIC!r} nor the EDF {EDF_MAGIC!r}",
-                          path)
-    patient, recording = _text(raw[8:88]), _text(raw[88:168])
-    start = _parse_start(_text(raw[168:176]), _text(raw[176:184]))
-    header_bytes = int(_number(raw[184:192], "header bytes", path, integer=True))
-    n_records = int(_number(raw[236:244], "number of data records", path, integer=True))
-    record_seconds = _number(raw[244:252], "record duration", path)
-    n_signals = int(_number(raw[252:256], "number of signals", path, integer=True))
-    if n_signals <= 0:
-        raise FormatError(f"declares {n_signals} signals", path)
-    if header_bytes != _FIXED_HEADER_BYTES * (n_signals + 1):
-        raise FormatError(f"header size field says {header_bytes} bytes but {n_signals} signals need "
-                          f"{_FIXED_HEADER_BYTES * (n_signals + 1)}", path)
-    if len(raw) < header_bytes:
-        raise FormatError(f"truncated header: {len(raw)} bytes, the header needs {header_bytes}", path)
-    fields: dict[str, list[bytes]] = {}
-    offset = _FIXED_HEADER_BYTES
-    for name, size in _SIGNAL_FIELDS:
-        fields[name] = [raw[offset + i * size: offset + (i + 1) * size] for i in range(n_signals)]
-        offset += size * n_signals
-    labels = [_text(value) for value in fields["label"]]
-    samples = [int(_number(value, f"samples per record of {labels[i]!r}", path, integer=True))
-               for i, value in enumerate(fields["samples_per_record"])]
-    if any(count <= 0 for count in samples):
-        raise FormatError(f"a channel declares no samples per record: {dict(zip(labels, samples))}", path)
-    record_bytes = sum(samples) * width
-    available = (len(raw) - header_bytes) // record_bytes
-    if n_records < 0:  # -1 = unknown while recording; the file size tells.
-        n_records = available
-    if available < n_records:
-        raise FormatError(f"truncated data: header declares {n_records} records of {record_bytes} bytes, the file "
-                          f"holds {available}", path)
-    if record_seconds <= 0:
-        raise FormatError(f"record duration is {record_seconds} s", path)
-    wanted = [label for label in labels if label not in _ANNOTATION_LABELS] if channels is None else list(channels)
-    missing = [label for label in wanted if label not in labels]
-    if missing:
-        raise FormatError(f"no channel(s) {missing}; the file has {labels}", path)
-    data = np.frombuffer(raw, dtype=np.uint8, count=n_records * record_bytes, offset=header_bytes)
-    data = data.reshape(n_records, record_bytes)
-    starts = np.concatenate([[0], np.cumsum(samples)]) * width
-    result = BioSignals(labels=[], signals=[], sample_rates=[], physical_dimensions=[], kind=kind, start=start,
-                        patient=patient, recording=recording, path=str(path))
-    for label in wanted:
-        i = labels.index(label)
-        block = data[:, starts[i]:starts[i + 1]].reshape(-1, width)
-        digital = _decode(block, width)
-        d_min = _number(fields["digital_min"][i], f"digital minimum of {label!r}", path)
-        d_max = _number(fields["digital_max"][i], f"digital maximum of {label!r}", path)
-        p_min = _number(fields["physical_min"][i], f"physical minimum of {label!r}", path)
-        p_max = _number(fields["physical_max"][i], f"physical maximum of {label!r}", path)
-        if d_max == d_min:
-            raise FormatError(f"channel {label!r} has equal digital minimum and maximum ({d_min})", path)
-        gain = (p_max - p_min) / (d_max - d_min)
-        result.labels.append(label)
-        result.signals.append((digital - d_min) * gain + p_min)
-        result.sample_rates.append(samples[i] / record_seconds)
-        result.physical_dimensions.append(_text(fields["physical_dimension"][i]))
-        result.transducers.append(_text(fields["transducer"][i]))
-        result.prefilters.append(_text(fields["prefilter"][i]))
+        raise FormatError(f"pyEDFlib cannot read it: {error}", path) from None
+    try:
+        labels = [label.strip() for label in reader.getSignalLabels()]
+        wanted = [label for label in labels if label not in _ANNOTATION_LABELS] if channels is None else list(channels)
+        missing = [label for label in wanted if label not in labels]
+        if missing:
+            raise FormatError(f"no channel(s) {missing}; the file has {labels}", path)
+        result = BioSignals(labels=[], signals=[], sample_rates=[], physical_dimensions=[], kind=kind,
+                            start=reader.getStartdatetime(), patient=reader.patient.decode("latin-1").strip()
+                            if isinstance(reader.patient, bytes) else str(reader.patient).strip(),
+                            recording=str(reader.recording.decode("latin-1") if isinstance(reader.recording, bytes)
+                                          else reader.recording).strip(), path=str(path))
+        for label in wanted:
+            i = labels.index(label)
+            result.labels.append(label)
+            result.signals.append(reader.readSignal(i, digital=False).astype(np.float64))
+            result.sample_rates.append(float(reader.getSampleFrequency(i)))
+            result.physical_dimensions.append(reader.getPhysicalDimension(i).strip())
+            result.transducers.append(reader.getTransducer(i).strip())
+            result.prefilters.append(reader.getPrefilter(i).strip())
+    finally:
+        reader.close()
     return result
 
 
 def read_bdf_labels(path: str | PathLike) -> list[str]:
     """Channel labels of an EDF/BDF file, reading only its header."""
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            head = file.read(_FIXED_HEADER_BYTES)
-            if len(head) < _FIXED_HEADER_BYTES or head[:8] not in (BDF_MAGIC, EDF_MAGIC):
-                raise FormatError("not an EDF/BDF file (short or wrong header)", path)
-            count = int(_number(head[252:256], "number of signals", path, integer=True))
-            labels = file.read(16 * count)
-    except OSError as error:
-        raise FormatError(f"cannot read the file ({error.strerror})", path) from error
-    if len(labels) < 16 * count:
-        raise FormatError("truncated signal header", path)
+    _, count = check_header(path)
+    with path.open("rb") as file:
+        file.seek(_FIXED_HEADER_BYTES)
+        labels = file.read(16 * count)
     return [_text(labels[i * 16:(i + 1) * 16]) for i in range(count)]
-
-
-def _decode(block: np.ndarray, width: int) -> np.ndarray:
-    """Little-endian signed integers of ``width`` bytes (rows of ``block``) as float64."""
-    if width == 2:
-        return block.copy().view("<i2").reshape(-1).astype(np.float64)
-    values = block[:, 0].astype(np.int32) | (block[:, 1].astype(np.int32) << 8) | (block[:, 2].astype(np.int32) << 16)
-    values = np.where(values >= 1 << 23, values - (1 << 24), values)
-    return values.astype(np.float64)
-
-
-def _field(value: object, size: int, what: str) -> bytes:
-    encoded = str(value).encode("latin-1", errors="replace")
-    if len(encoded) > size:
-        raise ValueError(f"{what} {value!r} does not fit the {size}-character EDF/BDF header field")
-    return encoded.ljust(size, b" ")
 
 
 def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.ndarray],
@@ -228,10 +184,11 @@ def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.nda
               physical_dimensions: str | list[str] = "uV", kind: str = "BDF", record_seconds: float = 1.0,
               physical_ranges: list[tuple[float, float]] | None = None, patient: str = "X X X X",
               recording: str = "Startdate X X X X", start: _dt.datetime | None = None) -> Path:
-    """Write signals to a BDF (24-bit) or EDF (16-bit) file.
+    """Write signals to a BDF (24-bit) or EDF (16-bit) file with pyEDFlib.
 
-    Each channel's physical range defaults to its own min..max (widened when flat), so quantisation uses the full
-    digital range. A channel whose length is not a whole number of records is zero-padded to the next record.
+    Each channel's physical range defaults to its own min..max (widened when flat, rounded outward to what the
+    8-character header field holds), so quantisation uses the full digital range. A channel whose length is not a
+    whole number of records is zero-padded to the next record.
 
     Args:
         path: output file.
@@ -244,6 +201,8 @@ def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.nda
         physical_ranges: optional ``(min, max)`` per channel.
         patient, recording, start: header text fields.
     """
+    import pyedflib
+
     kind = kind.upper()
     if kind not in ("BDF", "EDF"):
         raise ValueError(f"kind must be 'BDF' or 'EDF', got {kind!r}")
@@ -262,45 +221,43 @@ def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.nda
         raise ValueError(f"sample rates {rates} times record_seconds={record_seconds} must be positive integers")
     n_records = max(int(np.ceil(len(a) / count)) for a, count in zip(arrays, per_record))
     digital_min, digital_max = (-(1 << 23), (1 << 23) - 1) if kind == "BDF" else (-32768, 32767)
-    ranges = []
+    headers, padded = [], []
     for i, array in enumerate(arrays):
         low, high = physical_ranges[i] if physical_ranges is not None else (float(array.min()), float(array.max()))
         if high <= low:
             low, high = low - 1.0, low + 1.0
-        ranges.append((low, high))
-    start = start or _dt.datetime(2009, 7, 9, 17, 53, 46)
-    header = bytearray()
-    header += BDF_MAGIC if kind == "BDF" else EDF_MAGIC
-    header += _field(patient, 80, "patient") + _field(recording, 80, "recording")
-    header += start.strftime("%d.%m.%y").encode() + start.strftime("%H.%M.%S").encode()
-    header += _field(_FIXED_HEADER_BYTES * (n + 1), 8, "header bytes")
-    header += _field("24BIT" if kind == "BDF" else "", 44, "reserved")
-    header += _field(n_records, 8, "records") + _field(_format_number(record_seconds), 8, "duration")
-    header += _field(n, 4, "signals")
-    columns = {
-        "label": labels, "transducer": ["Active electrode" if kind == "BDF" else ""] * n,
-        "physical_dimension": units, "physical_min": [_format_bound(r[0], -1) for r in ranges],
-        "physical_max": [_format_bound(r[1], 1) for r in ranges], "digital_min": [digital_min] * n,
-        "digital_max": [digital_max] * n, "prefilter": [""] * n, "samples_per_record": per_record,
-        "reserved": [""] * n,
-    }
-    for name, size in _SIGNAL_FIELDS:
-        for value in columns[name]:
-            header += _field(value, size, name)
-    width = 3 if kind == "BDF" else 2
-    blocks = []
-    for array, count, (low, high) in zip(arrays, per_record, ranges):
-        padded = np.zeros(n_records * count)
-        padded[: len(array)] = array
-        # The header holds the range rounded outward; quantise with those values so reading inverts writing.
-        low, high = float(_format_bound(low, -1)), float(_format_bound(high, 1))
-        digital = np.round((padded - low) / (high - low) * (digital_max - digital_min) + digital_min)
-        digital = np.clip(digital, digital_min, digital_max).astype(np.int64)
-        as_bytes = np.stack([(digital >> (8 * b)) & 0xFF for b in range(width)], axis=-1).astype(np.uint8)
-        blocks.append(as_bytes.reshape(n_records, count * width))
+        # The header holds the range rounded outward; pyEDFlib quantises with what it holds, so reading inverts.
+        headers.append({"label": labels[i], "dimension": units[i], "sample_frequency": rates[i],
+                        "physical_min": float(_format_bound(low, -1)), "physical_max": float(_format_bound(high, 1)),
+                        "digital_min": digital_min, "digital_max": digital_max,
+                        "transducer": "Active electrode" if kind == "BDF" else "", "prefilter": ""})
+        values = np.zeros(n_records * per_record[i])
+        values[: len(array)] = array
+        padded.append(values)
     path = Path(path)
-    path.write_bytes(bytes(header) + np.concatenate(blocks, axis=1).tobytes())
+    writer = pyedflib.EdfWriter(str(path), n, file_type=pyedflib.FILETYPE_BDF if kind == "BDF"
+                                else pyedflib.FILETYPE_EDF)
+    try:
+        if record_seconds != 1.0:  # EDFlib's default; setting it anyway only adds a warning
+            writer.setDatarecordDuration(record_seconds)
+        writer.setSignalHeaders(headers)
+        writer.setStartdatetime(start or _dt.datetime(2009, 7, 9, 17, 53, 46))
+        writer.writeSamples(padded)
+    finally:
+        writer.close()
+    # In plain EDF/BDF the patient and recording fields are free text; EDFlib writes EDF+-style sub-fields there,
+    # so the given text replaces them.
+    with path.open("r+b") as file:
+        file.seek(8)
+        file.write(_field(patient, 80, "patient") + _field(recording, 80, "recording"))
     return path
+
+
+def _field(value: object, size: int, what: str) -> bytes:
+    encoded = str(value).encode("latin-1", errors="replace")
+    if len(encoded) > size:
+        raise ValueError(f"{what} {value!r} does not fit the {size}-character EDF/BDF header field")
+    return encoded.ljust(size, b" ")
 
 
 def _format_number(value: float) -> str:

@@ -1,17 +1,23 @@
-"""Gradio Space: recognise the facial expression of a 3D face scan with FACET-VLM, CoupleFER or AFNet-M.
+"""Gradio Space: recognise the facial expression of a 3D face scan with FACET-VLM, CoupleFER or AFNet-M, and the
+emotion, heart rate and pulse of a face video with the physio-facial prompt model.
 
 Upload a scan (BU-3DFE ``.wrl`` with its texture and landmarks, Bosphorus ``.bnt``, ``.obj``/``.ply``/``.glb``, or a
 ``.zip`` holding one of these with its companion files) or pick a bundled example face. The app shows the rendered
 views the model sees, an interactive 3D view of the scan and the expression probabilities.
 
-Models come from environment variables holding a local folder or a Hub id: ``FACET_VLM_MODEL``,
-``COUPLEFER_MODEL`` and ``AFNET_M_MODEL``. When none is set the app runs offline with a tiny, randomly
-initialised FACET-VLM (and says so): the UI and the API work, the predictions are meaningless. The example faces are
+The video tab takes a face clip (.mp4/.avi upload or a webcam recording) and shows valence and arousal, the heart
+rate and the rPPG pulse signal.
+
+Models come from environment variables holding a local folder or a Hub id, one per entry of `facet_vlm.registry`:
+``FACET_VLM_MODEL``, ``COUPLEFER_MODEL``, ``AFNET_M_MODEL`` and ``PHYSIO_PROMPT_MODEL``. When no 3D model (or no
+video model) is set the app runs offline with a tiny, randomly initialised FACET-VLM (or physio model) and says so:
+the UI and the API work, the predictions are meaningless. The example faces are
 generated at start-up by `facet_vlm.data.synthetic`, so the Space ships no binary scans. Nothing here contacts the
 internet unless a Hub id is configured.
 
 API: ``/predict`` takes one file (a scan or a .zip) and returns label -> probability;
-``/analyze`` is what the UI calls (several files or an example name, and the model name).
+``/analyze`` is what the UI calls (several files or an example name, and the model name); ``/analyze_video`` takes a
+video and returns valence, arousal, the heart-rate text and the pulse plot.
 """
 
 from __future__ import annotations
@@ -29,12 +35,17 @@ import numpy as np
 
 from facet_vlm.errors import ConfigError, FacetVLMError
 from facet_vlm.face import Face
-from facet_vlm.pipelines import ExpressionRecognitionPipeline, pipeline
+from facet_vlm.pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline, pipeline
+from facet_vlm.registry import MODEL_REGISTRY
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-#: UI name of each model and the environment variable naming its folder or Hub id.
-MODEL_ENV = {"FACET-VLM": "FACET_VLM_MODEL", "CoupleFER": "COUPLEFER_MODEL", "AFNet-M": "AFNET_M_MODEL"}
+#: UI name of each 3D model and the environment variable naming its folder or Hub id (from the registry).
+MODEL_ENV = {entry.title: f"{entry.name.upper()}_MODEL" for entry in MODEL_REGISTRY.values() if not entry.is_video}
+#: The same for the face-video models.
+VIDEO_MODEL_ENV = {entry.title: f"{entry.name.upper()}_MODEL" for entry in MODEL_REGISTRY.values() if entry.is_video}
+#: Face-video containers the video tab accepts (anything OpenCV decodes; these are the common ones).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 #: Files that are a scan by themselves (a .zip holds a scan and its companion files).
 SCAN_SUFFIXES = (".wrl", ".vrml", ".bnt", ".obj", ".ply", ".glb", ".zip")
 #: Files that accompany a scan: textures, landmarks, OBJ materials.
@@ -50,6 +61,9 @@ PREVIEW_SIZE = 192
 OFFLINE_NOTE = ("**Offline demo:** no model is configured (set `FACET_VLM_MODEL`, `COUPLEFER_MODEL` or "
                 "`AFNET_M_MODEL` to a folder or Hub id), so this runs a tiny, **randomly initialised** FACET-VLM. "
                 "The interface works; the predicted probabilities are meaningless.")
+VIDEO_OFFLINE_NOTE = ("**Offline video model:** `PHYSIO_PROMPT_MODEL` is not set, so this tab runs a tiny, "
+                      "**randomly initialised** physio-prompt model. The heart rate and the pulse are measured from "
+                      "the video (rPPG) and are real; the valence and arousal scores are meaningless.")
 #: System fonts only: the page loads nothing from the internet.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
@@ -90,6 +104,36 @@ def load_models(environ: dict[str, str] | None = None) -> tuple[dict[str, Expres
     if models:
         return models, False
     return {"FACET-VLM (random, offline demo)": tiny_random_pipeline()}, True
+
+
+def tiny_random_video_pipeline(seed: int = 0) -> VideoEmotionRecognitionPipeline:
+    """A small randomly initialised physio-prompt model (64 px crops, 8 frames) for the offline demo."""
+    import torch
+
+    from couple import PhysioPromptConfig, PhysioPromptForEmotionRecognition, PhysioPromptProcessor
+
+    torch.manual_seed(seed)
+    tower = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+    config = PhysioPromptConfig(vision_config={**tower, "image_size": 64, "patch_size": 16}, num_prompts=2,
+                                adapter_bottleneck=16, pulse_hidden_size=32)
+    return pipeline("video-emotion-recognition", model=PhysioPromptForEmotionRecognition(config),
+                    processor=PhysioPromptProcessor.from_config(config))
+
+
+def load_video_models(environ: dict[str, str] | None = None) -> tuple[dict[str, VideoEmotionRecognitionPipeline],
+                                                                     bool]:
+    """The configured face-video models by UI name and whether the app fell back to the random offline model."""
+    environ = os.environ if environ is None else environ
+    models = {}
+    for name, variable in VIDEO_MODEL_ENV.items():
+        if environ.get(variable):
+            try:
+                models[name] = pipeline("video-emotion-recognition", model=environ[variable])
+            except (FacetVLMError, OSError, ValueError) as error:
+                raise ConfigError(f"{variable}={environ[variable]}: cannot load the model ({error})") from error
+    if models:
+        return models, False
+    return {"Physio prompt (random, offline demo)": tiny_random_video_pipeline()}, True
 
 
 def make_examples(out_dir: Path) -> dict[str, Path]:
@@ -246,8 +290,10 @@ def probabilities(model: ExpressionRecognitionPipeline, face: Face) -> dict[str,
 
 
 def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[str, Path],
-               offline: bool) -> gr.Blocks:
-    """The Blocks UI and its two API endpoints (/analyze for the UI, /predict for one file)."""
+               offline: bool, video_models: dict[str, VideoEmotionRecognitionPipeline] | None = None,
+               video_offline: bool = False) -> gr.Blocks:
+    """The Blocks UI and its API endpoints (/analyze for the UI, /predict for one file, /analyze_video when there
+    are video models): the 3D tab here, the video tab in `video_tab`."""
     model_names = list(models)
 
     def pick_model(name: str | None) -> ExpressionRecognitionPipeline:
@@ -302,30 +348,81 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
                     "the expression probabilities.")
         if offline:
             gr.Markdown(OFFLINE_NOTE, elem_id="offline-note")
-        with gr.Row():
-            with gr.Column(scale=1):
-                files = gr.File(label="Scan files", file_count="multiple",
-                                file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
-                example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
-                                      label="Example face", info="used when no file is uploaded")
-                model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
-                                        interactive=len(model_names) > 1)
-                run = gr.Button("Recognise expression", variant="primary")
-                summary = gr.Markdown()
-            with gr.Column(scale=2):
-                label = gr.Label(label="Expression probabilities")
-                viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
-        gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
-        gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
-                    f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
+        with gr.Tab("3D scan"):
+            files, example, model_choice, run, summary, label, viewer, gallery = scan_tab(examples, model_names)
         outputs = [gallery, viewer, label, summary]
         run.click(analyze, [files, example, model_choice], outputs, api_name="analyze")
         example.input(show_example, [example, model_choice], outputs, api_visibility="private")
+        if video_models:
+            with gr.Tab("Face video"):
+                video_tab(video_models, video_offline)
 
         api_file = gr.File(visible=False)
         api_label = gr.Label(visible=False)
         api_file.upload(predict, [api_file, model_choice], api_label, api_name="predict")
     return demo
+
+
+def scan_tab(examples: dict[str, Path], model_names: list[str]) -> tuple[Any, ...]:
+    """The components of the 3D-scan tab (inside the Blocks context), in the order `build_demo` wires them."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            files = gr.File(label="Scan files", file_count="multiple",
+                            file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
+            example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
+                                  label="Example face", info="used when no file is uploaded")
+            model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
+                                    interactive=len(model_names) > 1)
+            run = gr.Button("Recognise expression", variant="primary")
+            summary = gr.Markdown()
+        with gr.Column(scale=2):
+            label = gr.Label(label="Expression probabilities")
+            viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
+    gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
+    gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
+                f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
+    return files, example, model_choice, run, summary, label, viewer, gallery
+
+
+def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool) -> None:
+    """The face-video tab (inside the Blocks context): a clip in; valence, arousal, heart rate and pulse out."""
+    from facet_vlm.evaluation import plot_pulse
+
+    names = list(models)
+
+    def analyze_video(video: str | None, model_name: str | None):
+        """Emotion scores, heart rate and pulse plot of one face video."""
+        if not video:
+            raise gr.Error("Upload a face video or record one with the webcam first.")
+        path = Path(video)
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise gr.Error(f"{path.name}: unsupported video type; upload one of {', '.join(VIDEO_SUFFIXES)}.")
+        _check_sizes([path])
+        try:
+            result = models[model_name or names[0]](str(path))
+        except FacetVLMError as error:
+            raise gr.Error(_public_message(error, path)) from None
+        scores = {head: {row["label"]: row["score"] for row in result[head]} for head in ("valence", "arousal")}
+        figure = plot_pulse(result["pulse"], result["fps"], result["heart_rate"], title=path.name)
+        heart = f"**Heart rate:** {result['heart_rate']:.1f} bpm (rPPG over {len(result['pulse'])} frames)"
+        return scores["valence"], scores["arousal"], heart, figure
+
+    gr.Markdown("Upload a short face video (a few seconds, face visible, steady light) or record one with the "
+                "webcam; the model reads the face and the pulse in the skin colour.")
+    if offline:
+        gr.Markdown(VIDEO_OFFLINE_NOTE, elem_id="video-offline-note")
+    with gr.Row():
+        with gr.Column(scale=1):
+            video = gr.Video(label="Face video", sources=["upload", "webcam"])
+            choice = gr.Radio(choices=names, value=names[0], label="Video model", interactive=len(names) > 1)
+            run = gr.Button("Analyse video", variant="primary")
+        with gr.Column(scale=2):
+            heart = gr.Markdown()
+            with gr.Row():
+                valence = gr.Label(label="Valence")
+                arousal = gr.Label(label="Arousal")
+            pulse = gr.Plot(label="Pulse (rPPG)")
+    run.click(analyze_video, [video, choice], [valence, arousal, heart, pulse], api_name="analyze_video")
 
 
 def launch_demo(demo: gr.Blocks, **kwargs: Any):
@@ -334,8 +431,9 @@ def launch_demo(demo: gr.Blocks, **kwargs: Any):
 
 
 MODELS, OFFLINE = load_models()
+VIDEO_MODELS, VIDEO_OFFLINE = load_video_models()
 EXAMPLES = make_examples(WORK_DIR / "examples")
-demo = build_demo(MODELS, EXAMPLES, OFFLINE)
+demo = build_demo(MODELS, EXAMPLES, OFFLINE, VIDEO_MODELS, VIDEO_OFFLINE)
 
 if __name__ == "__main__":
     launch_demo(demo)

@@ -1,10 +1,13 @@
 """Score a saved model on a data set, subject-independently (see `facet_vlm.evaluation.evaluate_saved_model`).
 
-    python scripts/evaluate.py outputs/run/model --dataset bu3dfe:/data/BU3DFE --protocol all
-    python scripts/evaluate.py outputs/run/model --dataset synthetic --protocol subject-kfold --folds 5
+    python scripts/evaluate_model.py outputs/run/model --dataset bu3dfe:/data/BU3DFE --protocol all
+    python scripts/evaluate_model.py outputs/run/model --dataset synthetic --protocol subject-kfold --folds 5
+
+(Not called ``evaluate.py``: a script of that name would shadow the `evaluate` package the metrics load from.)
 """
 
 import argparse
+import logging
 
 from facet_vlm.evaluation import evaluate_saved_model
 
@@ -26,7 +29,9 @@ def main() -> None:
     parser.add_argument("--synthetic_seed", type=int, default=0)
     parser.add_argument("--output_dir", default=None, help="Default: MODEL_DIR/evaluation.")
     args = parser.parse_args()
-    evaluate_saved_model(**vars(args))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    results = evaluate_saved_model(**vars(args))
+    print(results["table"])
 
 
 if __name__ == "__main__":

@@ -1,21 +1,22 @@
-"""Per-model input builders for training: data-set rows → cached model inputs → batches.
+"""Data preparation of a training or evaluation run: ``--dataset`` → rows with the model's cached inputs → batches.
 
-The model's own processor (`FacetVLMProcessor`, `CoupleFERProcessor`, `AFNetMProcessor`, ...) is the feature
-function of the render cache (`facet_vlm.geometry.cache.prepare_features`), so a model sees exactly the same inputs
-in training (from the cache) as at inference (`facet_vlm.pipeline(...)`, ``scripts/predict.py``), and the processor
-saved next to the model rebuilds them from raw scans. `FeatureCollator` stacks cached rows into the model's keyword
-arguments plus ``labels``.
+The model's own processor (`FacetVLMProcessor`, `CoupleFERProcessor`, `AFNetMProcessor`, `PhysioPromptProcessor`;
+see `facet_vlm.registry`) is the feature function of the render cache (`facet_vlm.geometry.cache.prepare_features`),
+so a model sees exactly the same inputs in training (from the cache) as at inference (the pipelines,
+``scripts/predict.py``), and the processor saved next to the model rebuilds them from raw scans or videos.
+`FeatureCollator` stacks cached rows into the model's keyword arguments plus ``labels``.
 
 `prepare_dataset` turns ``--dataset`` into rows: it generates the synthetic set once (into the cache dir), reads the
 data-set index, keeps the classes of the label set (and the chosen intensities), and renders through the cache with
-``--num_proc`` workers.
+``--num_proc`` workers. Face-video models go through `prepare_video_dataset` (crops and pulse maps once, with
+``datasets.map``, into an Arrow file of the cache dir).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,93 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, DatasetLayoutError
-from .face import Face
+from ..errors import ConfigError, DatasetLayoutError
+from ..face import Face
+from ..registry import MODEL_REGISTRY, make_processor, model_entry
+from .folds import column
 
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """Where a model family's classes live (imported lazily, so listing the registry imports no model)."""
-
-    name: str
-    package: str
-    config_name: str
-    model_name: str
-    processor_name: str
-
-    def _load(self, name: str, module: str) -> Any:
-        """`name` from the package, or from its own file when the package does not re-export it."""
-        package = importlib.import_module(self.package)
-        if hasattr(package, name):
-            return getattr(package, name)
-        return getattr(importlib.import_module(f"{self.package}.{module}_{self.name}"), name)
-
-    @property
-    def config_class(self) -> Any:
-        return self._load(self.config_name, "configuration")
-
-    @property
-    def model_class(self) -> Any:
-        return self._load(self.model_name, "modeling")
-
-    @property
-    def processor_class(self) -> Any:
-        if not self.processor_name:
-            return VideoFeatures
-        return getattr(importlib.import_module(self.package), self.processor_name)
-
-    @property
-    def is_video(self) -> bool:
-        """Video models (face frames + pulse) read clips, not 3D scans."""
-        return not self.processor_name
-
-    def from_pretrained_backbone(self, name_or_path: str, labels: Sequence[str], overrides: dict[str, Any]) -> Any:
-        """A model whose CLIP towers come from `name_or_path` (the model class's ``from_clip``), new heads."""
-        label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)},
-                        "num_labels": len(labels)}
-        from_clip = getattr(self.model_class, "from_clip", None)
-        if from_clip is None:
-            raise ConfigError(f"{self.model_name} has no pretrained backbone to load; --init_from takes a directory "
-                              f"saved by {self.model_name}.save_pretrained", name_or_path)
-        return from_clip(name_or_path, **{**overrides, **label_kwargs})
-
-
-MODEL_REGISTRY: dict[str, ModelEntry] = {
-    "facet_vlm": ModelEntry("facet_vlm", "facet_vlm", "FacetVLMConfig", "FacetVLMForExpressionRecognition",
-                            "FacetVLMProcessor"),
-    "couplefer": ModelEntry("couplefer", "couple", "CoupleFERConfig", "CoupleFERForExpressionRecognition",
-                            "CoupleFERProcessor"),
-    "afnet_m": ModelEntry("afnet_m", "couple", "AFNetMConfig", "AFNetMForExpressionRecognition", "AFNetMProcessor"),
-    "physio_prompt": ModelEntry("physio_prompt", "couple", "PhysioPromptConfig", "PhysioPromptForEmotionRecognition",
-                                ""),
-}
-
-
-def model_registry(name: str) -> ModelEntry:
-    """The registry entry of a model family (``facet_vlm``, ``couplefer``, ``afnet_m``, ``physio_prompt``)."""
-    if name not in MODEL_REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_REGISTRY)}")
-    return MODEL_REGISTRY[name]
-
-
-def make_processor(model_type: str, config: Any, overrides: dict[str, Any] | None = None) -> Any:
-    """The processor matching a model config (``from_model_config``/``from_config``), with `overrides` applied."""
-    cls = model_registry(model_type).processor_class
-    for factory in ("from_model_config", "from_config"):
-        if hasattr(cls, factory):
-            processor = getattr(cls, factory)(config)
-            break
-    else:
-        processor = cls()
-    if overrides:
-        settings = processor.to_dict() if hasattr(processor, "to_dict") else {}
-        settings.pop("processor_class", None)
-        unknown = sorted(set(overrides) - set(settings))
-        if unknown:
-            raise ConfigError(f"--feature_overrides {unknown} are not settings of {cls.__name__} "
-                              f"(settings: {sorted(settings)})")
-        processor = cls(**{**settings, **overrides})
-    return processor
+logger = logging.getLogger(__name__)
 
 
 class ProcessorFeatures:
@@ -158,49 +78,14 @@ class FeatureCollator:
         return batch
 
 
-class VideoFeatures:
-    """Inputs of the physio-prompt model from one face video: sampled face crops and the rPPG time-frequency map.
+class VideoRowFeatures:
+    """Feature function of a face-video index row (``video_path``): the video processor's arrays of that clip."""
 
-    The settings play the role of a processor (saved as ``processor_config.json`` next to the model).
-
-    Args:
-        image_size: side of the face crops (the ViT's image size).
-        num_frames: crops sampled uniformly over the clip.
-        tfr_size: (frequency bins, time columns) of the pulse map.
-        tfr_method: "stft" or "morlet"; rppg_method: "pos" or "chrom" (see `facet_vlm.physio`).
-    """
-
-    def __init__(self, image_size: int = 224, num_frames: int = 8, tfr_size: Sequence[int] = (64, 64),
-                 tfr_method: str = "stft", rppg_method: str = "pos"):
-        self.image_size, self.num_frames = int(image_size), int(num_frames)
-        self.tfr_size = [int(v) for v in tfr_size]
-        self.tfr_method, self.rppg_method = tfr_method, rppg_method
-
-    @classmethod
-    def from_config(cls, config: Any) -> VideoFeatures:
-        return cls(image_size=config.vision_config.image_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"processor_class": type(self).__name__, "image_size": self.image_size, "num_frames": self.num_frames,
-                "tfr_size": self.tfr_size, "tfr_method": self.tfr_method, "rppg_method": self.rppg_method}
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        path = Path(directory) / "processor_config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+    def __init__(self, processor: Any):
+        self.processor = processor
 
     def __call__(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
-        from .physio import physio_inputs, read_video
-
-        frames, fps = read_video(row["video_path"])
-        return physio_inputs(frames, fps, num_frames=self.num_frames, image_size=self.image_size,
-                             tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method, rppg_method=self.rppg_method)
-
-
-def column(dataset: Any, name: str) -> list[Any]:
-    """One column of a `datasets.Dataset` as a plain list (datasets 5 returns a lazy `Column` object)."""
-    return list(dataset.with_format(None)[name])
+        return self.processor.process_video(row["video_path"])
 
 
 @dataclass
@@ -235,7 +120,7 @@ def ensure_synthetic(root: Path, subjects: int, seed: int, num_proc: int = 1,
 
     The generator itself resumes an interrupted set subject by subject; ``.complete`` marks a finished one.
     """
-    from .data import synthetic
+    from . import synthetic
 
     done = root / ".complete"
     if done.is_file():
@@ -243,14 +128,14 @@ def ensure_synthetic(root: Path, subjects: int, seed: int, num_proc: int = 1,
     summary = synthetic.generate(root, subjects=subjects, seed=seed, formats=("bu3dfe",), num_proc=num_proc,
                                  **(options or {}))
     done.write_text(json.dumps({"subjects": subjects, "seed": seed, "options": options or {}}) + "\n")
-    print(summary.table() if hasattr(summary, "table") else summary)
+    logger.info("%s", summary.table() if hasattr(summary, "table") else summary)
     return root
 
 
 def load_index(dataset: str, cache_dir: str, subjects: int, seed: int, num_proc: int, main_process: bool,
                wait: Callable[[], None], options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The data-set index (a `datasets.Dataset` with subject, expression, path, ...) and its kind."""
-    from . import data
+    from .. import data
 
     kind, _, root = dataset.partition(":")
     if kind == "synthetic":
@@ -277,10 +162,10 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
 
     The main process renders first (with ``--num_proc`` workers); the other processes then load the finished cache.
     """
-    from .geometry.cache import prepare_features
-    from .labels import DATASET_LABEL_SET, label_set
+    from ..geometry.cache import prepare_features
+    from ..labels import DATASET_LABEL_SET, label_set
 
-    if model_registry(model_args.model).is_video:
+    if model_entry(model_args.model).is_video:
         return prepare_video_dataset(model_args, data_args, accelerator)
     index, kind = load_index(data_args.dataset, data_args.cache_dir, data_args.synthetic_subjects,
                              data_args.synthetic_seed, data_args.num_proc, accelerator.is_main_process,
@@ -305,8 +190,8 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
                                  data_args.dataset)
     index = index.add_column("labels", [labels.index(expression) for expression in column(index, "expression")])
 
-    entry = model_registry(model_args.model)
-    config = _config_for_features(entry, model_args, labels)
+    entry = model_entry(model_args.model)
+    config = config_for_inputs(entry, model_args, labels)
     processor = make_processor(model_args.model, config, data_args.feature_overrides)
     feature_fn = ProcessorFeatures(processor)
     cache_dir = Path(data_args.cache_dir) / "features"
@@ -317,7 +202,7 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
     return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name)
 
 
-def _config_for_features(entry: ModelEntry, model_args: Any, labels: Sequence[str]) -> Any:
+def config_for_inputs(entry: Any, model_args: Any, labels: Sequence[str]) -> Any:
     """The config the processor is built from: the saved model's, or the one the run will create."""
     init_from = model_args.init_from
     overrides = dict(model_args.model_config or {})
@@ -332,10 +217,10 @@ def save_processor(model: Any, directory: Path, feature_spec: dict[str, Any]) ->
     """Save the processor that built the model's training inputs next to the model (``processor_config.json``)."""
     settings = dict(feature_spec.get("settings", {}))
     name = settings.pop("processor_class", None)
-    entry = MODEL_REGISTRY.get(getattr(model.config, "model_type", None))
-    if entry is None:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in MODEL_REGISTRY:
         return
-    cls = entry.processor_class
+    cls = MODEL_REGISTRY[model_type].processor_class
     if name is not None and name != cls.__name__:
         raise ConfigError(f"the training inputs were built by {name}, not {cls.__name__}")
     cls(**settings).save_pretrained(directory)
@@ -353,8 +238,8 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     one that is scored. Inputs are computed once with ``datasets.map`` (``--num_proc`` workers) into an Arrow file
     of the cache dir, named by the settings and the rows, and reused by later runs.
     """
-    from .data.synthetic_video import generate_videos
-    from .labels import label_set
+    from ..labels import label_set
+    from .synthetic_video import generate_videos
 
     kind, _, root = data_args.dataset.partition(":")
     if kind == "synthetic":
@@ -364,16 +249,16 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
             generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed)
             (folder / ".complete").write_text("done\n")
         accelerator.wait_for_everyone()
-        from .data.mahnob import load_mahnob
+        from .mahnob import load_mahnob
 
         index = load_mahnob(folder)
     elif kind in ("mahnob", "deap") and root:
         if not Path(root).is_dir():
             raise DatasetLayoutError("data-set root not found", root)
         if kind == "mahnob":
-            from .data.mahnob import load_mahnob as loader
+            from .mahnob import load_mahnob as loader
         else:
-            from .data.deap import load_deap as loader
+            from .deap import load_deap as loader
         index = loader(root)
     else:
         raise ConfigError(f"--dataset {data_args.dataset!r}: the physio_prompt model reads face videos; use "
@@ -384,19 +269,20 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     index = index.filter(lambda row: row["video_path"] is not None)
     index = index.add_column("labels", [[int(v), int(a)] for v, a in zip(column(index, "valence_high"),
                                                                         column(index, "arousal_high"))])
-    entry = model_registry(model_args.model)
-    config = _config_for_features(entry, model_args, label_set(label_set_name))
-    features = make_processor(model_args.model, config, data_args.feature_overrides)
-    spec = {"name": "video", "settings": features.to_dict(), "videos": column(index, "video_path")}
+    entry = model_entry(model_args.model)
+    config = config_for_inputs(entry, model_args, label_set(label_set_name))
+    processor = make_processor(model_args.model, config, data_args.feature_overrides)
+    spec = {"name": "video", "settings": processor.to_dict(), "videos": column(index, "video_path")}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = Path(data_args.cache_dir) / "features" / f"video_{digest}.arrow"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     with accelerator.main_process_first():
-        prepared = index.map(features, num_proc=data_args.num_proc if data_args.num_proc > 1 else None,
+        prepared = index.map(VideoRowFeatures(processor),
+                             num_proc=data_args.num_proc if data_args.num_proc > 1 else None,
                              cache_file_name=str(cache_file), load_from_cache_file=True,
                              desc="face crops and pulse maps")
     prepared = prepared.with_format("numpy", columns=["pixel_values", "tfr_values"], output_all_columns=True)
-    return PreparedData(prepared, label_set(label_set_name), {"settings": features.to_dict()},
+    return PreparedData(prepared, label_set(label_set_name), {"settings": processor.to_dict()},
                         FeatureCollator(["pixel_values", "tfr_values"]), label_set_name,
                         logits_key=f"{label_set_name}_logits", target_index=0 if label_set_name == "valence" else 1,
                         subject_adapters=True)

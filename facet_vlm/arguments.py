@@ -1,0 +1,217 @@
+"""The arguments of a training run: three typed dataclasses and the parser that fills them.
+
+`ModelArguments` (which model, how to initialise it, LoRA), `DataArguments` (data set, protocol, folds, input
+preparation) and `LoopArguments` (optimisation, checkpoints, outputs; named so that it is not mistaken for
+transformers' `TrainingArguments`, which it does not extend) are parsed by transformers' `HfArgumentParser`.
+``--config FILE`` (JSON or YAML, keys = argument names) sets defaults that the command line overrides::
+
+    python scripts/train.py --config facet_vlm/configs/facet_vlm_synthetic_small.json --num_epochs 2
+
+This module imports nothing of the run layer, so every other module of it may import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .registry import MODEL_NAMES
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train and how to initialise it."""
+
+    model: str = field(default="facet_vlm", metadata={
+        "help": "Model family (an entry of facet_vlm.registry).", "choices": list(MODEL_NAMES)})
+    init_from: str | None = field(default=None, metadata={
+        "help": "A pretrained CLIP (Hub name or local dir, e.g. openai/clip-vit-base-patch16) to build the towers "
+                "from, or a directory written by save_pretrained (this library's model) to fine-tune."})
+    model_config: str | None = field(default=None, metadata={
+        "help": "Config overrides as a JSON object (a dict in a --config file), e.g. "
+                "'{\"projection_dim\": 64, \"vision_config\": {\"hidden_size\": 64}}'."})
+    label_set: str | None = field(default=None, metadata={
+        "help": "Label set of facet_vlm.labels.LABEL_SETS (default: the data set's, e.g. basic6)."})
+    peft: Literal["none", "lora"] = field(default="none", metadata={"help": "Parameter-efficient fine-tuning."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
+        metadata={"help": "Module names (or suffixes) that get LoRA adapters."})
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"unknown --model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if isinstance(self.model_config, str):
+            try:
+                self.model_config = json.loads(self.model_config)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"--model_config is not a JSON object: {error}") from error
+        if self.model_config is not None and not isinstance(self.model_config, dict):
+            raise ConfigError(f"model_config must be a JSON object, got {type(self.model_config).__name__}")
+        if self.lora_r < 1:
+            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from, how it is split into folds and how model inputs are prepared."""
+
+    dataset: str = field(default="synthetic", metadata={
+        "help": "synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | bu4dfe:ROOT | mahnob:ROOT | deap:ROOT. "
+                "Plain 'synthetic' generates a BU-3DFE-layout set into the cache dir (once)."})
+    protocol: str = field(default="subject-kfold", metadata={
+        "help": "subject-kfold (K folds of subjects), loso (leave one subject out), holdout (one split: "
+                "--test_fraction of the subjects), bu3dfe-p1-10fold / bu3dfe-p2-10fold (BU-3DFE protocols)."})
+    folds: int = field(default=10, metadata={"help": "K of subject-kfold."})
+    fold: int | None = field(default=None, metadata={"help": "Run only this fold (0-based); default: every fold."})
+    max_folds: int | None = field(default=None, metadata={"help": "Run only the first N folds (quick runs)."})
+    test_fraction: float = field(default=0.2, metadata={"help": "Share of subjects held out by --protocol holdout."})
+    fold_seed: int = field(default=0, metadata={"help": "Seed of the subject shuffle that makes the folds."})
+    intensities: list[int] | None = field(default=None, metadata={
+        "help": "Keep only these expression intensities (BU-3DFE: 1..4; protocol P1 uses 3 4)."})
+    synthetic_subjects: int = field(default=40, metadata={"help": "Subjects of a generated synthetic set."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of a generated synthetic set."})
+    synthetic_options: str | None = field(default=None, metadata={
+        "help": "JSON object of further facet_vlm.data.synthetic.generate arguments (a dict in a --config file), "
+                "e.g. '{\"vertices\": 3000, \"texture_size\": 256}'."})
+    cache_dir: str = field(default=".cache/facet_vlm", metadata={
+        "help": "Generated data and the render cache (reused by later runs)."})
+    num_proc: int = field(default=1, metadata={"help": "Processes for data generation and rendering."})
+    feature_overrides: str | None = field(default=None, metadata={
+        "help": "JSON object overriding the processor settings of input preparation (e.g. "
+                "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
+
+    def __post_init__(self) -> None:
+        for name in ("feature_overrides", "synthetic_options"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"--{name} is not a JSON object: {error}") from error
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"--{name} must be a JSON object")
+        if self.folds < 2 and self.protocol == "subject-kfold":
+            raise ConfigError(f"--folds must be >= 2 for subject-kfold, got {self.folds}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.num_proc < 1:
+            raise ConfigError(f"--num_proc must be >= 1, got {self.num_proc}")
+
+
+@dataclass
+class LoopArguments:
+    """The optimisation loop, checkpoints and outputs."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where results, checkpoints and the model go."})
+    num_epochs: int = field(default=10, metadata={"help": "Training epochs per fold."})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "Optimizer steps per fold; overrides --num_epochs when set."})
+    batch_size: int = field(default=16, metadata={
+        "help": "Global batch size, split over the processes (must divide by their number)."})
+    eval_batch_size: int | None = field(default=None, metadata={"help": "Default: --batch_size."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps spent warming up linearly."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: off)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(default="auto", metadata={
+        "help": "auto = bf16 on GPUs that have it, else fp16 on GPUs, no on CPU."})
+    checkpointing_steps: str | None = field(default=None, metadata={
+        "help": "Save the training state every N optimizer steps, or 'epoch'."})
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept per fold (newest)."})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "Keep a fold's checkpoints after its results are written (default: delete them then)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "A checkpoint directory, or 'latest' (the newest checkpoint of the fold being run)."})
+    stop_after_steps: int | None = field(default=None, metadata={
+        "help": "Stop the process after this many optimizer steps of a fold, as if it were killed (tests resume)."})
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
+    report_to: Literal["auto", "tensorboard", "none"] = field(default="auto", metadata={
+        "help": "Tracker: auto = tensorboard when installed."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
+    eval_each_epoch: bool = field(default=True, metadata={
+        "help": "Score the test fold after every epoch for curves.png (never used to pick a model)."})
+    save_adapters_only: bool = field(default=False, metadata={
+        "help": "With --peft lora: save model/ as a PEFT adapter folder (adapter weights + modules_to_save) that "
+                "names its base model (--init_from, or the untrained model saved in base_model/), instead of the "
+                "model with the adapters merged."})
+    final_model: Literal["last_fold", "all_data", "none"] = field(default="last_fold", metadata={
+        "help": "What model/ holds: the last fold's model, one retrained on every subject, or nothing."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+    def __post_init__(self) -> None:
+        if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch":
+            if not str(self.checkpointing_steps).isdigit() or int(self.checkpointing_steps) < 1:
+                raise ConfigError(f"--checkpointing_steps must be a positive integer or 'epoch', "
+                                  f"got {self.checkpointing_steps!r}")
+            self.checkpointing_steps = str(int(self.checkpointing_steps))
+        for name in ("num_epochs", "batch_size", "gradient_accumulation_steps", "checkpoints_total_limit",
+                     "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max_steps must be >= 1, got {self.max_steps}")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoopArguments)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON or YAML argument file (a flat mapping of argument names to values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text)
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"not valid JSON: {error}", path) from error
+    if not isinstance(values, dict):
+        raise ConfigError("a config file must hold a mapping of argument names to values", path)
+    values = {key: value for key, value in values.items() if not key.startswith("_")}  # "_comment" keys
+    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown arguments {unknown}; see scripts/train.py --help", path)
+    for key in ("model_config", "feature_overrides", "synthetic_options"):
+        if isinstance(values.get(key), dict):
+            values[key] = json.dumps(values[key])
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None, description: str | None = None
+               ) -> tuple[ModelArguments, DataArguments, LoopArguments]:
+    """Parse ``--config FILE`` (defaults) and the command line (overrides) into the three argument dataclasses."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=None)
+    known, remaining = pre_parser.parse_known_args(argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description or __doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="JSON/YAML file of argument defaults; the command line wins.")
+    if known.config:
+        parser.set_defaults(**load_config_file(known.config))
+    *arguments, extra = parser.parse_args_into_dataclasses(remaining + (["--config", known.config]
+                                                                        if known.config else []),
+                                                           return_remaining_strings=True)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    model_args, data_args, loop_args = (a for a in arguments if not isinstance(a, argparse.Namespace))
+    return model_args, data_args, loop_args

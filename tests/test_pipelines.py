@@ -1,0 +1,119 @@
+"""The pipelines as transformers pipelines: `transformers.pipeline(task, model=DIR, trust_remote_code=True)` for the
+3D models, the face-video pipeline of the physio model (emotion scores, heart rate, pulse), and scripts/predict.py on
+a video."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import facet_vlm  # noqa: F401  (registers the models and the pipeline tasks)
+from facet_vlm.pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+TOWER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Two 6 s face videos with a known heart rate (MAHNOB layout on disk) and their ground truth."""
+    from facet_vlm.data.synthetic_video import generate_videos
+
+    root = tmp_path_factory.mktemp("videos")
+    truth = generate_videos(root, subjects=1, trials_per_subject=2, seconds=6.0, size=48, seed=3)
+    paths = sorted(path for path in root.rglob("*") if path.suffix in (".avi", ".mp4"))
+    assert len(paths) == 2
+    return list(zip(paths, truth))
+
+
+@pytest.fixture(scope="module")
+def physio_dir(tmp_path_factory) -> Path:
+    from couple import PhysioPromptConfig, PhysioPromptForEmotionRecognition, PhysioPromptProcessor
+
+    folder = tmp_path_factory.mktemp("physio")
+    config = PhysioPromptConfig(vision_config={**TOWER, "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+                                num_prompts=2, adapter_bottleneck=8, pulse_hidden_size=16, pulse_conv_channels=4)
+    torch.manual_seed(0)
+    PhysioPromptForEmotionRecognition(config).save_pretrained(folder)
+    PhysioPromptProcessor.from_config(config, num_frames=4, tfr_size=[32, 32]).save_pretrained(folder)
+    return folder
+
+
+def test_transformers_pipeline_loads_a_scan_model_folder(tmp_path):
+    import trimesh
+
+    from facet_vlm import Face, FacetVLMConfig, FacetVLMForExpressionRecognition, FacetVLMProcessor
+
+    config = FacetVLMConfig(vision_config={**TOWER, "image_size": 32, "patch_size": 8}, text_config=TOWER,
+                            projection_dim=32, cvsa_heads=2, mtgf_heads=2)
+    torch.manual_seed(0)
+    model = FacetVLMForExpressionRecognition(config).eval()
+    model.save_pretrained(tmp_path)
+    processor = FacetVLMProcessor.from_config(config)
+    processor.save_pretrained(tmp_path)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=75.0)
+    faces = [Face(sphere.vertices, sphere.faces), Face(sphere.vertices * [1.0, 0.7, 1.0], sphere.faces)]
+
+    classify = transformers.pipeline("expression-recognition", model=str(tmp_path), trust_remote_code=True)
+    assert isinstance(classify, ExpressionRecognitionPipeline)
+    with torch.no_grad():
+        expected = model(**processor(faces=faces)).logits.softmax(-1)
+    rows = classify(faces[0], top_k=3)
+    assert len(rows) == 3 and rows[0]["label"] == config.id2label[int(expected[0].argmax())]
+    assert rows[0]["score"] == pytest.approx(expected[0].max().item(), abs=1e-5)
+    batched = classify(faces, batch_size=2)  # our collate stacks the rendered views
+    for result, probabilities in zip(batched, expected):
+        assert [row["score"] for row in result] == pytest.approx(sorted(probabilities.tolist(), reverse=True),
+                                                                 abs=1e-5)
+
+
+def test_video_pipeline_reports_emotion_heart_rate_and_pulse(physio_dir, clips):
+    video = transformers.pipeline("video-emotion-recognition", model=str(physio_dir))
+    assert isinstance(video, VideoEmotionRecognitionPipeline)
+    results = video([str(path) for path, _ in clips])
+    for result, (path, truth) in zip(results, clips):
+        for head in ("valence", "arousal"):
+            assert {row["label"] for row in result[head]} == {f"low {head}", f"high {head}"}
+            assert sum(row["score"] for row in result[head]) == pytest.approx(1.0, abs=1e-5)
+        assert result["fps"] == pytest.approx(truth.fps)
+        assert len(result["pulse"]) == len(truth.frames)
+        # rPPG (POS) on the clip recovers the generator's heart rate
+        assert abs(result["heart_rate"] - truth.hr_bpm) < 6.0, (path.name, result["heart_rate"], truth.hr_bpm)
+    # frames given directly (e.g. a webcam capture) need their frame rate and give the same answer
+    frames = clips[0][1].frames
+    direct = video(np.asarray(frames), fps=clips[0][1].fps)
+    assert direct["heart_rate"] == pytest.approx(results[0]["heart_rate"], abs=1.0)
+    from facet_vlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fps"):
+        video(np.asarray(frames))
+
+
+def test_predict_script_on_a_video_prints_scores_and_saves_a_pulse_plot(physio_dir, clips, tmp_path):
+    path, truth = clips[0]
+    plot = tmp_path / "pulse.png"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(physio_dir),
+                             "--json", "--pulse_plot", str(plot), str(path)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed["path"] == str(path) and printed["pulse_plot"] == str(plot)
+    assert abs(printed["heart_rate"] - truth.hr_bpm) < 6.0
+    assert plot.is_file() and plot.stat().st_size > 1000
+
+
+def test_pipeline_refuses_a_model_of_the_other_task(physio_dir):
+    from facet_vlm.errors import ConfigError
+    from facet_vlm.pipelines import pipeline
+
+    with pytest.raises(ConfigError, match="video-emotion-recognition"):
+        pipeline("expression-recognition", model=physio_dir)
