@@ -41,7 +41,7 @@ _HEADER = "#VRML V2.0"
 _TOKEN = re.compile(r'[\s,]*(?:([{}\[\]])|"((?:[^"\\]|\\.)*)"|([^\s,{}\[\]"#]+))')
 _SKIP = re.compile(r"[\s,]*")
 _STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"')
-_NUMBER = re.compile(r"[-+]?(?:\d|\.\d)")
+_NUMBER = re.compile(r"[-+]?(?:\d|\.\d|(?:nan|inf|infinity)$)", re.IGNORECASE)
 _NUMERIC_START = re.compile(r"\]|[-+]?(?:\d|\.\d|nan\b|inf)", re.IGNORECASE)
 _GROUPS = ("Transform", "Group", "Anchor", "Billboard", "Collision", "LOD", "Switch")
 #: Default caps of `read_wrl` on what the scene may expand to (choices: far above a face scan, far below what
