@@ -9,7 +9,6 @@ from __future__ import annotations
 import pickle
 import struct
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -323,3 +322,210 @@ def test_require_inside_resolves_links_and_parent_paths(tmp_path):
         with pytest.raises(UnsafePathError, match="not a file uploaded") as raised:
             require_inside([uploads / "abc" / "scan.obj", path], [uploads])
         assert str(tmp_path) not in str(raised.value)  # the server's folders are not revealed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. The DEAP unpickler
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Reduces:
+    """Pickles as `function(*arguments)` (and `state` through BUILD), as a crafted file would."""
+
+    def __init__(self, function, arguments, state=None):
+        self.reduced = (function, arguments) if state is None else (function, arguments, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def _reconstruct():
+    from numpy._core.multiarray import _reconstruct
+
+    return _reconstruct
+
+
+PICKLE_BOMBS = [
+    ("bytearray.dat", lambda: _Reduces(bytearray, (2**44,)), FormatError, "memory bomb"),
+    ("bytearray_small.dat", lambda: _Reduces(bytearray, (64 * 2**20,)), FormatError, "memory bomb"),
+    ("reconstruct.dat", lambda: _Reduces(_reconstruct(), (np.ndarray, (2**40,), b"f8")), FormatError, "memory bomb"),
+    (
+        "object_state.dat",  # numpy would crash on this state (fewer items than the shape): refused before
+        lambda: _Reduces(_reconstruct(), (np.ndarray, (0,), b"b"), (1, (2**20,), np.dtype("O"), False, [1])),
+        Exception,
+        "object",
+    ),
+    ("object_array.dat", lambda: {"data": np.array([1, "x"], dtype=object)}, Exception, "Python objects"),
+    ("list_call.dat", lambda: _Reduces(list, ([0] * 10,)), None, None),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "error", "fragment"), PICKLE_BOMBS, ids=[c[0] for c in PICKLE_BOMBS])
+def test_unpickler_bounds_allocations_and_refuses_object_arrays(tmp_path, name, make, error, fragment):
+    from facet_vlm.data.safe_pickle import restricted_load
+
+    path = write(tmp_path / name, pickle.dumps(make(), protocol=2))
+    if error is None:
+        assert restricted_load(path) == [0] * 10
+        return
+    started = time.perf_counter()
+    with pytest.raises(FacetVLMError) as raised:
+        restricted_load(path)
+    assert name in str(raised.value) and fragment in str(raised.value)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_unpickler_reads_numpy_arrays_of_every_protocol(tmp_path):
+    from facet_vlm.data.deap import load_deap_subject
+    from facet_vlm.data.safe_pickle import restricted_load
+
+    rng = np.random.default_rng(0)
+    content = {"data": rng.normal(size=(2, 40, 8)), "labels": rng.uniform(1, 9, size=(2, 4)).astype(np.float32),
+               "fortran": np.asfortranarray(rng.normal(size=(3, 5))), "scalar": np.float64(2.5)}
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        path = write(tmp_path / f"p{protocol}.dat", pickle.dumps(content, protocol=protocol))
+        loaded = restricted_load(path)
+        for key, value in content.items():
+            assert type(loaded[key]) is type(value) and loaded[key].dtype == value.dtype
+            np.testing.assert_array_equal(loaded[key], value)
+        assert load_deap_subject(path)["data"].shape == (2, 40, 8)
+    out_of_band = write(tmp_path / "oob.dat", pickle.dumps(content, protocol=5, buffer_callback=lambda buffer: False))
+    with pytest.raises(FormatError, match="oob.dat"):
+        restricted_load(out_of_band)
+    with pytest.raises(FormatError, match="memory bomb"):
+        restricted_load(tmp_path / "p5.dat", max_bytes=100)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9-12. Data-set loaders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def touch(path: Path) -> Path:
+    return write(path, b"")
+
+
+def test_bu3dfe_duplicates_empty_folders_and_broken_links_are_reported(tmp_path):
+    from facet_vlm.data import load_bu3dfe
+    from facet_vlm.errors import ConfigError, DatasetLayoutError
+
+    touch(tmp_path / "M0001" / "M0001_HA01AE_F3D.wrl")
+    touch(tmp_path / "M0001" / "m0001_ha01ae_f3d.WRL")  # a case variant
+    touch(tmp_path / "M0001" / "M0001_HA01WH_F3D.wrl")  # another race code for the same scan
+    touch(tmp_path / "M0001" / "M0001_SA02AE_F3D.wrl")
+    (tmp_path / "M0001" / "M0001_SU03AE_F3D.wrl").symlink_to(tmp_path / "gone.wrl")
+    (tmp_path / "F0002").mkdir()
+    (tmp_path / "F0003").symlink_to(tmp_path / "nowhere")
+    with pytest.warns(UserWarning, match="5 files or folders"):
+        index = load_bu3dfe(tmp_path)
+    assert sorted(Path(path).name for path in index["path"]) == ["M0001_HA01AE_F3D.wrl", "M0001_SA02AE_F3D.wrl"]
+    bad = "\n".join(index.bad_files)
+    assert "m0001_ha01ae_f3d.WRL: repeats the scan M0001_HA01AE_F3D.wrl" in bad
+    assert "M0001_HA01WH_F3D.wrl: repeats the scan M0001_HA01AE_F3D.wrl" in bad
+    assert "M0001_SU03AE_F3D.wrl: broken symbolic link" in bad and "F0003: broken symbolic link" in bad
+    assert "F0002: subject folder holds no .wrl scan" in bad
+    with pytest.raises(DatasetLayoutError, match="repeats the scan"):
+        load_bu3dfe(tmp_path, strict=True)
+    with pytest.raises(ConfigError, match="kind must be one of F3D, RAW"):
+        load_bu3dfe(tmp_path, kind="mesh")
+    with pytest.raises(DatasetLayoutError, match="2 scans of the other kind than RAW"):
+        load_bu3dfe(tmp_path, kind="raw")
+
+
+def test_bosphorus_duplicates_and_categories(tmp_path):
+    from facet_vlm.data import load_bosphorus
+    from facet_vlm.errors import ConfigError
+
+    for name in ("bs000_E_HAPPY_0", "bs000_E_HAPPY_00", "bs000_e_happy_0", "bs000_LFAU_12_0", "bs000_N_N_0"):
+        touch(tmp_path / "bs000" / f"{name}.bnt")
+    (tmp_path / "bs001").mkdir()
+    with pytest.warns(UserWarning, match="3 files or folders"):
+        index = load_bosphorus(tmp_path)
+    assert sorted(Path(path).name for path in index["path"]) == ["bs000_E_HAPPY_0.bnt", "bs000_N_N_0.bnt"]
+    assert sum("repeats the scan bs000_E_HAPPY_0.bnt" in bad for bad in index.bad_files) == 2
+    assert any("bs001: subject folder holds no .bnt scan" in bad for bad in index.bad_files)
+    with pytest.warns(UserWarning):
+        action_units = load_bosphorus(tmp_path, categories="LFAU")
+    assert action_units["code"] == ["12"] and action_units["category"] == ["LFAU"]
+    for categories in ("HAPPY", ("E", "LFUA"), ()):
+        with pytest.raises(ConfigError, match="choose among E, N, LFAU"):
+            load_bosphorus(tmp_path, categories=categories)
+
+
+def test_bu4dfe_duplicate_frames_and_sequences(tmp_path):
+    from facet_vlm.data import load_bu4dfe
+
+    for name in ("0.wrl", "000.wrl", "001.wrl"):
+        touch(tmp_path / "F001" / "Happy" / name)
+    touch(tmp_path / "F001" / "HAPPY" / "000.wrl")
+    touch(tmp_path / "F001" / "Sad" / "000.wrl")
+    (tmp_path / "F001" / "Sad" / "001.wrl").symlink_to(tmp_path / "gone.wrl")
+    (tmp_path / "M002").mkdir()
+    with pytest.warns(UserWarning, match="4 files or folders"):
+        index = load_bu4dfe(tmp_path)
+    happy = index.filter(lambda row: row["expression"] == "happiness")[0]
+    assert Path(happy["path"]).name == "Happy" and [Path(p).name for p in happy["frames"]] == ["0.wrl", "001.wrl"]
+    bad = "\n".join(index.bad_files)
+    assert "000.wrl: frame 0 is also 0.wrl" in bad and "HAPPY: a second Happy sequence of F001" in bad
+    assert "001.wrl: broken symbolic link" in bad and "M002: subject folder holds no sequence folder" in bad
+
+
+def _mahnob_session(root: Path, number: int, valence: str, arousal: str = "5") -> None:
+    folder = root / "Sessions" / str(number)
+    write(folder / "session.xml", f'<session feltVlnc="{valence}" feltArsl="{arousal}"><subject id="1"/></session>')
+    touch(folder / "P1-Rec1_C1 trigger _C1.avi")
+
+
+@pytest.mark.parametrize("rating", ["nan", "inf", "42", "-7", "0"])
+def test_mahnob_ratings_are_range_checked(tmp_path, rating):
+    from facet_vlm.data.mahnob import load_mahnob
+
+    _mahnob_session(tmp_path, 1, "7")
+    _mahnob_session(tmp_path, 2, rating)
+    with pytest.raises(FormatError, match=r"feltVlnc rating .* outside the 1\.\.9 scale") as raised:
+        load_mahnob(tmp_path)
+    assert str(tmp_path / "Sessions" / "2" / "session.xml") in str(raised.value)
+    if rating not in ("nan", "inf"):
+        assert load_mahnob(tmp_path, rating_range=(-10, 50))["valence"] == [7.0, float(rating)]
+
+
+DEAP_HEADER = "Participant_id,Trial,Experiment_id,Start_time,Valence,Arousal,Dominance,Liking,Familiarity"
+DEAP_BAD_ROWS = [
+    ("1,2,2,0,nan,5,5,5,3", "line 3: valence rating nan"),
+    ("1,2,2,0,inf,5,5,5,3", "line 3: valence rating inf"),
+    ("1,2,2,0,42,5,5,5,3", "line 3: valence rating 42.0"),
+    ("1,2,2,0,5,-7,5,5,3", "line 3: arousal rating -7.0"),
+    ("1,2,2,0,,5,5,5,3", "line 3: valence rating nan"),
+    ("1,2,2,0,5,5,10,5,3", "line 3: dominance rating 10.0"),
+    ("1,2,0,0,5,5,5,5,3", "line 3: Experiment_id 0 is outside 1..40"),
+    ("1,41,2,0,5,5,5,5,3", "line 3: Trial 41 is outside 1..40"),
+    ("1,1,2,0,5,5,5,5,3", "participant 1 has Trial 1 again (first on line 2)"),
+    ("1,2,1,0,5,5,5,5,3", "participant 1 has Experiment_id 1 again (first on line 2)"),
+]
+
+
+@pytest.mark.parametrize(("row", "fragment"), DEAP_BAD_ROWS, ids=[fragment for _, fragment in DEAP_BAD_ROWS])
+def test_deap_ratings_ids_and_duplicates_are_checked(tmp_path, row, fragment):
+    from facet_vlm.data.deap import load_deap
+
+    csv_path = tmp_path / "metadata_csv" / "participant_ratings.csv"
+    write(csv_path, f"{DEAP_HEADER}\n1,1,1,0,5,5,5,5,3\n{row}\n")
+    with pytest.raises(FormatError, match="participant_ratings.csv") as raised:
+        load_deap(tmp_path, require_video=False)
+    assert fragment in str(raised.value) and str(csv_path) in str(raised.value)
+
+
+def test_deap_csv_encoding_and_trial_index(tmp_path):
+    from facet_vlm.data.deap import deap_channel, load_deap
+
+    csv_path = write(tmp_path / "metadata_csv" / "participant_ratings.csv",
+                     f"{DEAP_HEADER}\n1,1,1,0,5,5,,,3\n".encode() + b"1,2,2,0,5,5,5,5,3 \xff\n")
+    with pytest.raises(FormatError, match=r"not UTF-8 text: byte 0xff .*\(line 3\)") as raised:
+        load_deap(tmp_path, require_video=False)
+    assert str(csv_path) in str(raised.value)
+    write(csv_path, f"{DEAP_HEADER}\n1,1,1,0,5,5,,,3\n")
+    row = load_deap(tmp_path, require_video=False)[0]
+    assert row["dat_index"] == 0 and np.isnan(row["dominance"]) and row["valence_high"] == 0
+    subject = {"data": np.zeros((2, 40, 3 * 128 + 4), np.float32), "labels": np.zeros((2, 4), np.float32)}
+    with pytest.raises(FormatError, match="dat_index -1 is outside 0..1"):
+        deap_channel(subject, -1)

@@ -104,6 +104,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         count = self.check_shape(shape)
         if count * dtype.itemsize != len(buffer) or order not in ("C", "F"):
             raise pickle.UnpicklingError(f"array buffer of {len(buffer)} bytes for shape {shape}, dtype {dtype}")
+        self.charge(len(buffer), "an array")
         return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy()
 
     def _bytearray(self, source: Any = b"", encoding: str | None = None) -> bytearray:
@@ -136,6 +137,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         return build
 
     def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # Python 2 (and protocol 2) spelling
         key = (module, name)
         if key == ("numpy", "ndarray"):
             return _NDARRAY
