@@ -529,3 +529,36 @@ def test_deap_csv_encoding_and_trial_index(tmp_path):
     subject = {"data": np.zeros((2, 40, 3 * 128 + 4), np.float32), "labels": np.zeros((2, 4), np.float32)}
     with pytest.raises(FormatError, match="dat_index -1 is outside 0..1"):
         deap_channel(subject, -1)
+
+
+def _call(url: str, endpoint: str, data: list) -> str:
+    """Call a Space endpoint with raw JSON (as any HTTP client could) and return the event stream's text."""
+    import httpx
+
+    started = httpx.post(f"{url}gradio_api/call/{endpoint}", json={"data": data}, timeout=30)
+    started.raise_for_status()
+    return httpx.get(f"{url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=120).text
+
+
+def test_space_refuses_server_files_named_by_the_api(tmp_path):
+    """/predict and /analyze given a FileData naming a file on the server, not an upload (issue 15, item 1).
+
+    Gradio 6 refuses paths outside its upload folder itself; the app's `only_uploads` check (real path inside the
+    upload folder, see `test_require_inside_resolves_links_and_parent_paths`) answers whatever Gradio lets through.
+    """
+    from gradio_client import Client, handle_file
+    from test_space import running_space
+
+    private = write(tmp_path / "server" / "private.obj", "v 0 0 0\nv 7 0 0\nv 0 7 0\nf 1 2 3\n")
+    uploads = tmp_path / "gradio_uploads"
+    uploads.mkdir()
+    escaping = f"{uploads}/../server/private.obj"
+    with running_space(tmp_path / "space.log", GRADIO_TEMP_DIR=str(uploads)) as url:
+        for path in (str(private), escaping):
+            file_data = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "private.obj"}
+            for endpoint, data in (("predict", [file_data, None]), ("analyze", [[file_data], None, None])):
+                answer = _call(url, endpoint, data)
+                assert answer.startswith("event: error") and "complete" not in answer, (endpoint, answer)
+        client = Client(url, verbose=False)
+        result = client.predict(handle_file(str(private)), api_name="/predict")  # uploaded: now it is read
+        assert sum(row["confidence"] for row in result["confidences"]) == pytest.approx(1.0, abs=1e-4)
