@@ -290,6 +290,17 @@ def test_landmark_counts_are_checked(tmp_path):
         read_lm3(write(tmp_path / "twice.lm3", "2 landmarks:\nNose tip\n0 0 0\nNose tip\n1 1 1\n"))
 
 
+def test_validate_files_reports_broken_links(tmp_path):
+    from facet_vlm.io import validate_files
+
+    good = write(tmp_path / "good.wrl", wrl(SHAPE))
+    (tmp_path / "link.wrl").symlink_to(tmp_path / "gone.wrl")
+    report = validate_files(tmp_path, progress=False)
+    assert report.ok == [str(good)]
+    assert report.bad == [(str(tmp_path / "link.wrl"), f"FacetVLMError: {tmp_path / 'link.wrl'}: broken symbolic "
+                                                        "link: its target does not exist")]
+
+
 def test_a_good_bnt_still_reads(tmp_path):
     """The new checks refuse only what is wrong: a plain grid (written by `write_bnt`) reads as before."""
     y, x = np.mgrid[0:3, 0:4].astype(np.float64)

@@ -62,6 +62,8 @@ def read_face(
             f"unknown scan format {extension or '(no extension)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}",
             path,
         )
+    if path.is_symlink() and not path.exists():
+        raise FacetVLMError("broken symbolic link: its target does not exist", path)
     if not path.is_file():
         raise FacetVLMError("no such file", path)
     landmark_path = None
