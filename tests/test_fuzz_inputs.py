@@ -400,6 +400,12 @@ def test_unpickler_reads_numpy_arrays_of_every_protocol(tmp_path):
             assert type(loaded[key]) is type(value) and loaded[key].dtype == value.dtype
             np.testing.assert_array_equal(loaded[key], value)
         assert load_deap_subject(path)["data"].shape == (2, 40, 8)
+    # DEAP's files are Python 2 pickles: the array bytes are an 8-bit string (BINSTRING), read as latin-1 text.
+    array = np.array([1.0, -2.5])
+    state = (1, (2,), np.dtype("f8"), False, "RAW")
+    python3 = pickle.dumps(_Reduces(_reconstruct(), (np.ndarray, (0,), b"b"), state), protocol=2)
+    python2 = python3.replace(b"X\x03\x00\x00\x00RAW", b"T" + struct.pack("<I", 16) + array.tobytes())
+    np.testing.assert_array_equal(restricted_load(write(tmp_path / "py2.dat", python2)), array)
     out_of_band = write(tmp_path / "oob.dat", pickle.dumps(content, protocol=5, buffer_callback=lambda buffer: False))
     with pytest.raises(FormatError, match="oob.dat"):
         restricted_load(out_of_band)
