@@ -262,6 +262,17 @@ def test_texture_decompression_bomb_is_a_format_error(tmp_path):
 def test_obj_texture_comes_from_its_material_or_follows_the_policy(tmp_path):
     no_mtl = write(tmp_path / "plain.obj", OBJ_TRIANGLE)
     assert read_face(no_mtl).texture is None  # not trimesh's grey placeholder
+    import trimesh
+
+    uv_only = trimesh.Trimesh(
+        vertices=[[0, 0, 0], [1, 0, 0], [0, 1, 0]],
+        faces=[[0, 1, 2]],
+        visual=trimesh.visual.TextureVisuals(uv=[[0, 0], [1, 0], [0, 1]]),
+        process=False,
+    )
+    uv_only.export(tmp_path / "plain.ply")
+    plain_ply = read_face(tmp_path / "plain.ply")
+    assert plain_ply.uv is not None and plain_ply.texture is None
     missing = write(tmp_path / "missing.obj", "mtllib gone.mtl\nusemtl skin\n" + OBJ_TRIANGLE)
     with pytest.warns(UserWarning, match="gone.mtl"):
         assert read_face(missing, missing_texture="warn").texture is None

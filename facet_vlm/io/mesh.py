@@ -24,6 +24,9 @@ from ._common import (
 
 #: Extensions handed to trimesh.
 TRIMESH_EXTENSIONS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+#: Formats whose texture image is a separate file the mesh names: without such a file actually read, the image
+#: trimesh attaches is its own grey placeholder, not the scan's texture.
+_IMAGE_BY_NAME = (".obj", ".ply")
 
 
 class _RecordingResolver(FilePathResolver):
@@ -91,7 +94,7 @@ def read_mesh(
     has uv but no image was found, the sibling ``<stem>.png/.jpg/.bmp`` is used if present. Companion files (an
     OBJ's ``mtllib`` and the images it names) are looked for in the mesh's folder only. When one of them is
     missing and no sibling image stands in, `missing_texture` applies ("raise": `MissingTextureError`, "warn",
-    "ignore"); the grey placeholder trimesh puts on an OBJ without a real texture image is never used.
+    "ignore"); the grey placeholder trimesh puts on an OBJ or PLY without a real texture image is never used.
     """
     check_policy(missing_texture)
     path = Path(path)
@@ -123,7 +126,7 @@ def read_mesh(
             uv = np.asarray(visual.uv, dtype=np.float64)
             check_float32(uv, "texture coordinate", path)
         images_read = [name for name in resolver.found if name.lower().endswith(TEXTURE_EXTENSIONS)]
-        if load_texture and (path.suffix.lower() != ".obj" or images_read):
+        if load_texture and (path.suffix.lower() not in _IMAGE_BY_NAME or images_read):
             texture = _material_image(visual)
     elif visual is not None and visual.kind == "vertex":
         colors = np.asarray(visual.vertex_colors, dtype=np.uint8)[:, :3]
