@@ -26,18 +26,9 @@ EDF_MAGIC = b"0       "
 _FIXED_HEADER_BYTES = 256
 _SIGNAL_HEADER_BYTES = 256
 # (name, width) of the per-signal header fields, in file order; each field is stored for all signals in turn.
-_SIGNAL_FIELDS = (
-    ("label", 16),
-    ("transducer", 80),
-    ("physical_dimension", 8),
-    ("physical_min", 8),
-    ("physical_max", 8),
-    ("digital_min", 8),
-    ("digital_max", 8),
-    ("prefilter", 80),
-    ("samples_per_record", 8),
-    ("reserved", 32),
-)
+_SIGNAL_FIELDS = (("label", 16), ("transducer", 80), ("physical_dimension", 8), ("physical_min", 8),
+                  ("physical_max", 8), ("digital_min", 8), ("digital_max", 8), ("prefilter", 80),
+                  ("samples_per_record", 8), ("reserved", 32))
 _ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
 
 
@@ -94,9 +85,8 @@ def _number(raw: bytes, what: str, path: Path, integer: bool = False) -> float:
     try:
         return int(text) if integer else float(text)
     except ValueError:
-        raise FormatError(
-            f"header field {what} is {text!r}, not a number; the file is not valid EDF/BDF", path
-        ) from None
+        raise FormatError(f"header field {what} is {text!r}, not a number; the file is not valid EDF/BDF",
+                          path) from None
 
 
 def _parse_start(date: str, time: str) -> _dt.datetime | None:
@@ -137,7 +127,8 @@ def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None 
     elif magic == EDF_MAGIC:
         kind, width = "EDF", 2
     else:
-        raise FormatError(f"starts with {magic!r}, neither the BDF magic {BDF_MAGIC!r} nor the EDF {EDF_MAGIC!r}", path)
+        raise FormatError(f"starts with {magic!r}, neither the BDF magic {BDF_MAGIC!r} nor the EDF {EDF_MAGIC!r}",
+                          path)
     patient, recording = _text(raw[8:88]), _text(raw[88:168])
     start = _parse_start(_text(raw[168:176]), _text(raw[176:184]))
     header_bytes = int(_number(raw[184:192], "header bytes", path, integer=True))
@@ -147,23 +138,18 @@ def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None 
     if n_signals <= 0:
         raise FormatError(f"declares {n_signals} signals", path)
     if header_bytes != _FIXED_HEADER_BYTES * (n_signals + 1):
-        raise FormatError(
-            f"header size field says {header_bytes} bytes but {n_signals} signals need "
-            f"{_FIXED_HEADER_BYTES * (n_signals + 1)}",
-            path,
-        )
+        raise FormatError(f"header size field says {header_bytes} bytes but {n_signals} signals need "
+                          f"{_FIXED_HEADER_BYTES * (n_signals + 1)}", path)
     if len(raw) < header_bytes:
         raise FormatError(f"truncated header: {len(raw)} bytes, the header needs {header_bytes}", path)
     fields: dict[str, list[bytes]] = {}
     offset = _FIXED_HEADER_BYTES
     for name, size in _SIGNAL_FIELDS:
-        fields[name] = [raw[offset + i * size : offset + (i + 1) * size] for i in range(n_signals)]
+        fields[name] = [raw[offset + i * size: offset + (i + 1) * size] for i in range(n_signals)]
         offset += size * n_signals
     labels = [_text(value) for value in fields["label"]]
-    samples = [
-        int(_number(value, f"samples per record of {labels[i]!r}", path, integer=True))
-        for i, value in enumerate(fields["samples_per_record"])
-    ]
+    samples = [int(_number(value, f"samples per record of {labels[i]!r}", path, integer=True))
+               for i, value in enumerate(fields["samples_per_record"])]
     if any(count <= 0 for count in samples):
         raise FormatError(f"a channel declares no samples per record: {dict(zip(labels, samples))}", path)
     record_bytes = sum(samples) * width
@@ -171,10 +157,8 @@ def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None 
     if n_records < 0:  # -1 = unknown while recording; the file size tells.
         n_records = available
     if available < n_records:
-        raise FormatError(
-            f"truncated data: header declares {n_records} records of {record_bytes} bytes, the file holds {available}",
-            path,
-        )
+        raise FormatError(f"truncated data: header declares {n_records} records of {record_bytes} bytes, the file "
+                          f"holds {available}", path)
     if record_seconds <= 0:
         raise FormatError(f"record duration is {record_seconds} s", path)
     wanted = [label for label in labels if label not in _ANNOTATION_LABELS] if channels is None else list(channels)
@@ -184,20 +168,11 @@ def read_bdf(path: str | PathLike, channels: list[str] | tuple[str, ...] | None 
     data = np.frombuffer(raw, dtype=np.uint8, count=n_records * record_bytes, offset=header_bytes)
     data = data.reshape(n_records, record_bytes)
     starts = np.concatenate([[0], np.cumsum(samples)]) * width
-    result = BioSignals(
-        labels=[],
-        signals=[],
-        sample_rates=[],
-        physical_dimensions=[],
-        kind=kind,
-        start=start,
-        patient=patient,
-        recording=recording,
-        path=str(path),
-    )
+    result = BioSignals(labels=[], signals=[], sample_rates=[], physical_dimensions=[], kind=kind, start=start,
+                        patient=patient, recording=recording, path=str(path))
     for label in wanted:
         i = labels.index(label)
-        block = data[:, starts[i] : starts[i + 1]].reshape(-1, width)
+        block = data[:, starts[i]:starts[i + 1]].reshape(-1, width)
         digital = _decode(block, width)
         d_min = _number(fields["digital_min"][i], f"digital minimum of {label!r}", path)
         d_max = _number(fields["digital_max"][i], f"digital maximum of {label!r}", path)
@@ -229,7 +204,7 @@ def read_bdf_labels(path: str | PathLike) -> list[str]:
         raise FormatError(f"cannot read the file ({error.strerror})", path) from error
     if len(labels) < 16 * count:
         raise FormatError("truncated signal header", path)
-    return [_text(labels[i * 16 : (i + 1) * 16]) for i in range(count)]
+    return [_text(labels[i * 16:(i + 1) * 16]) for i in range(count)]
 
 
 def _decode(block: np.ndarray, width: int) -> np.ndarray:
@@ -248,19 +223,11 @@ def _field(value: object, size: int, what: str) -> bytes:
     return encoded.ljust(size, b" ")
 
 
-def write_bdf(
-    path: str | PathLike,
-    signals: dict[str, np.ndarray] | list[np.ndarray],
-    sample_rates: float | list[float],
-    labels: list[str] | None = None,
-    physical_dimensions: str | list[str] = "uV",
-    kind: str = "BDF",
-    record_seconds: float = 1.0,
-    physical_ranges: list[tuple[float, float]] | None = None,
-    patient: str = "X X X X",
-    recording: str = "Startdate X X X X",
-    start: _dt.datetime | None = None,
-) -> Path:
+def write_bdf(path: str | PathLike, signals: dict[str, np.ndarray] | list[np.ndarray],
+              sample_rates: float | list[float], labels: list[str] | None = None,
+              physical_dimensions: str | list[str] = "uV", kind: str = "BDF", record_seconds: float = 1.0,
+              physical_ranges: list[tuple[float, float]] | None = None, patient: str = "X X X X",
+              recording: str = "Startdate X X X X", start: _dt.datetime | None = None) -> Path:
     """Write signals to a BDF (24-bit) or EDF (16-bit) file.
 
     Each channel's physical range defaults to its own min..max (widened when flat), so quantisation uses the full
@@ -311,15 +278,10 @@ def write_bdf(
     header += _field(n_records, 8, "records") + _field(_format_number(record_seconds), 8, "duration")
     header += _field(n, 4, "signals")
     columns = {
-        "label": labels,
-        "transducer": ["Active electrode" if kind == "BDF" else ""] * n,
-        "physical_dimension": units,
-        "physical_min": [_format_bound(r[0], -1) for r in ranges],
-        "physical_max": [_format_bound(r[1], 1) for r in ranges],
-        "digital_min": [digital_min] * n,
-        "digital_max": [digital_max] * n,
-        "prefilter": [""] * n,
-        "samples_per_record": per_record,
+        "label": labels, "transducer": ["Active electrode" if kind == "BDF" else ""] * n,
+        "physical_dimension": units, "physical_min": [_format_bound(r[0], -1) for r in ranges],
+        "physical_max": [_format_bound(r[1], 1) for r in ranges], "digital_min": [digital_min] * n,
+        "digital_max": [digital_max] * n, "prefilter": [""] * n, "samples_per_record": per_record,
         "reserved": [""] * n,
     }
     for name, size in _SIGNAL_FIELDS:
