@@ -41,3 +41,7 @@ class UnsafePickleError(FacetVLMError):
 
 class ConfigError(FacetVLMError):
     """A configuration value is out of range or inconsistent with another one."""
+
+
+class UnsafePathError(FacetVLMError):
+    """A path names a file outside the folders it may be read from (e.g. a Space request naming a server file)."""

@@ -14,6 +14,7 @@ preprocessed ``.dat`` arrays are ordered by it (row ``Experiment_id - 1``). The 
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetLayoutError, FormatError
-from .mahnob import high_low
+from .mahnob import RATING_RANGE, check_rating, high_low
 from .safe_pickle import restricted_load
 
 #: Channels of the preprocessed data: 32 EEG (Geneva order) then 8 peripheral.
@@ -32,6 +33,8 @@ DEAP_CHANNELS = ("Fp1", "AF3", "F3", "F7", "FC5", "FC1", "C3", "T7", "CP5", "CP1
 #: Sample rate of the preprocessed signals (Hz); 8064 samples = 3 s baseline + 60 s trial.
 DEAP_RATE = 128.0
 DEAP_LABELS = ("valence", "arousal", "dominance", "liking")
+#: Music videos (trials) per participant; ``Trial`` and ``Experiment_id`` run 1..40.
+DEAP_TRIALS = 40
 _REQUIRED_COLUMNS = ("Participant_id", "Trial", "Experiment_id", "Valence", "Arousal")
 
 
@@ -46,13 +49,15 @@ def load_deap_subject(path: str | PathLike) -> dict[str, np.ndarray]:
     if not isinstance(content, dict) or not all(isinstance(content.get(k), np.ndarray) for k in ("data", "labels")):
         raise FormatError("expected a dict with numpy arrays 'data' and 'labels'", path)
     data, labels = content["data"], content["labels"]
+    if data.dtype.kind not in "fiu" or labels.dtype.kind not in "fiu":
+        raise FormatError(f"'data' ({data.dtype}) and 'labels' ({labels.dtype}) must be numeric arrays", path)
     if data.ndim != 3 or data.shape[1] != len(DEAP_CHANNELS) or labels.shape != (data.shape[0], 4):
         raise FormatError(f"'data' {data.shape} / 'labels' {labels.shape} are not (trials, 40, samples) / "
                           "(trials, 4)", path)
     return {"data": data.astype(np.float32), "labels": labels.astype(np.float32)}
 
 
-def load_deap(root: str | PathLike, require_video: bool = True):
+def load_deap(root: str | PathLike, require_video: bool = True, rating_range: tuple[float, float] = RATING_RANGE):
     """Rows of DEAP trials as a ``datasets.Dataset``.
 
     Columns: ``subject`` (str participant id), ``trial`` (presentation order), ``experiment_id``, ``valence``,
@@ -63,10 +68,14 @@ def load_deap(root: str | PathLike, require_video: bool = True):
     Args:
         root: the DEAP root.
         require_video: keep only trials that have a face video (a warning counts the others).
+        rating_range: the scale every rating must lie in. Valence and arousal are required; an empty dominance or
+            liking cell becomes NaN.
 
     Raises:
         DatasetLayoutError: no ratings CSV, or it lacks a required column.
-        FormatError: a rating that is not a number.
+        FormatError: the CSV is not UTF-8; a rating that is not a number or is outside ``rating_range``; a
+            ``Trial`` or ``Experiment_id`` outside 1..40; two rows for the same participant and trial (or music
+            video).
     """
     from datasets import Dataset
 
@@ -74,14 +83,20 @@ def load_deap(root: str | PathLike, require_video: bool = True):
     ratings_path = root / "metadata_csv" / "participant_ratings.csv"
     if not ratings_path.is_file():
         raise DatasetLayoutError("no metadata_csv/participant_ratings.csv", root)
-    with ratings_path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        fields = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in _REQUIRED_COLUMNS if name not in fields]
-        if missing:
-            raise DatasetLayoutError(f"missing column(s) {missing}; found {fields}", ratings_path)
-        records = [{key.strip(): value for key, value in record.items()} for record in reader]
-    rows, without_video = [], 0
+    raw = ratings_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise FormatError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at offset {error.start} (line {line}); "
+                          "re-save the file as UTF-8", ratings_path) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    fields = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in _REQUIRED_COLUMNS if name not in fields]
+    if missing:
+        raise DatasetLayoutError(f"missing column(s) {missing}; found {fields}", ratings_path)
+    records = [{(key or "").strip(): value for key, value in record.items()} for record in reader]
+    rows, without_video, seen = [], 0, {}
     for line, record in enumerate(records, start=2):
         try:
             participant, trial = int(record["Participant_id"]), int(record["Trial"])
@@ -90,6 +105,19 @@ def load_deap(root: str | PathLike, require_video: bool = True):
                       for name in DEAP_LABELS}
         except (TypeError, ValueError):
             raise FormatError(f"line {line}: a non-numeric id or rating in {record}", ratings_path) from None
+        for name, value in scores.items():
+            if name in ("valence", "arousal") or not np.isnan(value):
+                check_rating(value, name, ratings_path, rating_range, where=f"line {line}: ")
+        for name, value in (("Trial", trial), ("Experiment_id", experiment)):
+            if not 1 <= value <= DEAP_TRIALS:
+                raise FormatError(f"line {line}: {name} {value} is outside 1..{DEAP_TRIALS}", ratings_path)
+        if participant < 1:
+            raise FormatError(f"line {line}: Participant_id {participant} is not a positive number", ratings_path)
+        for key in (("Trial", participant, trial), ("Experiment_id", participant, experiment)):
+            if key in seen:
+                raise FormatError(f"line {line}: participant {participant} has {key[0]} {key[2]} again (first on "
+                                  f"line {seen[key]}); remove the duplicate row", ratings_path)
+            seen[key] = line
         video = root / "face_video" / f"s{participant:02d}" / f"s{participant:02d}_trial{trial:02d}.avi"
         dat = root / "data_preprocessed_python" / f"s{participant:02d}.dat"
         if require_video and not video.is_file():
@@ -112,5 +140,8 @@ def load_deap(root: str | PathLike, require_video: bool = True):
 def deap_channel(subject_data: dict[str, np.ndarray], dat_index: int, channel: str = "Plethysmograph",
                  skip_baseline: bool = True) -> np.ndarray:
     """One channel of one trial from :func:`load_deap_subject` output (the 3 s pre-trial baseline dropped)."""
+    trials = len(subject_data["data"])
+    if not 0 <= dat_index < trials:
+        raise FormatError(f"dat_index {dat_index} is outside 0..{trials - 1} (the trials of the subject's .dat)")
     samples = subject_data["data"][dat_index, DEAP_CHANNELS.index(channel)]
     return samples[int(3 * DEAP_RATE):] if skip_baseline else samples

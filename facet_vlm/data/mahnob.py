@@ -32,11 +32,23 @@ FELT_EMO_TO_INDEX = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 11: 7, 12: 8}
 #: MAHNOB-HCI ECG leads (BioSemi external electrodes): right arm, left arm, left leg.
 ECG_CHANNELS = ("EXG1", "EXG2", "EXG3")
 COLOUR_CAMERA_TAG = "C1 trigger"
+#: The self-assessment scale of MAHNOB-HCI and DEAP ratings (1..9); a rating outside it is a data error.
+RATING_RANGE = (1.0, 9.0)
 
 
 def high_low(rating: float, threshold: float = 5.0) -> int:
     """1 for a high rating (strictly above ``threshold`` on the 1..9 scale), else 0."""
     return int(float(rating) > threshold)
+
+
+def check_rating(value: float, name: str, path: str | PathLike, rating_range: tuple[float, float] = RATING_RANGE,
+                 where: str = "") -> float:
+    """`value` if it is a finite number within `rating_range`; otherwise `FormatError` naming the file, the rating
+    and (in `where`, e.g. "line 7: ") its place."""
+    low, high = rating_range
+    if not (np.isfinite(value) and low <= value <= high):
+        raise FormatError(f"{where}{name} rating {value} is outside the {low:g}..{high:g} scale", path)
+    return value
 
 
 def _colour_video(folder: Path, tracks: list[ET.Element], xml_path: Path) -> Path:
@@ -82,17 +94,19 @@ def ecg_reference_hr(bdf_path: str | PathLike) -> float:
     return ecg_heart_rate(ecg, rate)
 
 
-def load_mahnob(root: str | PathLike, reference_hr: bool = False):
+def load_mahnob(root: str | PathLike, reference_hr: bool = False, rating_range: tuple[float, float] = RATING_RANGE):
     """Rows of the MAHNOB-HCI emotion sessions under ``root`` as a ``datasets.Dataset``.
 
     Columns: ``subject`` (str), ``session`` (int), ``valence``, ``arousal`` (float, 1..9), ``valence_high``,
     ``arousal_high`` (0/1, threshold 5), ``emotion`` (feltEmo code, -1 if absent), ``emotion_index`` (index into the
     ``mahnob_emotions`` label set, -1 if absent), ``video_path``, ``bdf_path`` (None if absent), and with
-    ``reference_hr`` also ``ecg_hr_bpm`` (from the ECG leads; NaN without a BDF).
+    ``reference_hr`` also ``ecg_hr_bpm`` (from the ECG leads; NaN without a BDF). ``feltVlnc``/``feltArsl`` must
+    be finite and within ``rating_range``.
 
     Raises:
         DatasetLayoutError: no ``Sessions`` folder, a session without ``session.xml`` or without a colour video.
-        FormatError: an unparseable ``session.xml`` or one without ``<subject id>`` or with non-numeric ratings.
+        FormatError: an unparseable ``session.xml`` or one without ``<subject id>`` or with non-numeric ratings or
+            ratings outside ``rating_range``.
     """
     from datasets import Dataset
 
@@ -122,6 +136,8 @@ def load_mahnob(root: str | PathLike, reference_hr: bool = False):
             emotion = int(session.get("feltEmo", "-1"))
         except ValueError:
             raise FormatError("feltVlnc/feltArsl/feltEmo are not numbers", xml_path) from None
+        check_rating(valence, "feltVlnc", xml_path, rating_range)
+        check_rating(arousal, "feltArsl", xml_path, rating_range)
         tracks = session.findall("track")
         bdf = _bdf_file(folder, tracks)
         row = {

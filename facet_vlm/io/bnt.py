@@ -19,7 +19,15 @@ import numpy as np
 
 from ..errors import ConfigError, FormatError
 from ..face import Face
-from ._common import MissingTexturePolicy, check_policy, load_texture_image
+from ._common import (
+    MissingTexturePolicy,
+    TexturePathPolicy,
+    check_float32,
+    check_policy,
+    check_surface,
+    check_texture_paths,
+    load_texture_image,
+)
 
 UvOrigin = Literal["top-left", "bottom-left"]
 
@@ -40,6 +48,8 @@ def _parse(path: str | os.PathLike) -> tuple[np.ndarray, float, str, dict]:
     if not data:
         raise FormatError("file is empty", path)
     rows, cols, zmin, name_length = _unpack(data, 0, "<HHdH", "header", path)
+    if not np.isfinite(zmin):
+        raise FormatError(f"the header's zmin (the background marker) is {zmin}, not a finite number", path)
     image_bytes = _unpack(data, 14, f"<{name_length}s", "image file name", path)[0]
     offset = 14 + name_length
     (count,) = _unpack(data, offset, "<I", "data length", path)
@@ -116,14 +126,18 @@ def read_bnt(
     load_texture: bool = True,
     missing_texture: MissingTexturePolicy = "raise",
     uv_origin: UvOrigin = "top-left",
+    texture_paths: TexturePathPolicy = "basename",
 ) -> Face:
     """Read a Bosphorus .bnt scan into a `Face` (see `grid_mesh` for the triangulation).
 
     The texture is the image named in the header, next to the file, or else ``<stem>.png`` (or another
     ``<stem>`` image). `uv_origin` says where the stored (u, v) have their origin (module docstring).
     ``meta["grid_shape"]`` is (rows, cols). Landmarks are not read here (see `facet_vlm.io.read_face`).
+    `texture_paths` says what to do with a header image name that is absolute or leaves the scan's folder
+    ("basename": look for its file name there, with a warning; "refuse": `FormatError`), as in `read_wrl`.
     """
     check_policy(missing_texture)
+    check_texture_paths(texture_paths)
     if uv_origin not in ("top-left", "bottom-left"):
         raise ConfigError(f"uv_origin must be 'top-left' or 'bottom-left', got {uv_origin!r}")
     xyz, uv_grid, image_name = read_bnt_grid(path)
@@ -132,12 +146,17 @@ def read_bnt(
         raise FormatError("every grid point is background (equal to zmin): the scan is empty", path)
     if len(faces) == 0:
         raise FormatError("no 2x2 block of neighbouring valid grid points: cannot build a surface", path)
+    check_float32(vertices, "grid point", path)
+    check_surface(vertices, faces, path)
     uv = uv_grid.reshape(-1, 2)[grid_index]
+    check_float32(uv, "texture coordinate", path)
     if uv_origin == "top-left":
         uv = np.column_stack([uv[:, 0], 1.0 - uv[:, 1]])
     texture, texture_path = None, None
     if load_texture:
-        texture, texture_path = load_texture_image(path, [image_name] if image_name else [], missing_texture)
+        texture, texture_path = load_texture_image(
+            path, [image_name] if image_name else [], missing_texture, True, texture_paths
+        )
     meta = {
         "path": str(path),
         "format": "bnt",

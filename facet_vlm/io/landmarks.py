@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ._common import check_finite, read_text
+from ._common import check_float32, read_text
 
 #: Bosphorus landmark names (lower case, single spaces) -> the project's standard names. Bosphorus "left" and
 #: "right" are taken to be the subject's, like the standard names. Names not listed keep their Bosphorus spelling.
@@ -31,6 +31,8 @@ BOSPHORUS_TO_STANDARD = {
     "chin middle": "chin",
 }
 _STANDARD_TO_BOSPHORUS = {standard: name.capitalize() for name, standard in BOSPHORUS_TO_STANDARD.items()}
+#: Landmarks in a BU-3DFE .bnd file (its 83 feature points).
+BND_COUNT = 83
 _LM3_COUNT = re.compile(r"^(\d+)\s+landmarks?\s*:?$", re.IGNORECASE)
 
 
@@ -46,11 +48,12 @@ def _floats(tokens: Sequence[str], path: str | os.PathLike, line: int) -> list[f
         raise FormatError(f"line {line}: non-numeric value in {' '.join(tokens)!r}", path) from None
 
 
-def read_bnd(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+def read_bnd(path: str | os.PathLike, expected_count: int | None = BND_COUNT) -> tuple[np.ndarray, list[str]]:
     """Read a BU-3DFE .bnd file: one ``index x y z`` line per landmark (blank lines are skipped).
 
     The first column is the landmark's vertex number in the scan and is not used. Returns (float32 (L, 3)
-    positions, names ``bnd_00`` ...).
+    positions, names ``bnd_00`` ...). A file with other than `expected_count` landmarks (83, BU-3DFE's) raises
+    `FormatError`, as the names (and any code indexing them) rely on the order; pass None to read any count.
     """
     rows = []
     for number, line in enumerate(read_text(path).splitlines(), start=1):
@@ -64,9 +67,13 @@ def read_bnd(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
         rows.append(_floats(tokens[1:], path, number))
     if not rows:
         raise FormatError("no landmark lines found", path)
-    landmarks = np.asarray(rows, dtype=np.float32)
-    check_finite(landmarks, "landmark", path)
-    return landmarks, bnd_names(len(landmarks))
+    if expected_count is not None and len(rows) != expected_count:
+        raise FormatError(
+            f"{len(rows)} landmarks, expected {expected_count} (pass expected_count=None to read any number)", path
+        )
+    landmarks = np.asarray(rows, dtype=np.float64)
+    check_float32(landmarks, "landmark", path)
+    return landmarks.astype(np.float32), bnd_names(len(landmarks))
 
 
 def write_bnd(path: str | os.PathLike, landmarks: np.ndarray, vertex_indices: Sequence[int] | None = None) -> Path:
@@ -99,7 +106,9 @@ def read_lm3(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     name line and an ``x y z`` line.
 
     Returns (float32 (L, 3) positions, names), known Bosphorus names mapped to the standard ones
-    (``"Nose tip"`` -> ``"nose_tip"``, see `BOSPHORUS_TO_STANDARD`), others kept as written.
+    (``"Nose tip"`` -> ``"nose_tip"``, see `BOSPHORUS_TO_STANDARD`), others kept as written. Bosphorus scans
+    carry different numbers of landmarks (occlusions hide some), so any positive count is read, but a count of
+    0 and a name given twice raise `FormatError`.
     """
     lines = [
         (number, line.strip())
@@ -113,6 +122,8 @@ def read_lm3(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     if count_match is None:
         raise FormatError(f"line {number}: expected a count line like '22 landmarks:', found {first!r}", path)
     count = int(count_match.group(1))
+    if count == 0:
+        raise FormatError(f"line {number}: the file announces 0 landmarks", path)
     entries = lines[1:]
     if len(entries) != 2 * count:
         raise FormatError(
@@ -131,9 +142,12 @@ def read_lm3(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
             )
         rows.append(_floats(tokens, path, xyz_line))
         names.append(standard_landmark_name(name))
-    landmarks = np.asarray(rows, dtype=np.float32).reshape(-1, 3)
-    check_finite(landmarks, "landmark", path)
-    return landmarks, names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise FormatError(f"landmark(s) {', '.join(map(repr, repeated))} given more than once", path)
+    landmarks = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    check_float32(landmarks, "landmark", path)
+    return landmarks.astype(np.float32), names
 
 
 def write_lm3(path: str | os.PathLike, landmarks: np.ndarray, names: Sequence[str]) -> Path:

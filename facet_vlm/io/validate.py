@@ -40,10 +40,15 @@ class ValidationReport:
 
 
 def find_scan_files(root: str | os.PathLike) -> list[Path]:
-    """Every file under `root` (recursively, sorted) whose extension `facet_vlm.io.read_face` reads."""
+    """Every file under `root` (recursively, sorted) whose extension `facet_vlm.io.read_face` reads; broken
+    symbolic links with such an extension are listed too, so that `validate_files` reports them."""
     from . import SUPPORTED_EXTENSIONS
 
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+    return sorted(
+        p
+        for p in Path(root).rglob("*")
+        if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in SUPPORTED_EXTENSIONS
+    )
 
 
 def validate_files(

@@ -6,6 +6,10 @@ It understands Shape / IndexedFaceSet with Coordinate, TextureCoordinate (+ per-
 Color (+ ``colorIndex``, ``colorPerVertex``), ``ccw``, ImageTexture urls, Transform / Group / LOD / Switch
 wrappers (Transform fields are applied), DEF / USE, comments and optional commas. Polygons are fan-triangulated,
 and vertices are split at texture (and colour) seams so that `Face.uv` is truly per vertex.
+
+DEF / USE lets a few hundred bytes describe millions of triangles (each level of nesting multiplies the copies), so
+the reader counts what the scene expands to before building anything and refuses it with `FormatError` past the
+caps of `read_wrl` (``max_shapes``, ``max_vertices``, ``max_triangles``, ``max_depth``).
 """
 
 from __future__ import annotations
@@ -21,15 +25,31 @@ from PIL import Image
 
 from ..errors import FormatError
 from ..face import Face
-from ._common import MissingTexturePolicy, check_finite, check_policy, load_texture_image, read_text
+from ._common import (
+    MissingTexturePolicy,
+    TexturePathPolicy,
+    check_finite,
+    check_float32,
+    check_policy,
+    check_surface,
+    check_texture_paths,
+    load_texture_image,
+    read_text,
+)
 
 _HEADER = "#VRML V2.0"
 _TOKEN = re.compile(r'[\s,]*(?:([{}\[\]])|"((?:[^"\\]|\\.)*)"|([^\s,{}\[\]"#]+))')
 _SKIP = re.compile(r"[\s,]*")
 _STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"')
-_NUMBER = re.compile(r"[-+]?(?:\d|\.\d)")
+_NUMBER = re.compile(r"[-+]?(?:\d|\.\d|(?:nan|inf|infinity)$)", re.IGNORECASE)
 _NUMERIC_START = re.compile(r"\]|[-+]?(?:\d|\.\d|nan\b|inf)", re.IGNORECASE)
 _GROUPS = ("Transform", "Group", "Anchor", "Billboard", "Collision", "LOD", "Switch")
+#: Default caps of `read_wrl` on what the scene may expand to (choices: far above a face scan, far below what
+#: would take seconds or gigabytes to build).
+MAX_SHAPES = 1_000
+MAX_VERTICES = 5_000_000
+MAX_TRIANGLES = 10_000_000
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -50,11 +70,13 @@ class _Node:
 class _Parser:
     """Recursive-descent parser of the VRML 2.0 scene structure."""
 
-    def __init__(self, text: str, path: str | os.PathLike):
+    def __init__(self, text: str, path: str | os.PathLike, max_depth: int = MAX_DEPTH):
         self.text = text
         self.path = path
         self.pos = 0
         self.defs: dict[str, _Node | None] = {}
+        self.max_depth = max_depth
+        self.depth = 0
 
     def error(self, message: str, pos: int | None = None) -> FormatError:
         if pos is None:
@@ -129,11 +151,15 @@ class _Parser:
             return node
         node = _Node(value, self.line(pos))
         self.expect("{", ("{", pos))
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise self.error(f"nodes nested more than max_depth={self.max_depth} deep", pos)
         while True:
             token = self.next()
             if token is None:
                 raise self.unclosed("{", pos)
             if token[:2] == ("punct", "}"):
+                self.depth -= 1
                 return node
             if token[0] != "word":
                 raise self.error(f"expected a field name in {value}, found {token[1]!r}", token[2])
@@ -190,9 +216,14 @@ class _Parser:
         """A numeric field value as a flat array; `FormatError` naming the field and line when it is not one."""
         if isinstance(value, tuple):
             try:
-                return np.asarray([float(number) for number in value]).astype(dtype)
+                floats = np.asarray([float(number) for number in value])
             except ValueError:
                 raise self.error(f"{what}: {' '.join(value)!r} are not numbers") from None
+            if dtype is not float and not (np.isfinite(floats).all() and (floats == np.round(floats)).all()):
+                raise self.error(f"{what}: {' '.join(value)!r} are not integers")
+            return floats.astype(dtype)
+        if isinstance(value, list) and not value:
+            return np.zeros(0, dtype=dtype)
         if not isinstance(value, _Block):
             raise self.error(f"{what} must be a list of numbers, found {value!r}")
         text = self.text[value.start : value.end].replace(",", " ")
@@ -200,11 +231,11 @@ class _Parser:
             return np.zeros(0, dtype=dtype)
         try:
             return np.fromstring(text, dtype=dtype, sep=" ")
-        except ValueError:
+        except (ValueError, OverflowError):
             for offset, token in ((m.start(), m.group()) for m in re.finditer(r"\S+", text)):
                 try:
-                    float(token) if dtype is float else int(token)
-                except ValueError:
+                    float(token) if dtype is float else np.int64(int(token))
+                except (ValueError, OverflowError):
                     kind = "an integer" if dtype is not float else "a number"
                     raise self.error(f"{what}: {token!r} is not {kind}", value.start + offset) from None
             raise self.error(f"{what}: cannot parse the numbers", value.start) from None
@@ -252,6 +283,8 @@ def _transform_matrix(node: _Node, parser: _Parser) -> np.ndarray | None:
         array = parser.numbers(value, float, f"Transform {name}")
         if len(array) != len(default):
             raise parser.error(f"Transform {name} needs {len(default)} numbers, found {len(array)}")
+        if not np.isfinite(array).all():
+            raise parser.error(f"Transform {name} at line {node.line} holds NaN or infinite values {array.tolist()}")
         return array
 
     translation = vector("translation", (0.0, 0.0, 0.0))
@@ -269,7 +302,97 @@ def _transform_matrix(node: _Node, parser: _Parser) -> np.ndarray | None:
         @ orient.T
         @ _translation(-center)
     )
+    if not np.isfinite(matrix).all():
+        raise parser.error(f"Transform at line {node.line} overflows: its matrix holds infinite values")
     return None if np.array_equal(matrix, np.eye(4)) else matrix
+
+
+def _node_list(value: Any, what: str, parser: _Parser) -> list[_Node]:
+    """A field that holds nodes (``children [ ... ]``, ``level Shape { }``, ``[ ]``) as a list of nodes."""
+    if value is None or value == "NULL":
+        return []
+    if isinstance(value, _Node):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, _Node)]
+    if isinstance(value, _Block):
+        if not parser.text[value.start : value.end].strip():
+            return []
+        raise parser.error(f"{what} must list nodes, found numbers", value.start)
+    raise parser.error(f"{what} must list nodes, found {value!r}")
+
+
+def _children(node: _Node, parser: _Parser) -> list[_Node]:
+    """The child nodes a grouping node shows: the first LOD level, the chosen Switch choice, else children."""
+    if node.type == "LOD":
+        return _node_list(node.fields.get("level"), "LOD level", parser)[:1]
+    if node.type == "Switch":
+        values = parser.numbers(node.fields.get("whichChoice", ("-1",)), float, "Switch whichChoice")
+        if len(values) != 1 or not np.isfinite(values[0]) or values[0] != np.round(values[0]):
+            shown = " ".join(str(value) for value in values.tolist()) or "nothing"
+            raise parser.error(f"Switch whichChoice at line {node.line} must be one integer, found {shown}")
+        options = _node_list(node.fields.get("choice"), "Switch choice", parser)
+        choice = values[0]
+        return [options[int(choice)]] if 0 <= choice < len(options) else []
+    return _node_list(node.fields.get("children"), f"{node.type} children", parser)
+
+
+@dataclass
+class _Limits:
+    """The caps of `read_wrl` and the shapes read so far (each DEF'd Shape is read once, however often USEd)."""
+
+    max_shapes: int
+    max_vertices: int
+    max_triangles: int
+    max_depth: int
+    parts: dict[int, _Part | None] = field(default_factory=dict)
+    sizes: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+
+
+def _part(shape: _Node, parser: _Parser, limits: _Limits) -> _Part | None:
+    if id(shape) not in limits.parts:
+        limits.parts[id(shape)] = _read_shape(shape, parser)
+    return limits.parts[id(shape)]
+
+
+def _expanded_size(node: _Node, depth: int, parser: _Parser, limits: _Limits) -> tuple[int, int, int, int]:
+    """(Shapes, vertices, triangles, nesting height) that `node` expands to, memoised per node, so that counting
+    a DEF/USE bomb costs as much as its text, not as its expansion."""
+    if id(node) not in limits.sizes:
+        if depth > limits.max_depth:
+            raise parser.error(f"nodes nested (through USE) more than max_depth={limits.max_depth} deep")
+        if node.type == "Shape":
+            part = _part(node, parser, limits)
+            size = (0, 0, 0, 1) if part is None else (1, len(part.vertices), len(part.faces), 1)
+        elif node.type in _GROUPS:
+            children = [_expanded_size(child, depth + 1, parser, limits) for child in _children(node, parser)]
+            size = (
+                *(sum(child[k] for child in children) for k in range(3)),
+                1 + max((child[3] for child in children), default=0),
+            )
+        else:
+            size = (0, 0, 0, 1)
+        limits.sizes[id(node)] = size
+    size = limits.sizes[id(node)]
+    if depth + size[3] - 1 > limits.max_depth:
+        raise parser.error(f"nodes nested (through USE) more than max_depth={limits.max_depth} deep")
+    return size
+
+
+def _check_expansion(nodes: list[_Node], parser: _Parser, limits: _Limits) -> None:
+    sizes = [_expanded_size(node, 1, parser, limits) for node in nodes if isinstance(node, _Node)]
+    totals = [sum(size[k] for size in sizes) for k in range(3)]
+    for total, cap, noun, name in zip(
+        totals,
+        (limits.max_shapes, limits.max_vertices, limits.max_triangles),
+        ("Shapes", "vertices", "triangles"),
+        ("max_shapes", "max_vertices", "max_triangles"),
+    ):
+        if total > cap:
+            raise parser.error(
+                f"the scene expands to {total} {noun} (DEF/USE copies counted), more than {name}={cap}; refused "
+                f"as a possible expansion bomb (pass a larger {name} to read_wrl if the file is trusted)"
+            )
 
 
 def _collect_shapes(nodes: list[Any], matrix: np.ndarray | None, parser: _Parser, out: list) -> None:
@@ -286,17 +409,7 @@ def _collect_shapes(nodes: list[Any], matrix: np.ndarray | None, parser: _Parser
             local = _transform_matrix(node, parser)
             if local is not None:
                 child_matrix = local if matrix is None else matrix @ local
-        if node.type == "LOD":
-            children = node.fields.get("level", [])[:1]
-        elif node.type == "Switch":
-            choice = int(parser.numbers(node.fields.get("whichChoice", (-1.0,)), float, "whichChoice")[0])
-            options = node.fields.get("choice", [])
-            children = [options[choice]] if 0 <= choice < len(options) else []
-        else:
-            children = node.fields.get("children", [])
-        if isinstance(children, _Node):
-            children = [children]
-        _collect_shapes(children, child_matrix, parser, out)
+        _collect_shapes(_children(node, parser), child_matrix, parser, out)
 
 
 def _child(node: _Node, name: str, expected: str, parser: _Parser) -> _Node | None:
@@ -343,13 +456,14 @@ def _check_range(index: np.ndarray, size: int, what: str, noun: str, parser: _Pa
 
 def _same_polygons(index: np.ndarray, other: np.ndarray, name: str, parser: _Parser) -> np.ndarray:
     """`other` (texCoordIndex / colorIndex) padded like `index`; it must have the same -1 separators."""
+    given = len(other)
     if len(other) == len(index) - 1 and index[-1] == -1:
         other = np.append(other, -1)
     elif len(other) == len(index) + 1 and other[-1] == -1:
         other = other[:-1]
     if len(other) != len(index) or not np.array_equal(other == -1, index == -1):
         raise parser.error(
-            f"{name} has {len(other)} entries but coordIndex has {len(index)}, or their -1 polygon separators "
+            f"{name} has {given} entries but coordIndex has {len(index)}, or their -1 polygon separators "
             f"differ; {name} must list one index per polygon corner"
         )
     return other
@@ -383,7 +497,8 @@ def _split_seams(vertex_ids: np.ndarray, attribute_ids: np.ndarray, num_vertices
     return source, attributes, slots[inverse.reshape(-1)]
 
 
-def _read_shape(shape: _Node, matrix: np.ndarray | None, parser: _Parser) -> _Part | None:
+def _read_shape(shape: _Node, parser: _Parser) -> _Part | None:
+    """One Shape in its own coordinates (the Transforms above it are applied per use, see `_placed`)."""
     geometry = shape.fields.get("geometry")
     if not isinstance(geometry, _Node) or geometry.type != "IndexedFaceSet":
         return None
@@ -411,7 +526,7 @@ def _read_shape(shape: _Node, matrix: np.ndarray | None, parser: _Parser) -> _Pa
         if len(uv_points) % 2:
             raise parser.error(f"TextureCoordinate point has {len(uv_points)} numbers, an odd count (u v per point)")
         uv_points = uv_points.reshape(-1, 2)
-        check_finite(uv_points, "texture coordinate", parser.path)
+        check_float32(uv_points, "texture coordinate", parser.path)
         if "texCoordIndex" in geometry.fields:
             uv_index = parser.numbers(geometry.fields["texCoordIndex"], np.int64, "texCoordIndex")
             uv_index = _same_polygons(index, uv_index, "texCoordIndex", parser)
@@ -456,8 +571,6 @@ def _read_shape(shape: _Node, matrix: np.ndarray | None, parser: _Parser) -> _Pa
     else:
         source, keys, corner_slots = np.arange(len(points)), np.zeros((len(points), 0), np.int64), vertex_ids
     vertices = points[source]
-    if matrix is not None:
-        vertices = vertices @ matrix[:3, :3].T + matrix[:3, 3]
     uv = colors = None
     if uv_points is not None:
         uv = _gather(uv_points, keys[:, 0], source, by_vertex[0])
@@ -466,6 +579,14 @@ def _read_shape(shape: _Node, matrix: np.ndarray | None, parser: _Parser) -> _Pa
         colors = np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
     faces = corner_slots.reshape(-1, 3)
     return _Part(vertices, faces, uv, colors, _texture_urls(shape, parser), degenerate)
+
+
+def _placed(part: _Part, matrix: np.ndarray | None) -> _Part:
+    """`part` moved by the Transform `matrix` above one of its uses (a copy; the cached part is not changed)."""
+    if matrix is None:
+        return part
+    vertices = part.vertices @ matrix[:3, :3].T + matrix[:3, 3]
+    return _Part(vertices, part.faces, part.uv, part.colors, part.texture_urls, part.degenerate_polygons)
 
 
 def _gather(values: np.ndarray, keys: np.ndarray, source: np.ndarray, by_vertex: bool) -> np.ndarray:
@@ -486,7 +607,9 @@ def _texture_urls(shape: _Node, parser: _Parser) -> tuple[str, ...]:
     if not isinstance(texture, _Node) or texture.type != "ImageTexture":
         return ()
     url = texture.fields.get("url", ())
-    return (url,) if isinstance(url, str) else tuple(item for item in url if isinstance(item, str))
+    if isinstance(url, str):
+        return (url,)
+    return tuple(item for item in url if isinstance(item, str)) if isinstance(url, list) else ()
 
 
 def _atlas(textures: list[np.ndarray], uvs: list[np.ndarray], bands: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -528,6 +651,11 @@ def read_wrl(
     *,
     load_texture: bool = True,
     missing_texture: MissingTexturePolicy = "raise",
+    texture_paths: TexturePathPolicy = "basename",
+    max_shapes: int = MAX_SHAPES,
+    max_vertices: int = MAX_VERTICES,
+    max_triangles: int = MAX_TRIANGLES,
+    max_depth: int = MAX_DEPTH,
 ) -> Face:
     """Read a VRML 2.0 scan (BU-3DFE ``*_F3D.wrl``, BU-4DFE and BP4D frames) into a `Face`.
 
@@ -536,6 +664,12 @@ def read_wrl(
         load_texture: read the image named by ImageTexture (or, when that name is not found, the sibling
             ``<stem>.bmp/.png/.jpg`` that real copies ship). With False, uv are still read but no image.
         missing_texture: "raise" (`MissingTextureError`), "warn" or "ignore" when the named texture is not found.
+        texture_paths: what to do with a texture url that is absolute or leaves the scan's folder: "basename"
+            (look for its file name in the scan's folder, with a warning) or "refuse" (`FormatError`). No image
+            outside the scan's folder is ever read.
+        max_shapes, max_vertices, max_triangles: caps on what the scene expands to, every USE of a DEF counted
+            as a copy; past one, `FormatError` is raised before anything is built (DEF/USE expansion bombs).
+        max_depth: cap on the nesting of nodes, in the text and through USE.
 
     Several Shapes are concatenated; if they use different images, those are stacked top to bottom into one
     atlas and the uv moved accordingly (with ``load_texture=False`` their uv are left as in the file). uv and
@@ -548,6 +682,7 @@ def read_wrl(
     triangle) and ``dropped``.
     """
     check_policy(missing_texture)
+    check_texture_paths(texture_paths)
     text = read_text(path)
     first_line = text.split("\n", 1)[0].strip()
     if not first_line.startswith(_HEADER):
@@ -557,10 +692,16 @@ def read_wrl(
     header_end = text.find("\n")
     body = "" if header_end < 0 else text[header_end:]
     body = _strip_comments(body)
-    parser = _Parser(body, path)
+    parser = _Parser(body, path, max_depth)
+    limits = _Limits(max_shapes, max_vertices, max_triangles, max_depth)
     shapes: list[tuple[_Node, np.ndarray | None]] = []
-    _collect_shapes(parser.parse_scene(), None, parser, shapes)
-    parts = [part for shape, matrix in shapes if (part := _read_shape(shape, matrix, parser)) is not None]
+    try:
+        scene = parser.parse_scene()
+        _check_expansion(scene, parser, limits)
+        _collect_shapes(scene, None, parser, shapes)
+    except RecursionError:
+        raise FormatError("the scene is nested too deeply to read", path) from None
+    parts = [_placed(part, matrix) for shape, matrix in shapes if (part := _part(shape, parser, limits)) is not None]
     skipped = [
         shape.fields["geometry"].type
         for shape, _ in shapes
@@ -588,19 +729,23 @@ def read_wrl(
     meta["texture_url"] = urls[0][0] if urls else None
     texture = None
     if load_texture and len(urls) <= 1 and (urls or has_uv):
-        texture, found = load_texture_image(path, urls[0] if urls else (), missing_texture)
+        texture, found = load_texture_image(path, urls[0] if urls else (), missing_texture, True, texture_paths)
         meta["texture_path"] = None if found is None else str(found)
     elif load_texture and len(urls) > 1:
-        loaded = [load_texture_image(path, url, missing_texture, sibling_fallback=False) for url in urls]
+        loaded = [load_texture_image(path, url, missing_texture, False, texture_paths) for url in urls]
         if all(image is not None for image, _ in loaded) and uvs is not None:
             bands = [urls.index(part.texture_urls) if part.texture_urls else 0 for part in parts]
             texture, uvs = _atlas([image for image, _ in loaded], uvs, bands)
             meta["texture_path"] = [str(found) for _, found in loaded]
 
     offsets = np.cumsum([0] + [len(part.vertices) for part in parts])
+    vertices = np.concatenate([part.vertices for part in parts])
+    faces = np.concatenate([part.faces + offset for part, offset in zip(parts, offsets)])
+    check_float32(vertices, "vertex (after the Transforms)", path)
+    check_surface(vertices, faces, path)
     return Face(
-        vertices=np.concatenate([part.vertices for part in parts]),
-        faces=np.concatenate([part.faces + offset for part, offset in zip(parts, offsets)]),
+        vertices=vertices,
+        faces=faces,
         uv=np.concatenate(uvs) if uvs is not None else None,
         texture=texture,
         colors=np.concatenate([part.colors for part in parts]) if has_colors else None,

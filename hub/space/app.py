@@ -190,6 +190,16 @@ def prune_work_dir(max_age_s: float = WORK_MAX_AGE_S) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def only_uploads(paths: list[str | Path]) -> None:
+    """Refuse (`gr.Error`) any path that is not a file in Gradio's upload folder: an API call can name any path."""
+    from facet_vlm.io.paths import require_inside
+
+    try:
+        require_inside([path for path in paths if path], [gr.utils.get_upload_folder()])
+    except FacetVLMError as error:
+        raise gr.Error(str(error)) from None
+
+
 def stage_upload(paths: list[str | Path]) -> Path:
     """Copy uploaded files into one folder under their own names (a .wrl finds its texture there) and return the
     scan to read. Raises `gr.Error` with the reason for unsupported, missing or oversized files."""
@@ -305,6 +315,7 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
 
     def analyze(files: list[str] | None, example: str | None, model_name: str | None):
         """Render, show and classify the uploaded scan (or the chosen example when nothing is uploaded)."""
+        only_uploads(files or [])
         if files:
             return analyze_scan(stage_upload(files), model_name)
         return show_example(example, model_name)
@@ -332,6 +343,7 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
 
     def predict(scan_file: str | None, model_name: str | None = None) -> dict[str, float]:
         """Expression probabilities of one uploaded scan file (or a .zip with the scan and its companions)."""
+        only_uploads([scan_file] if scan_file else [])
         if not scan_file:
             raise gr.Error("No file given.")
         scan = stage_upload([scan_file])
