@@ -58,6 +58,8 @@ class AFNetMConfig(PreTrainedConfig):
         hidden_dropout (`float`, defaults to 0.2): dropout before the classifier.
         batch_norm_eps (`float`, defaults to 1e-5).
         initializer_range (`float`, defaults to 0.02): std of the linear layers (convs use He initialisation).
+        channels_last (`bool`, defaults to `False`): run both CNNs in channels-last (NHWC) memory format, which
+            cuDNN and oneDNN convolutions prefer (tensor cores under bf16/fp16); outputs are the same.
 
     Example:
     ```python
@@ -93,6 +95,7 @@ class AFNetMConfig(PreTrainedConfig):
     hidden_dropout: float = 0.2
     batch_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    channels_last: bool = False
 
     def __post_init__(self, **kwargs):
         self.hidden_sizes = list(self.hidden_sizes)

@@ -301,6 +301,11 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
         if region_masks is None:
             region_masks = self.region_template.unsqueeze(0).expand(pixel_values.shape[0], -1, -1, -1)
         region_masks = region_masks.to(pixel_values.dtype)
+        if config.channels_last:  # activations in NHWC; convolutions then produce NHWC and adapt the small weights
+            layout = torch.channels_last
+            pixel_values, geometry_values, region_masks = (
+                values.contiguous(memory_format=layout) for values in (pixel_values, geometry_values, region_masks)
+            )
 
         texture = self.texture_branch.stem(pixel_values)
         geometry = self.geometry_branch.stem(geometry_values.to(pixel_values.dtype))

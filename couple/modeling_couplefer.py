@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
-from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPVisionEmbeddings
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPVisionEmbeddings, eager_attention_forward
 
 from .configuration_couplefer import CoupleFERConfig
 
@@ -137,12 +139,19 @@ def contrastive_loss(image_embeds: torch.Tensor, point_embeds: torch.Tensor, tem
 
 
 class CoupleFERAttention(nn.Module):
-    """Multi-head attention with q_proj/k_proj/v_proj/out_proj (LoRA targets); self- or cross-attention."""
+    """Multi-head attention with q_proj/k_proj/v_proj/out_proj (LoRA targets); self- or cross-attention.
 
-    def __init__(self, embed_dim: int, num_heads: int):
+    The kernel is the one `config._attn_implementation` selects from transformers' `ALL_ATTENTION_FUNCTIONS`
+    ("sdpa" by default, "eager"), read at call time so that `set_attn_implementation` switches a built model.
+    """
+
+    def __init__(self, config: CoupleFERConfig, embed_dim: int, num_heads: int):
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.is_causal = False
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
@@ -156,9 +165,9 @@ class CoupleFERAttention(nn.Module):
         query = self._split(self.q_proj(hidden_states))
         key = self._split(self.k_proj(context))
         value = self._split(self.v_proj(context))
-        attended = F.scaled_dot_product_attention(query, key, value)
-        attended = attended.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
-        return self.out_proj(attended)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attended, _ = attention(self, query, key, value, None, scaling=self.scale)
+        return self.out_proj(attended.reshape(hidden_states.shape[0], hidden_states.shape[1], -1))
 
 
 class CoupleFERMLP(nn.Module):
@@ -171,14 +180,15 @@ class CoupleFERMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(hidden_states)))
 
 
-class CoupleFERPointLayer(nn.Module):
-    """Pre-norm transformer layer of the point branch."""
+class CoupleFERPointLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer of the point branch (recomputed in the backward pass after
+    `model.activation_checkpointing_enable()`, like the CLIP layers of the image branch)."""
 
     def __init__(self, config: CoupleFERConfig):
         super().__init__()
         size = config.point_hidden_size
         self.layer_norm1 = nn.LayerNorm(size, eps=config.layer_norm_eps)
-        self.self_attn = CoupleFERAttention(size, config.point_num_attention_heads)
+        self.self_attn = CoupleFERAttention(config, size, config.point_num_attention_heads)
         self.layer_norm2 = nn.LayerNorm(size, eps=config.layer_norm_eps)
         self.mlp = CoupleFERMLP(size, config.point_intermediate_size)
 
@@ -235,7 +245,7 @@ class CouPlePromptGenerator(nn.Module):
         self.queries = nn.Parameter(torch.zeros(config.num_prompt_tokens, target_size))
         self.norm = nn.LayerNorm(source_size, eps=config.layer_norm_eps)
         self.input_proj = nn.Linear(source_size, target_size)
-        self.pool_attn = CoupleFERAttention(target_size, num_heads)
+        self.pool_attn = CoupleFERAttention(config, target_size, num_heads)
         self.gate = nn.Parameter(torch.tensor(float(config.couple_gate_init)))
 
     def forward(self, source_tokens: torch.Tensor) -> torch.Tensor:
@@ -298,6 +308,7 @@ class CoupleFERPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["CLIPEncoderLayer", "CoupleFERPointLayer"]
+    supports_gradient_checkpointing = True
     _supports_sdpa = True
 
     @torch.no_grad()

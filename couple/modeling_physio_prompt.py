@@ -221,6 +221,9 @@ class PhysioPromptPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("video",)
     _no_split_modules = ["CLIPEncoderLayer"]
+    # The prompts join the tokens of the CLIP layers, whose attention follows `attn_implementation` (vision_config).
+    _supports_sdpa = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput
 
 from .configuration_facet_vlm import CHANNEL_GROUP_WIDTHS, FacetVLMConfig, ensemble_prompts
@@ -163,22 +166,39 @@ def sample_sequence_frames(
     return indices
 
 
-class FacetVLMAttention(nn.Module):
-    """Multi-head attention with separate query and key/value inputs; also returns head-averaged weights."""
+def attention_function(config: FacetVLMConfig):
+    """The attention kernel `config._attn_implementation` selects from transformers' `ALL_ATTENTION_FUNCTIONS`
+    ("sdpa", the default of `PreTrainedModel`, or "eager"), read at call time so that `set_attn_implementation`
+    switches a built model."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0):
+
+class FacetVLMAttention(nn.Module):
+    """Multi-head attention with separate query and key/value inputs, through transformers' attention interface.
+
+    The projections are named like CLIP's (`q_proj`, `k_proj`, `v_proj`, `out_proj`: LoRA targets). With
+    `need_weights` it also returns the head-averaged attention probabilities, computed from q and k (Lq x Lk per
+    head) so that they are the same pre-dropout probabilities whichever kernel ran (SDPA returns none).
+    """
+
+    def __init__(self, config: FacetVLMConfig, embed_dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
+        self.config = config
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
         self.dropout = dropout
+        self.is_causal = False
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
-    def forward(self, query: torch.Tensor, key_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (N, Lq, D), key_value (N, Lk, D) -> output (N, Lq, D), weights (N, Lq, Lk)."""
+    def forward(
+        self, query: torch.Tensor, key_value: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """query (N, Lq, D), key_value (N, Lk, D) -> output (N, Lq, D), weights (N, Lq, Lk) or None."""
         batch, query_len, _ = query.shape
         key_len = key_value.shape[1]
 
@@ -188,10 +208,14 @@ class FacetVLMAttention(nn.Module):
         q = heads(self.q_proj(query), query_len)
         k = heads(self.k_proj(key_value), key_len)
         v = heads(self.v_proj(key_value), key_len)
-        weights = (q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)).softmax(dim=-1)
-        attended = F.dropout(weights, p=self.dropout, training=self.training) @ v
-        attended = attended.transpose(1, 2).reshape(batch, query_len, self.embed_dim)
-        return self.out_proj(attended), weights.mean(dim=1)
+        attended, _ = attention_function(self.config)(
+            self, q, k, v, None, scaling=self.scale, dropout=self.dropout if self.training else 0.0
+        )
+        output = self.out_proj(attended.reshape(batch, query_len, self.embed_dim))
+        if not need_weights:
+            return output, None
+        weights = torch.matmul(q, k.transpose(-1, -2)).mul(self.scale).softmax(dim=-1)
+        return output, weights.mean(dim=1)
 
 
 class FacetVLMMLP(nn.Module):
@@ -205,14 +229,15 @@ class FacetVLMMLP(nn.Module):
         return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(hidden_states)))))
 
 
-class FacetVLMEncoderLayer(nn.Module):
-    """Pre-norm transformer layer (self-attention + MLP), the building block of CVSA and the temporal model."""
+class FacetVLMEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer (self-attention + MLP), the building block of CVSA and the temporal model; its
+    activations are recomputed in the backward pass after `model.activation_checkpointing_enable()`."""
 
     def __init__(self, config: FacetVLMConfig, num_heads: int):
         super().__init__()
         dim = config.projection_dim
         self.layer_norm1 = nn.LayerNorm(dim)
-        self.self_attn = FacetVLMAttention(dim, num_heads, config.dropout)
+        self.self_attn = FacetVLMAttention(config, dim, num_heads, config.dropout)
         self.layer_norm2 = nn.LayerNorm(dim)
         self.mlp = FacetVLMMLP(dim, config.cvsa_intermediate_size, config.dropout)
 
@@ -223,21 +248,26 @@ class FacetVLMEncoderLayer(nn.Module):
 
 
 class FacetVLMAttentionPool(nn.Module):
-    """Pool a token set with one learned query. The result is a convex combination of the tokens themselves (no
-    value projection), so it stays in CLIP's image-text space and is invariant to the order of the tokens."""
+    """Pool a token set with one learned query (single-head attention through transformers' attention interface).
+    The result is a convex combination of the tokens themselves (no value projection), so it stays in CLIP's
+    image-text space and is invariant to the order of the tokens."""
 
     def __init__(self, config: FacetVLMConfig):
         super().__init__()
         dim = config.projection_dim
+        self.config = config
+        self.is_causal = False
         self.query = nn.Parameter(torch.zeros(dim))
         self.layer_norm = nn.LayerNorm(dim)
         self.k_proj = nn.Linear(dim, dim)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (N, L, D) -> pooled (N, D), weights (N, L)."""
-        scores = self.k_proj(self.layer_norm(tokens)) @ self.query / math.sqrt(tokens.shape[-1])
-        weights = scores.softmax(dim=-1)
-        return (weights.unsqueeze(-1) * tokens).sum(dim=1), weights
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, L, D) -> pooled (N, D)."""
+        batch, _, dim = tokens.shape
+        keys = self.k_proj(self.layer_norm(tokens)).unsqueeze(1)
+        query = self.query.view(1, 1, 1, dim).expand(batch, -1, -1, -1)
+        pooled, _ = attention_function(self.config)(self, query, keys, tokens.unsqueeze(1), None, scaling=dim**-0.5)
+        return pooled.reshape(batch, dim)
 
 
 class CrossViewSemanticAggregation(nn.Module):
@@ -283,7 +313,7 @@ class CrossViewSemanticAggregation(nn.Module):
         for layer in self.layers:
             hidden_states = layer(hidden_states)
         hidden_states = self.post_layernorm(hidden_states) if self.layers else hidden_states
-        face, _ = self.pool(hidden_states)
+        face = self.pool(hidden_states)
         return hidden_states[:, : views * groups].reshape(batch, views, groups, dim), face
 
 
@@ -300,14 +330,14 @@ class MultiviewTextGuidedFusion(nn.Module):
         dim = config.projection_dim
         self.query_layernorm = nn.LayerNorm(dim)
         self.key_value_layernorm = nn.LayerNorm(dim)
-        self.attention = FacetVLMAttention(dim, config.mtgf_heads, config.dropout)
+        self.attention = FacetVLMAttention(config, dim, config.mtgf_heads, config.dropout)
 
     def forward(
         self, text_embeds: torch.Tensor, view_tokens: torch.Tensor, face_embeds: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """text_embeds (K, D), view_tokens (N, L, D), face_embeds (N, D) -> fused (N, K, D), weights (N, K, L)."""
         queries = self.query_layernorm(text_embeds).unsqueeze(0).expand(view_tokens.shape[0], -1, -1)
-        attended, weights = self.attention(queries, self.key_value_layernorm(view_tokens))
+        attended, weights = self.attention(queries, self.key_value_layernorm(view_tokens), need_weights=True)
         return face_embeds.unsqueeze(1) + attended, weights
 
 
@@ -332,7 +362,7 @@ class FacetVLMTemporalTransformer(nn.Module):
         hidden_states = frames + self.position_embedding.weight[:num_frames]
         for layer in self.layers:
             hidden_states = layer(hidden_states)
-        return self.pool(hidden_states)[0]
+        return self.pool(hidden_states)
 
 
 class FacetVLMPreTrainedModel(PreTrainedModel):
@@ -340,7 +370,7 @@ class FacetVLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "facet_vlm"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["CLIPEncoderLayer", "FacetVLMEncoderLayer"]
 

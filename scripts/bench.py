@@ -1,4 +1,5 @@
-"""Benchmarks: ``python scripts/bench.py render [--scan PATH] [--views 5] [--size 224] [--repeats 20]``.
+"""Benchmarks: ``python scripts/bench.py render [--scan PATH] [--views 5] [--size 224] [--repeats 20]`` and
+``python scripts/bench.py train [--size small|base] [--num-threads N]``.
 
 Each subcommand lives in its own pair of functions (``add_<name>_parser`` and ``run_<name>``).
 """
@@ -65,12 +66,31 @@ def add_render_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--points", type=int, default=4096, help="points per cloud for sample_points")
     parser.add_argument("--cache-rows", type=int, default=8, help="scans in the cached-read comparison (0: skip)")
     parser.add_argument("--dtype", default="float32", choices=("float16", "float32"), help="cache storage dtype")
+    add_threads_argument(parser)
     parser.set_defaults(run=run_render)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-threads", "--num_threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's, one per core). On a machine shared with "
+                             "other CPU-heavy jobs, 1 avoids the threads waiting on each other")
+
+
+def set_threads(args: argparse.Namespace) -> int:
+    """Apply `--num-threads` (when given) and return torch's thread count."""
+    import torch
+
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise SystemExit(f"--num-threads must be >= 1, got {args.num_threads}")
+        torch.set_num_threads(args.num_threads)
+    return torch.get_num_threads()
 
 
 def run_render(args: argparse.Namespace) -> None:
     from facet_vlm.io import read_face
 
+    threads = set_threads(args)
     face = read_face(args.scan) if args.scan else build_scan()
     views = _views(args.views)
     channels = ("texture", "depth", "normal")
@@ -78,7 +98,7 @@ def run_render(args: argparse.Namespace) -> None:
     render_views(align(face), views[:1], 8, channels)
     sample_points(align(face), 16)
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - start:.2f} s; times below are median "
-          "CPU times of one process")
+          f"CPU times of one process ({threads} torch threads; the geometry code is single-threaded)")
 
     align_s = _best_time(lambda: align(face), max(3, args.repeats // 4))
     aligned = align(face)
@@ -86,6 +106,9 @@ def run_render(args: argparse.Namespace) -> None:
     render_s = _best_time(lambda: render_views(aligned, views, args.size, channels), args.repeats)
     print(f"render_views: {len(views)} views x {args.size}² x {channels}: {render_s * 1e3:.1f} ms "
           f"= {len(views) / render_s:.0f} views/s ({render_s / len(views) * 1e3:.2f} ms/view)")
+    raw_s = _best_time(lambda: render_views(align(face), views, args.size, channels), args.repeats)
+    print(f"raw scan to views (align + render_views): {raw_s * 1e3:.1f} ms = {len(views) / raw_s:.0f} views/s "
+          "end to end")
     points_s = _best_time(lambda: sample_points(aligned, args.points), max(3, args.repeats // 4))
     print(f"sample_points: {args.points} points (FPS from {4 * args.points}): {points_s * 1e3:.1f} ms "
           f"= {args.points / points_s:.0f} points/s")
@@ -145,6 +168,12 @@ BENCH_MODELS = {
 }
 
 
+#: ViT-B/16-sized configs: the library defaults (CLIP ViT-B/16 towers at 224², FACET-VLM's 5 views x 3 channel
+#: groups, CoupleFER's 128 point patches, the physio model's 8 frames per clip) and AFNet-M's default CNNs at 224².
+BASE_MODELS = {"facet_vlm": {}, "couplefer": {}, "afnet_m": {"image_size": 224}, "physio_prompt": {}}
+BENCH_SIZES = {"small": BENCH_MODELS, "base": BASE_MODELS}
+
+
 def bench_inputs(model_type: str, config, batch: int, generator) -> dict:
     """Random inputs of the shapes the model's processor produces (no rendering: the bench times the model)."""
     import torch
@@ -190,8 +219,15 @@ def _wall(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_model(model_type: str, batch_size: int, steps: int, peak_flops: float) -> dict:
-    """One model's training and inference throughput, forward FLOP/s and its share of `peak_flops`."""
+def bench_model(model_type: str, batch_size: int, steps: int, size: str = "small",
+                gradient_checkpointing: bool = False, num_threads: int | None = None) -> dict:
+    """One model's training and inference throughput, forward FLOP/s and its share of the FLOP/s of a large matmul
+    measured in the same process just before the forward is timed (on a shared machine both see the same load).
+
+    FLOPs are counted by torch's FlopCounterMode on one forward with eager attention (it does not count the CPU
+    SDPA kernel); the timed runs use the default SDPA attention. A training step is forward + backward + AdamW.
+    Small models get one untimed warm-up step; base ones (seconds per step) are timed from the first step.
+    """
     import resource
 
     import torch
@@ -199,13 +235,35 @@ def bench_model(model_type: str, batch_size: int, steps: int, peak_flops: float)
 
     from facet_vlm.registry import model_entry as model_registry
 
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     entry = model_registry(model_type)
     torch.manual_seed(0)
-    config = entry.config_class(**BENCH_MODELS[model_type], num_labels=6)
+    config = entry.config_class(**BENCH_SIZES[size][model_type], num_labels=6)
     model = entry.model_class(config)
     inputs = bench_inputs(model_type, config, batch_size, torch.Generator().manual_seed(0))
     features = {name: value for name, value in inputs.items() if name != "labels"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    model.eval()
+    _fill_caches(model)
+    attention = model.config._attn_implementation
+    switch = attention not in (None, "eager")
+    if switch:
+        model.set_attn_implementation("eager")
+    # FlopCounterMode's module tracker fails under no_grad; with no parameter requiring grad no graph is kept either.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
+    with FlopCounterMode(display=False) as counter:
+        model(**features)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    flops = counter.get_total_flops()
+    if switch:
+        model.set_attn_implementation(attention)
+    peak_flops = matmul_peak_flops()
+    with torch.no_grad():
+        infer_s = min(_wall(lambda: model(**features)) for _ in range(steps))
 
     def train_step() -> None:
         loss = model(**inputs).loss
@@ -214,52 +272,82 @@ def bench_model(model_type: str, batch_size: int, steps: int, peak_flops: float)
         optimizer.step()
 
     model.train()
-    train_step()
+    _fill_caches(model)
+    checkpointing = gradient_checkpointing and model.supports_gradient_checkpointing  # AFNet-M: batch norm
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    if size == "small":
+        train_step()
     train_s = min(_wall(train_step) for _ in range(steps))
-    model.eval()
-    with torch.no_grad():
-        model(**features)
-        infer_s = min(_wall(lambda: model(**features)) for _ in range(steps))
-    # FlopCounterMode's module tracker needs autograd on (it hooks the backward of module outputs).
-    with FlopCounterMode(display=False) as counter:
-        model(**features)
-    flops = counter.get_total_flops()
-    return {"parameters": sum(p.numel() for p in model.parameters()),
+    return {"parameters": sum(p.numel() for p in model.parameters()), "attn_implementation": attention,
+            "gradient_checkpointing": checkpointing,
             "train_samples_per_s": batch_size / train_s, "inference_samples_per_s": batch_size / infer_s,
             "forward_gflops": flops / 1e9, "forward_gflops_per_s": flops / infer_s / 1e9,
-            "share_of_matmul_peak": flops / infer_s / peak_flops,
+            "matmul_peak_gflops": peak_flops / 1e9, "share_of_matmul_peak": flops / infer_s / peak_flops,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _fill_caches(model) -> None:
+    """FACET-VLM encodes its class prompts once and caches them (again after `train()`/`eval()`): fill the cache so
+    that it is neither timed nor counted."""
+    import torch
+
+    encoder = getattr(model.base_model, "get_text_embeds", None)
+    if encoder is not None:
+        with torch.no_grad():
+            encoder()
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="training/inference samples/s, peak memory and matmul share")
     parser.add_argument("--models", nargs="+", default=list(BENCH_MODELS), choices=list(BENCH_MODELS))
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps (after one warm-up step)")
+    parser.add_argument("--size", default="small", choices=list(BENCH_SIZES),
+                        help="small: the CPU test configs (64² views, 2-layer towers); base: ViT-B/16 towers at 224²")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 (small), 8 (base)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps; default 5 (small), 1 (base)")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="recompute layer activations in the backward pass; default on for base (a FACET-VLM "
+                             "batch of 8 runs 120 ViT-B/16 images), off for small")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_threads_argument(parser)
     parser.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> None:
     """Per model: optimizer steps/s and forward samples/s on random inputs, peak RSS, and the forward's FLOP/s as a
-    share of the machine's float32 matmul FLOP/s (FLOPs counted by torch's FlopCounterMode)."""
+    share of the machine's float32 matmul FLOP/s (FLOPs counted by torch's FlopCounterMode). Every model runs in a
+    fresh process, so its peak RSS is its own."""
     import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
-    peak = matmul_peak_flops()
-    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads); batch {args.batch_size}")
+    threads = set_threads(args)
+    base = args.size == "base"
+    batch_size = args.batch_size or (8 if base else 16)
+    steps = args.steps or (1 if base else 5)
+    checkpointing = base if args.gradient_checkpointing is None else args.gradient_checkpointing
+    print(f"{threads} threads; size {args.size}, batch {batch_size}, gradient checkpointing "
+          f"{'on' if checkpointing else 'off'}")
     print(f"{'model':<14} {'params':>9} {'train/s':>9} {'infer/s':>9} {'GFLOP/fwd':>10} {'fwd GFLOP/s':>12} "
-          f"{'of peak':>8} {'peak RSS':>9}")
-    results = {"matmul_peak_gflops": peak / 1e9, "batch_size": args.batch_size, "models": {}}
+          f"{'matmul':>8} {'of it':>6} {'peak RSS':>9}")
+    results = {"num_threads": threads, "size": args.size,
+               "batch_size": batch_size, "gradient_checkpointing": checkpointing, "models": {}}
+    spawn = multiprocessing.get_context("spawn")
     for model_type in args.models:
-        row = bench_model(model_type, args.batch_size, args.steps, peak)
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            row = pool.submit(bench_model, model_type, batch_size, steps, args.size, checkpointing,
+                              torch.get_num_threads()).result()
         results["models"][model_type] = row
-        print(f"{model_type:<14} {row['parameters'] / 1e6:8.2f}M {row['train_samples_per_s']:9.1f} "
-              f"{row['inference_samples_per_s']:9.1f} {row['forward_gflops']:10.2f} "
-              f"{row['forward_gflops_per_s']:12.1f} {100 * row['share_of_matmul_peak']:7.1f}% "
-              f"{row['peak_rss_mb']:8.0f}M")
-    print("peak RSS is the process high-water mark so far (it includes the models benchmarked before).")
+        print(f"{model_type:<14} {row['parameters'] / 1e6:8.2f}M {row['train_samples_per_s']:9.2f} "
+              f"{row['inference_samples_per_s']:9.2f} {row['forward_gflops']:10.2f} "
+              f"{row['forward_gflops_per_s']:12.1f} {row['matmul_peak_gflops']:8.1f} "
+              f"{100 * row['share_of_matmul_peak']:5.1f}% "
+              f"{row['peak_rss_mb']:8.0f}M{'' if row['gradient_checkpointing'] == checkpointing else ' (no ckpt)'}")
+    print("train/s: forward + backward + AdamW step; infer/s: forward without gradients; matmul: GFLOP/s of a "
+          "2048² float32 matmul measured just before the forward; peak RSS: the high-water mark of the model's own "
+          "process; (no ckpt): the model does not support gradient checkpointing.")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

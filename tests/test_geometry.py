@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import trimesh
 from PIL import Image
+from scipy.spatial import cKDTree
 
 from facet_vlm import ConfigError, Face
 from facet_vlm.geometry import align, region_masks, render_views, sample_points, view_rotation
-from facet_vlm.geometry.align import BND_GROUPS
-from facet_vlm.geometry.render import pixel_grid
+from facet_vlm.geometry.align import BND_GROUPS, SYMMETRY_MAP_SIZE, _height_map, _nearest, _symmetry_roll
+from facet_vlm.geometry.render import pixel_grid, to_pixels
 from facet_vlm.geometry.sheet import contact_sheet
 
 
@@ -270,6 +271,57 @@ def test_align_without_landmarks_finds_nose_tip_and_roll_from_geometry():
     assert np.linalg.norm(aligned.landmarks[-1]) * 90.0 < 3.0  # the true nose tip within 3 mm of the origin
     eye_line = left - right
     assert eye_line[0] > 0 and abs(np.degrees(np.arctan2(eye_line[1], eye_line[0]))) < 2.0
+
+
+def _reference_roll(local: np.ndarray, faces: np.ndarray, radius: float) -> float:
+    """The roll search as first written (NumPy, every grid angle scored): what the compiled search must reproduce."""
+    size = SYMMETRY_MAP_SIZE
+    zbuf = _height_map(local, faces, radius)
+    covered = np.isfinite(zbuf)
+    x, y = pixel_grid(size, radius)
+    points, heights = np.stack([x[covered], y[covered]], axis=1), zbuf[covered]
+    padded = np.pad(np.where(covered, zbuf, np.nan), 1, constant_values=np.nan)
+
+    def asymmetry(angle: float) -> float:
+        normal = np.array([np.cos(angle), np.sin(angle)])
+        col, row = to_pixels(points - 2.0 * (points @ normal)[:, None] * normal, size, radius)
+        col, row = np.clip(col - 0.5, -1.0, size), np.clip(row - 0.5, -1.0, size)
+        c0, r0 = np.floor(col).astype(int), np.floor(row).astype(int)
+        fc, fr = col - c0, row - r0
+        c0, r0 = c0 + 1, r0 + 1
+        c1, r1 = np.minimum(c0 + 1, size + 1), np.minimum(r0 + 1, size + 1)
+        top = padded[r0, c0] * (1.0 - fc) + padded[r0, c1] * fc
+        bottom = padded[r1, c0] * (1.0 - fc) + padded[r1, c1] * fc
+        difference = np.abs(top * (1.0 - fr) + bottom * fr - heights)
+        return float(np.where(np.isnan(difference), 0.1 * radius, np.minimum(difference, 0.1 * radius)).mean())
+
+    coarse = np.arange(-np.radians(45.0), np.radians(45.0) + 1e-9, np.radians(3.0))
+    best = coarse[int(np.argmin([asymmetry(a) for a in coarse]))]
+    fine = best + np.radians(np.arange(-3.0, 3.01, 0.25))
+    return float(fine[int(np.argmin([asymmetry(a) for a in fine]))])
+
+
+@pytest.mark.parametrize("roll, noise", [(0.0, 0.0), (17.0, 0.0), (-38.0, 0.0), (7.3, 0.0), (-21.0, 0.3), (4.0, 0.6)])
+def test_roll_search_matches_the_reference_and_finds_the_true_roll(roll, noise):
+    face, tip = face_mesh()
+    c, s = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    local = (face.vertices.astype(np.float64) - tip) @ rotation.T
+    local += np.random.default_rng(int(roll) + 50).normal(0.0, noise, local.shape)
+    found = _symmetry_roll(local, face.faces, 90.0)
+    assert found == pytest.approx(_reference_roll(local, face.faces, 90.0), abs=1e-12)
+    if noise == 0.0:  # noisy heights move the optimum by a few degrees, in the reference as much as here
+        assert abs(np.degrees(found) - roll) <= 0.25
+
+
+def test_nearest_neighbours_match_a_tree_over_all_points():
+    rng = np.random.default_rng(3)
+    points = np.column_stack([rng.uniform(-50, 50, (5000, 2)), rng.normal(0, 5, 5000)])
+    for rows in (np.argsort(points[:, 2])[-64:], rng.choice(5000, 64, replace=False), np.array([7])):
+        found = _nearest(points, rows, 16)
+        expected = cKDTree(points).query(points[rows], k=16)[0]
+        np.testing.assert_array_equal(np.sort(np.linalg.norm(points[found] - points[rows, None], axis=2), axis=1),
+                                      np.sort(expected, axis=1))
 
 
 def _bnd_landmarks(swap_eyes: bool) -> np.ndarray:
