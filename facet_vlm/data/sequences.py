@@ -143,7 +143,7 @@ def select_frame_indices(num_total: int, num_frames: int, mode: str = "uniform",
         return [peak]
     rising = (num_frames + 1) // 2
     falling = num_frames - rising
-    indices = _spread(first, peak, rising)
+    indices = _spread(first, peak, rising) if rising > 1 else [peak]
     return indices + [round(peak + (i + 1) * (end - peak) / falling) for i in range(falling)]
 
 
