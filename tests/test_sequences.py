@@ -237,6 +237,10 @@ def test_apex_is_the_frame_farthest_from_the_first(generated):
         frames = sorted(str(p) for p in Path(sequence["path"]).glob("*.wrl"))
         errors.append(abs(apex_frame_index(frames) - sequence["apex"]))
     assert max(errors) <= 1 and np.mean(np.equal(errors, 0)) >= 0.75
+    bp4d = load_bp4d(root, au_folder=None).select([0])
+    static = FrameSelection(num_frames=2, mode="apex", apex_from_geometry=True)
+    assert select_frames(bp4d[0], static) == [bp4d[0]["frames"][apex_frame_index(bp4d[0]["frames"])]] * 2
+    assert select_frames(bp4d[0], FrameSelection(num_frames=1, mode="apex")) == [bp4d[0]["frames"][FRAMES // 2 - 1]]
     rows = apex_rows(load_4dme(root))
     assert [Path(p).name for p in rows["path"]] == [Path(f[a]).name for f, a in zip(rows["frames"], rows["apex"])]
     assert rows["sequence_path"] == load_4dme(root)["path"]

@@ -169,9 +169,32 @@ class FrameCache:
         return len(missing)
 
     def stack(self, paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
-        """The cached features of the frames of one sample, stacked: ``{name: (T, *shape)}``."""
-        frames = [self.load(path) for path in paths]
-        return {name: np.stack([frame[name] for frame in frames]) for name in frames[0]}
+        """The cached features of the frames of one sample, stacked: ``{name: (T, *shape)}`` (floating ones as
+        float32). float32 frames are read straight into the stacked array (one copy from the file)."""
+        folders = [self.location(path) for path in paths]
+        for path, folder in zip(paths, folders):
+            if not folder.is_dir():
+                raise FacetVLMError("frame is not in the cache yet; call ensure() first", path)
+        out: dict[str, np.ndarray] = {}
+        for file in sorted(folders[0].glob("*.npy")):
+            stacked = None
+            for index, folder in enumerate(folders):
+                with open(folder / file.name, "rb") as handle:
+                    version = np.lib.format.read_magic(handle)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = header(handle)
+                    if stacked is None:
+                        stacked = np.empty((len(folders), *shape), np.float32 if dtype == np.float16 else dtype)
+                    if tuple(shape) != stacked.shape[1:] or fortran:
+                        raise FacetVLMError(f"cached {file.stem} has shape {shape}, expected {stacked.shape[1:]}",
+                                            paths[index])
+                    if dtype == stacked.dtype:
+                        handle.readinto(memoryview(stacked[index]).cast("B"))
+                    else:
+                        stacked[index] = np.frombuffer(handle.read(), dtype).reshape(shape)
+            out[file.stem] = stacked
+        return out
 
 
 class _StackFrames:
