@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import shutil
+import zipfile
 from pathlib import Path
 
 import evaluate
@@ -25,6 +26,7 @@ from facet_vlm.data import (
     load_bp4d,
     select_frame_indices,
     select_frames,
+    sequence_frames,
     sort_frames,
 )
 from facet_vlm.errors import DatasetLayoutError, UnsupportedFormatError
@@ -193,6 +195,28 @@ def test_protocol_helpers(generated):
                zip(subset["label"], subset["expression"]))
 
 
+def test_a_sequence_given_as_folder_list_or_zip(generated, tmp_path):
+    root, _ = generated
+    folder = root / "bp4d" / "F001" / "T3"
+    expected = [str(folder / f"{i:04d}.wrl") for i in range(FRAMES)]
+    assert sequence_frames(folder) == expected
+    assert sequence_frames(list(reversed(expected))) == expected
+    with pytest.raises(SequenceError, match="missing"):
+        sequence_frames(expected + [str(folder / "0099.wrl")])
+    archive = tmp_path / "clip.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(folder.iterdir(), reverse=True):
+            handle.write(path, f"clip/{path.name}")
+    frames = sequence_frames(archive, extract_to=tmp_path / "out")
+    assert [Path(f).name for f in frames] == [Path(f).name for f in expected]
+    assert read_face(frames[0]).num_vertices == read_face(expected[0]).num_vertices
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as handle:
+        handle.writestr("../0001.wrl", "x")
+    with pytest.raises(SequenceError, match="points outside"):
+        sequence_frames(evil, extract_to=tmp_path / "evil")
+
+
 # --- frame selection -----------------------------------------------------------------------------------------------
 
 
@@ -306,6 +330,18 @@ def test_an_interrupted_render_resumes(generated, tmp_path):
     assert sum(cache.has(p) for p in unique) == 3
     _, rendered = prepare_sequence_features(dataset, tmp_path / "cache", CountingFeatures(counter), selection)
     assert rendered == len(unique) - 3 and calls(counter) == 4 + len(unique) - 3
+
+
+def test_bu4dfe_sequences_go_through_the_frame_cache(tmp_path):
+    from facet_vlm.data import generate, load_bu4dfe
+
+    generate(tmp_path / "data", subjects=1, formats=("bu4dfe",), sequence_frames=4, vertices=300, texture_size=32,
+             progress=False)
+    dataset = load_bu4dfe(tmp_path / "data").select([0, 1])
+    feature = multiview_features([(0.0, 0.0)], size=8, channels=("depth",))
+    prepared, rendered = prepare_sequence_features(dataset, tmp_path / "cache", feature, FrameSelection(3))
+    assert rendered == 6 and prepared[0]["views"].shape == (3, 1, 1, 8, 8)
+    assert prepared[0]["selected_frames"] == [dataset[0]["frames"][i] for i in (0, 2, 3)]
 
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "corrupt"])

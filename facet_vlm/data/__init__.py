@@ -20,6 +20,7 @@ from .sequences import (
     apex_rows,
     select_frame_indices,
     select_frames,
+    sequence_frames,
     sort_frames,
 )
 from .synthetic import SyntheticSummary, generate
@@ -56,6 +57,7 @@ __all__ = [
     "restricted_load",
     "select_frame_indices",
     "select_frames",
+    "sequence_frames",
     "sort_frames",
     "subject_folds",
     "subject_kfold",

@@ -297,3 +297,69 @@ def collect_frames(folder: Path, pattern: re.Pattern, bad_files: list[str]) -> l
         else:
             by_number[number] = path
     return [str(by_number[number]) for number in sorted(by_number)]
+
+
+def sequence_frames(source: str | Path | Sequence[str | Path], extract_to: str | Path | None = None,
+                    max_zip_bytes: int = 4 << 30) -> list[str]:
+    """The frame files of one sequence given as a folder, a list of frame files or a ``.zip``, in frame order.
+
+    This is what the pipeline, ``scripts/predict.py`` and the Space take for a sequence.
+
+    - A folder: its files that `facet_vlm.io.read_face` reads (see `collect_frames`; files that are neither
+      frames nor a frame's companion are named in a warning).
+    - A list: the files themselves, sorted by frame number (`sort_frames`); each must exist and be non-empty.
+    - A ``.zip``: extracted into `extract_to` (default: a new temporary folder the caller may delete), then read
+      as a folder: the one folder of the archive that holds frames. Entries that would land outside the folder
+      and archives larger than `max_zip_bytes` uncompressed are refused.
+
+    Raises:
+        SequenceError: no frames, a missing or empty frame, an unsafe or oversized archive.
+    """
+    import tempfile
+    import warnings
+    import zipfile
+
+    from ..io import SUPPORTED_EXTENSIONS
+
+    pattern = re.compile(r".*\d+.*(" + "|".join(re.escape(ext) for ext in SUPPORTED_EXTENSIONS) + ")",
+                         re.IGNORECASE)
+    if not isinstance(source, (str, Path)):
+        frames = sort_frames(source)
+        for frame in frames:
+            path = Path(frame)
+            if not path.is_file() or path.stat().st_size == 0:
+                raise SequenceError("frame file is " + ("empty" if path.is_file() else "missing"), path)
+        if not frames:
+            raise SequenceError("the list of frames is empty")
+        return frames
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".zip":
+        target = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="facet_vlm_seq_"))
+        try:
+            with zipfile.ZipFile(source) as archive:
+                entries = archive.infolist()
+                if sum(entry.file_size for entry in entries) > max_zip_bytes:
+                    raise SequenceError(f"archive unpacks to more than {max_zip_bytes} bytes", source)
+                for entry in entries:
+                    destination = (target / entry.filename).resolve()
+                    if not destination.is_relative_to(target.resolve()):
+                        raise SequenceError(f"archive entry {entry.filename!r} points outside the folder", source)
+                archive.extractall(target)
+        except zipfile.BadZipFile as error:
+            raise SequenceError(f"not a readable .zip: {error}", source) from None
+        folders = sorted({path.parent for path in target.rglob("*") if path.is_file() and pattern.fullmatch(
+            path.name) and "__MACOSX" not in path.parts})
+        if len(folders) != 1:
+            raise SequenceError(f"the archive must hold the frames of one sequence in one folder; frames found in "
+                                f"{len(folders)} folders", source)
+        source = folders[0]
+    if not source.is_dir():
+        raise SequenceError("a sequence must be a folder, a .zip or a list of frame files", source)
+    skipped: list[str] = []
+    frames = collect_frames(source, pattern, skipped)
+    if skipped:
+        warnings.warn(f"{source}: {len(skipped)} files are not frames and were left out, e.g. {skipped[0]}",
+                      stacklevel=2)
+    if not frames:
+        raise SequenceError(f"no frame files (numbered {', '.join(SUPPORTED_EXTENSIONS)} files)", source)
+    return frames
