@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import FacetVLMError
 from ..labels import LABEL_SETS
 from .bu3dfe import finish_index, subject_folders
 from .sequences import collect_frames, frame_number
@@ -152,8 +153,8 @@ def load_bp4d(root: str | os.PathLike, frame_pattern: str = FRAME_PATTERN, au_fo
             continue
         try:
             row["codes"] = read_au_occurrence(path, au_frame_column)
-        except Exception as error:  # reported, not raised: one bad AU file must not hide the rest
-            bad_files.append(f"{path}: {getattr(error, 'reason', error)}")
+        except (FacetVLMError, OSError, UnicodeDecodeError, csv.Error) as error:  # reported: one bad file must
+            bad_files.append(f"{path}: {getattr(error, 'reason', error)}")  # not hide the others
             continue
         row["au_path"] = str(path)
     aus = sorted({au for row in rows for codes in row["codes"].values() for au in codes})

@@ -10,6 +10,8 @@ A sequence row holds ``frames`` (frame paths in temporal order) and, where the d
   farthest from the first frame (see `frame_distance` for the geometric distance).
 - `apex_rows`: a sequence data set turned into one static row per sequence (``path`` = its apex frame), which the
   existing still-scan path (`facet_vlm.geometry.cache.prepare_features`) takes unchanged.
+- `collect_frames` / `sort_frames` / `sequence_frames`: frame files in numeric frame order, from a sequence folder
+  (readers), a list of files or a ``.zip`` (pipeline inputs).
 """
 
 from __future__ import annotations
