@@ -33,7 +33,7 @@ from facet_vlm.errors import DatasetLayoutError, UnsupportedFormatError
 from facet_vlm.geometry import render_views
 from facet_vlm.geometry.align import align
 from facet_vlm.geometry.cache import multiview_features
-from facet_vlm.geometry.sequence_cache import FrameCache, prepare_sequence_features
+from facet_vlm.geometry.sequence_cache import FrameCache, prepare_sequence_features, sequence_features
 from facet_vlm.io import read_face
 from facet_vlm.labels import LABEL_SETS
 
@@ -316,6 +316,9 @@ def test_cached_views_stack_to_t_v_c_h_w_and_equal_a_fresh_render(generated, tmp
     assert row["views"].shape == (2, 2, 4, 16, 16) and row["views"].dtype == np.float32
     fresh, _ = render_views(align(read_face(row["selected_frames"][1]), 90.0), views, 16, ("depth", "normal"))
     np.testing.assert_allclose(row["views"][1], fresh, atol=2e-3)
+    selected, uncached = sequence_features(dataset[1]["frames"], feature, FrameSelection(num_frames=2))
+    assert selected == row["selected_frames"]
+    np.testing.assert_allclose(uncached["views"], row["views"], atol=2e-3)
 
 
 def test_an_interrupted_render_resumes(generated, tmp_path):

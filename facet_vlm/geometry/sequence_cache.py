@@ -250,3 +250,29 @@ def prepare_sequence_features(dataset, cache_dir: str | os.PathLike, feature_fn:
         dataset = dataset.remove_columns(selected_column)
     dataset = dataset.add_column(selected_column, selected)
     return dataset.with_transform(_StackFrames(cache, selected_column)), rendered
+
+
+def sequence_features(frames: Sequence[str | os.PathLike], feature_fn: Any, selection: Any = None,
+                      onset: int = -1, apex: int = -1, offset: int = -1) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Features of one sequence without a cache (the pipeline's path for a single input): select the frames of
+    `frames` (already in frame order, e.g. from `facet_vlm.data.sequences.sequence_frames`) by `selection`,
+    compute `feature_fn` on each selected frame once, and stack them.
+
+    Returns:
+        ``(selected frame paths, {name: (T, *shape) float32 for floating features})``.
+
+    Raises:
+        SequenceError: as `prepare_sequence_features`.
+    """
+    from ..data.sequences import FrameSelection, read_sequence_frame, select_frames
+
+    selection = selection or FrameSelection()
+    selected = select_frames({"frames": [str(f) for f in frames], "onset": onset, "apex": apex, "offset": offset},
+                             selection)
+    computed = {path: feature_fn(read_sequence_frame(path)) for path in dict.fromkeys(selected)}
+    names = computed[selected[0]]
+    stacked = {}
+    for name in names:
+        values = np.stack([np.asarray(computed[path][name]) for path in selected])
+        stacked[name] = values.astype(np.float32) if np.issubdtype(values.dtype, np.floating) else values
+    return selected, stacked
