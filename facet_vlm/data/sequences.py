@@ -220,7 +220,8 @@ def apex_frame_index(frames: Sequence[str | Path], apex: int = -1, onset: int = 
     onset and offset) farthest from the onset frame by `frame_distance`.
 
     Only up to `max_candidates` frames, spread evenly over onset..offset, are read (a BP4D task has hundreds of
-    frames); the apex found is the farthest among them.
+    frames); the apex found is the farthest among them. The result is remembered for the rest of the process (per
+    candidate frames and their modification times), so several samplings of one clip read its frames once.
 
     Raises:
         SequenceError: a frame that cannot be read (the message names it and the problem).
@@ -234,9 +235,23 @@ def apex_frame_index(frames: Sequence[str | Path], apex: int = -1, onset: int = 
     first = 0 if onset < 0 else onset
     end = len(frames) - 1 if offset < 0 else offset
     candidates = sorted(set(_spread(first, end, min(max_candidates, end - first + 1))))
-    faces = {index: read_sequence_frame(frames[index], read_face) for index in candidates}
-    distances = {index: frame_distance(faces[first], faces[index]) for index in candidates if index != first}
-    return max(distances, key=distances.get) if distances else first
+    key = tuple((str(frames[i]), _mtime(frames[i])) for i in candidates)
+    if key not in _APEX_MEMO:
+        faces = {index: read_sequence_frame(frames[index], read_face) for index in candidates}
+        distances = {index: frame_distance(faces[first], faces[index]) for index in candidates if index != first}
+        _APEX_MEMO[key] = max(distances, key=distances.get) if distances else first
+    return _APEX_MEMO[key]
+
+
+#: Geometric apexes found in this process, keyed by the candidate frames and their modification times.
+_APEX_MEMO: dict[tuple, int] = {}
+
+
+def _mtime(path: str | Path) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def read_sequence_frame(path: str | Path, reader: Any = None, **options: Any) -> Any:
