@@ -139,7 +139,8 @@ METHODS: dict[str, MethodInfo] = {
         name="AFNet-M (adaptive fusion with mask attention)",
         summary=("AFNet-M fuses a 2D texture branch and a 3D branch (depth and normal maps) of CNNs. A mask "
                  "attention module turns salient-region masks (eyes, brows, nose, mouth) into scale and shift "
-                 "vectors that modulate the feature maps, and an importance-weight module fuses the two branches "
+                 "vectors that modulate the feature maps and weights the maps spatially towards those regions, and "
+                 "an importance-weight module fuses the two branches "
                  "with input-dependent weights at several stages."),
         inputs="the 2D texture image, depth and normal maps of the frontal view and salient-region masks",
         pipeline_tag="image-classification",
