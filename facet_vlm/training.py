@@ -93,14 +93,19 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
                               f"{list(labels)}; train with a matching --label_set", init_from)
         return entry.model_class.from_pretrained(init_from, **overrides)
     if init_from:
-        return entry.from_pretrained_backbone(init_from, labels, overrides)
+        try:
+            return entry.from_pretrained_backbone(init_from, labels, overrides)
+        except OSError as error:  # not a CLIP folder, not on the Hub, not cached (offline)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"--init_from: cannot load a pretrained CLIP: {reason}", init_from) from error
     config = entry.config_class(**{**overrides, **label_kwargs, "num_labels": len(labels)})
     return entry.model_class(config)
 
 
 def _is_our_model(path: Path, entry: Any) -> bool:
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    return config.get("model_type") == entry.config_class.model_type
+    from .pipelines import check_model_files
+
+    return check_model_files(path).get("model_type") == entry.config_class.model_type
 
 
 #: Parameter-name parts of the pretrained CLIP towers: with LoRA they get adapters, everything else trains in full.
