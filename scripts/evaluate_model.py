@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    results = evaluate_saved_model(**vars(args))
+    options = vars(args)
+    options.pop("debug")  # read by run_cli
+    results = evaluate_saved_model(**options)
     print(results["table"])
 
 
