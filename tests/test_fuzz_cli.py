@@ -158,6 +158,14 @@ def test_training_from_a_corrupt_saved_model_names_the_file(saved_model, tmp_pat
         build_base_model(model_args, [f"class{i}" for i in range(6)])
 
 
+def test_unknown_hub_id_offline_as_init_from_is_a_config_error():
+    from facet_vlm.training import build_base_model
+
+    model_args, _, _ = parse_args(["--init_from", "nobody/no-such-clip"])
+    with pytest.raises(ConfigError, match="nobody/no-such-clip: --init_from: cannot load a pretrained CLIP"):
+        build_base_model(model_args, ["a", "b"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Real script runs: one line, exit codes, --debug (item 13), predict with a bad scan (item 16)
 # ---------------------------------------------------------------------------------------------------------------
