@@ -49,6 +49,7 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
         return EXIT_BAD_ARGUMENTS if isinstance(error, ConfigError) else EXIT_BAD_DATA
     return code if isinstance(code, int) else 0
 
+
 PREPARE_USAGE = """Data preparation from the command line.
 
     python scripts/prepare_data.py synthetic --out data/synthetic --subjects 100      # generate + summary table
