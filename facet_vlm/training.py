@@ -437,6 +437,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                         data_args.test_fraction)
     fold_ids = select_folds(len(folds), data_args.fold, data_args.max_folds)
     fingerprint = run_fingerprint(model_args, data_args, loop_args)
+    check_resumable(output_dir, fold_ids, run_arguments(model_args, data_args, loop_args), loop_args)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "run_config.json", {"model": asdict(model_args), "data": asdict(data_args),
@@ -715,6 +716,18 @@ def check_resume_arguments(checkpoint: Path, arguments: dict[str, Any], allow_ch
     raise ConfigError(f"the checkpoint was saved with other run-defining arguments (checkpoint -> now): "
                       f"{'; '.join(changed)}; resume with the same arguments, or pass --allow_changed_args",
                       stored_file)
+
+
+def check_resumable(output_dir: Path, fold_ids: Sequence[int], arguments: dict[str, Any],
+                    loop_args: LoopArguments) -> None:
+    """`check_resume_arguments` for every fold a ``--resume_from_checkpoint`` run would resume, before the run
+    overwrites ``run_config.json`` (each fold checks again when it loads its checkpoint)."""
+    if loop_args.resume_from_checkpoint is None:
+        return
+    for name in [f"fold_{index}" for index in fold_ids] + ["all_data"]:
+        resume = _resume_path(loop_args.resume_from_checkpoint, output_dir / name)
+        if resume is not None:
+            check_resume_arguments(resume, arguments, loop_args.allow_changed_args)
 
 
 def load_checkpoint(accelerator: Any, checkpoint: Path) -> None:

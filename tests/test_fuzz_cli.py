@@ -258,6 +258,8 @@ def test_resuming_with_changed_arguments_is_refused(changes, message, stopped_ru
     result = run_script("train.py", "--config", str(config), "--output_dir", str(tmp_path / "run"),
                         "--resume_from_checkpoint", "latest", *changes)
     assert_one_line_error(result, 2, str(checkpoint / "run_arguments.json"), message, "--allow_changed_args")
+    # Refused before the run's record of its arguments is overwritten.
+    assert (tmp_path / "run" / "run_config.json").read_text() == (run / "run_config.json").read_text()
 
 
 def test_resuming_a_changed_architecture_or_a_truncated_optimizer_names_the_file(stopped_run, tmp_path):
