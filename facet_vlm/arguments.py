@@ -13,8 +13,12 @@ This module imports nothing of the run layer, so every other module of it may im
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -57,8 +61,76 @@ class ModelArguments:
                 raise ConfigError(f"--model_config is not a JSON object: {error}") from error
         if self.model_config is not None and not isinstance(self.model_config, dict):
             raise ConfigError(f"model_config must be a JSON object, got {type(self.model_config).__name__}")
+        if self.model_config:
+            check_config_keys(self.model, self.model_config)
+        if self.label_set is not None:
+            from .labels import LABEL_SETS
+
+            if self.label_set not in LABEL_SETS:
+                raise ConfigError(f"unknown --label_set {self.label_set!r}; choose one of {', '.join(LABEL_SETS)}")
+        if self.init_from is not None:
+            check_init_from(self.init_from)
         if self.lora_r < 1:
             raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+#: A Hub repository id: NAME or ORG/NAME (letters, digits, ``-``, ``_``, ``.``).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def check_init_from(init_from: str) -> None:
+    """``--init_from`` is an existing folder or has the form of a Hub id; a path that does not exist is named as
+    such (instead of the Hub client's "Repo id must be in the form ...")."""
+    path = Path(init_from)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError("--init_from must be a model folder or a Hub id, not a file", init_from)
+        return
+    if not HUB_ID.match(init_from) or init_from.startswith((".", "~")):
+        raise ConfigError("--init_from: no such folder (and not a Hub id ORG/NAME)", init_from)
+
+
+def config_keys(config_class: Any) -> set[str]:
+    """Every key a config class accepts: its attributes, its ``__init__`` parameters and their aliases."""
+    keys = set(config_class().to_dict())
+    keys |= {name for name in inspect.signature(config_class.__init__).parameters if name not in ("self", "kwargs")}
+    keys |= set(getattr(config_class, "attribute_map", {}) or {})
+    return keys
+
+
+def check_config_keys(model: str, overrides: dict[str, Any]) -> None:
+    """Refuse keys of ``--model_config`` (also inside ``vision_config``, ``text_config``, ...) that the model's
+    config does not know, naming the close matches: a typo would otherwise be ignored silently."""
+    from .registry import model_entry
+
+    config_class = model_entry(model).config_class
+    _check_keys(config_class, overrides, "model_config")
+
+
+def _check_keys(config_class: Any, overrides: dict[str, Any], where: str) -> None:
+    known = config_keys(config_class)
+    sub_configs = getattr(config_class, "sub_configs", None) or {}
+    for key, value in overrides.items():
+        if key in sub_configs and isinstance(value, dict):
+            _check_keys(sub_configs[key], value, f"{where}.{key}")
+        elif key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown key {key!r} in --{where} of {config_class.__name__}{hint}")
+
+
+def merge_dicts(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` merged into `base`, recursively for nested objects (``vision_config`` keeps the keys it does not
+    override)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 @dataclass
@@ -106,6 +178,10 @@ class DataArguments:
             raise ConfigError(f"--test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.num_proc < 1:
             raise ConfigError(f"--num_proc must be >= 1, got {self.num_proc}")
+        if self.fold is not None and self.fold < 0:
+            raise ConfigError(f"--fold must be >= 0, got {self.fold}")
+        if self.max_folds is not None and self.max_folds < 1:
+            raise ConfigError(f"--max_folds must be >= 1, got {self.max_folds}")
 
 
 @dataclass
@@ -149,6 +225,9 @@ class LoopArguments:
     final_model: Literal["last_fold", "all_data", "none"] = field(default="last_fold", metadata={
         "help": "What model/ holds: the last fold's model, one retrained on every subject, or nothing."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    allow_changed_args: bool = field(default=False, metadata={
+        "help": "Resume from a checkpoint although run-defining arguments (learning rate, seed, model config, ...) "
+                "differ from the ones stored with it."})
 
     def __post_init__(self) -> None:
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch":
@@ -162,6 +241,38 @@ class LoopArguments:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"--max_steps must be >= 1, got {self.max_steps}")
+        for name in ("eval_batch_size", "stop_after_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.dataloader_num_workers < 0:
+            raise ConfigError(f"--dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"--learning_rate must be a finite number > 0, got {self.learning_rate}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"--{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"--warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise ConfigError(f"unknown --lr_scheduler_type {self.lr_scheduler_type!r}; choose one of "
+                              f"{', '.join(LR_SCHEDULERS)}")
+        check_output_dir(self.output_dir)
+
+
+#: The transformers schedulers the loop can drive: they need no metric (``reduce_lr_on_plateau``) and no
+#: scheduler-specific arguments (``cosine_with_min_lr``, ``warmup_stable_decay``, ...).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+
+
+def check_output_dir(output_dir: str) -> None:
+    """``--output_dir`` is a folder or can become one: neither it nor a folder above it is a file."""
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise ConfigError("--output_dir must be a folder, but this is a file", candidate)
+            return
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LoopArguments)
@@ -201,13 +312,18 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre_parser.add_argument("--config", default=None)
+    pre_parser.add_argument("--model_config", default=None)
     known, remaining = pre_parser.parse_known_args(argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES, description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="JSON/YAML file of argument defaults; the command line wins.")
-    if known.config:
-        parser.set_defaults(**load_config_file(known.config))
+    parser.add_argument("--debug", action="store_true", help="Show the traceback of an error (facet_vlm.cli).")
+    file_values = load_config_file(known.config) if known.config else {}
+    if known.model_config is not None:
+        remaining += ["--model_config", _merged_model_config(file_values.get("model_config"), known.model_config)]
+    if file_values:
+        parser.set_defaults(**file_values)
     *arguments, extra = parser.parse_args_into_dataclasses(remaining + (["--config", known.config]
                                                                         if known.config else []),
                                                            return_remaining_strings=True)
@@ -215,3 +331,16 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     model_args, data_args, loop_args = (a for a in arguments if not isinstance(a, argparse.Namespace))
     return model_args, data_args, loop_args
+
+
+def _merged_model_config(from_file: str | None, from_command_line: str) -> str:
+    """``--model_config`` of the command line merged (recursively) into the config file's ``model_config``."""
+    if from_file is None:
+        return from_command_line
+    try:
+        override = json.loads(from_command_line)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--model_config is not a JSON object: {error}") from error
+    if not isinstance(override, dict):
+        raise ConfigError(f"--model_config must be a JSON object, got {type(override).__name__}")
+    return json.dumps(merge_dicts(json.loads(from_file), override))

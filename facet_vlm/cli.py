@@ -1,13 +1,54 @@
 """Console entry points: ``facet-vlm-train`` (`train_main`, the same as ``scripts/train.py``) and
-``facet-vlm-prepare`` (`prepare_main`, the same as ``scripts/prepare_data.py``).
+``facet-vlm-prepare`` (`prepare_main`, the same as ``scripts/prepare_data.py``), and `run_cli`, the wrapper every
+script's ``main`` runs under.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+#: Exit codes of every command line: 2 = bad arguments (`ConfigError`, also argparse's own code), 1 = bad data
+#: (any other `FacetVLMError`, or a command that reports failed inputs).
+EXIT_BAD_ARGUMENTS = 2
+EXIT_BAD_DATA = 1
+DEBUG_FLAG = "--debug"
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """List `DEBUG_FLAG` in a parser's ``--help`` (`run_cli` removes it before the parser sees the arguments)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="Show the traceback of an error.")
+
+
+def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a command line's ``main(argv)`` and turn its errors into one line on stderr and an exit code.
+
+    A `ConfigError` exits with `EXIT_BAD_ARGUMENTS`, any other `FacetVLMError` with `EXIT_BAD_DATA`; with
+    ``--debug`` the traceback is printed too. Other exceptions (bugs) propagate with their traceback. Returns the
+    exit code (``main``'s return value when it is an int, else 0)::
+
+        if __name__ == "__main__":
+            sys.exit(run_cli(main))
+    """
+    from .errors import ConfigError, FacetVLMError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [argument for argument in argv if argument != DEBUG_FLAG]
+    try:
+        code = main(argv)
+    except FacetVLMError as error:
+        if debug:
+            traceback.print_exc()
+        prog = os.path.basename(sys.argv[0]) or "facet-vlm"
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS if isinstance(error, ConfigError) else EXIT_BAD_DATA
+    return code if isinstance(code, int) else 0
+
 
 PREPARE_USAGE = """Data preparation from the command line.
 
@@ -17,11 +58,12 @@ PREPARE_USAGE = """Data preparation from the command line.
 """
 
 
-def train_main(argv: Sequence[str] | None = None) -> None:
-    """``facet-vlm-train``: the same as ``python scripts/train.py`` (arguments of `facet_vlm.arguments`)."""
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``facet-vlm-train``: the same as ``python scripts/train.py`` (arguments of `facet_vlm.arguments`); returns
+    the exit code (see `run_cli`)."""
     from .training import main
 
-    main(argv)
+    return run_cli(main, argv)
 
 
 SCAN_SUFFIXES = (".wrl", ".bnt", ".obj", ".ply", ".glb", ".off", ".stl")
@@ -79,17 +121,15 @@ def build_prepare_parser() -> argparse.ArgumentParser:
     p.add_argument("root")
     p.add_argument("--report", help="also write the report as JSON here")
     p.set_defaults(func=_check)
+    add_debug_argument(parser)
     return parser
 
 
 def prepare_main(argv: list[str] | None = None) -> int:
     """``facet-vlm-prepare`` / ``scripts/prepare_data.py``: generate, preview or check scans (see `PREPARE_USAGE`)."""
-    from facet_vlm.errors import FacetVLMError
+    def prepare(args: list[str]) -> int:
+        parsed = build_prepare_parser().parse_args(args)
+        return parsed.func(parsed)
 
-    args = build_prepare_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except FacetVLMError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_cli(prepare, argv)
 

@@ -252,6 +252,8 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     from .data.prepare import prepare_dataset
     from .pipelines import load_model
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size must be >= 1, got {batch_size}")
     model_dir = Path(model_dir)
     model = load_model(str(model_dir))
     record = _read_json(model_dir / TRAINING_RECORD)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
 from .face import Face
 from .registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK, entry_for_class
 
@@ -216,15 +216,34 @@ def resolve_source(model: str | PathLike) -> str:
         raise ConfigError("model must be a folder written by save_pretrained or a Hub id ORG/NAME", model)
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(repo_id=str(model), allow_patterns=SNAPSHOT_PATTERNS)
+    try:
+        return snapshot_download(repo_id=str(model), allow_patterns=SNAPSHOT_PATTERNS)
+    except (OSError, ValueError) as error:  # not on the Hub, not cached (offline), no access, malformed id
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"no model folder of that name, and the Hub has none to give: {reason}", model) from error
 
 
-def _config_dict(source: str) -> dict[str, Any]:
-    """config.json of a model folder as a dict (no model class needed)."""
+def check_model_files(source: str | PathLike) -> dict[str, Any]:
+    """Read a model folder's ``config.json`` and the headers of its ``*.safetensors`` files (not the tensors) so that
+    a corrupt or truncated file is reported by name before transformers fails somewhere inside; returns the config."""
+    from safetensors import SafetensorError, safe_open
+
     config_file = Path(source) / "config.json"
     if not config_file.is_file():
         raise ConfigError("no config.json; is this a folder written by save_pretrained?", source)
-    return json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"not valid JSON ({error}); the file is corrupt", config_file) from error
+    if not isinstance(config, dict):
+        raise FormatError("must hold a JSON object", config_file)
+    for weights in sorted(Path(source).glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise FormatError(f"unreadable weights ({error}); the file is truncated or corrupt", weights) from error
+    return config
 
 
 def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
@@ -240,7 +259,7 @@ def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
             raise ConfigError("adapter_config.json names no base_model_name_or_path", path / "adapter_config.json")
         base = load_model(base_source, **kwargs)
         return PeftModel.from_pretrained(base, path).merge_and_unload()
-    config = _config_dict(source)
+    config = check_model_files(source)
     for name in config.get("architectures") or []:
         entry = entry_for_class(name)
         if entry is not None and name == entry.model_name:
@@ -263,5 +282,5 @@ def load_processor(model: torch.nn.Module, source: str | None = None) -> Any:
     return entry.processor_class.from_config(model.config)
 
 
-__all__ = ["ExpressionRecognitionPipeline", "VideoEmotionRecognitionPipeline", "load_face", "load_model",
-           "load_processor", "pipeline", "register_pipelines", "resolve_source"]
+__all__ = ["ExpressionRecognitionPipeline", "VideoEmotionRecognitionPipeline", "check_model_files", "load_face",
+           "load_model", "load_processor", "pipeline", "register_pipelines", "resolve_source"]

@@ -34,6 +34,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ import torch
 from .arguments import DataArguments, LoopArguments, ModelArguments, parse_args
 from .data.folds import build_folds, column, select_folds
 from .data.prepare import PreparedData, prepare_dataset, save_processor
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
 from .evaluation import (
     ALL_RESULTS,
     FOLD_RESULTS,
@@ -64,6 +65,8 @@ from .registry import model_entry
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+#: The run-defining arguments (`run_arguments`) saved with every checkpoint and compared on resume.
+CHECKPOINT_ARGUMENTS = "run_arguments.json"
 #: Folder of the untrained base model that an adapter-only ``model/`` names (random-init runs only).
 BASE_MODEL_DIR = "base_model"
 
@@ -93,14 +96,19 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
                               f"{list(labels)}; train with a matching --label_set", init_from)
         return entry.model_class.from_pretrained(init_from, **overrides)
     if init_from:
-        return entry.from_pretrained_backbone(init_from, labels, overrides)
+        try:
+            return entry.from_pretrained_backbone(init_from, labels, overrides)
+        except OSError as error:  # not a CLIP folder, not on the Hub, not cached (offline)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"--init_from: cannot load a pretrained CLIP: {reason}", init_from) from error
     config = entry.config_class(**{**overrides, **label_kwargs, "num_labels": len(labels)})
     return entry.model_class(config)
 
 
 def _is_our_model(path: Path, entry: Any) -> bool:
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    return config.get("model_type") == entry.config_class.model_type
+    from .pipelines import check_model_files
+
+    return check_model_files(path).get("model_type") == entry.config_class.model_type
 
 
 #: Parameter-name parts of the pretrained CLIP towers: with LoRA they get adapters, everything else trains in full.
@@ -186,17 +194,21 @@ class FoldRun:
     num_epochs: int
     state: dict[str, Any] = field(default_factory=lambda: {"completed_steps": 0, "epoch_loss_sum": 0.0,
                                                            "epoch_loss_count": 0, "history": []})
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 def train_fold(accelerator: Any, fold_name: str, fold_dir: Path, train_dataset: Any, test_dataset: Any | None,
-               prepared: PreparedData, model_args: ModelArguments, loop_args: LoopArguments) -> FoldOutcome:
-    """Train one model on `train_dataset` and score it on `test_dataset`; resumable from its checkpoints."""
+               prepared: PreparedData, model_args: ModelArguments, loop_args: LoopArguments,
+               arguments: dict[str, Any] | None = None) -> FoldOutcome:
+    """Train one model on `train_dataset` and score it on `test_dataset`; resumable from its checkpoints, which
+    store `arguments` (`run_arguments`) to compare on resume."""
     from accelerate.utils import set_seed
 
     set_seed(loop_args.seed)
     train_dataset, config_overrides = with_subject_ids(train_dataset, prepared)
     model = build_model(model_args, prepared.labels, config_overrides)
-    run = prepare_fold(accelerator, fold_name, fold_dir, model, train_dataset, test_dataset, prepared, loop_args)
+    run = prepare_fold(accelerator, fold_name, fold_dir, model, train_dataset, test_dataset, prepared, loop_args,
+                       arguments)
     if run_epochs(accelerator, run, prepared, loop_args):
         return FoldOutcome(None, run.model, run.state["history"], stopped=True)
     results = None
@@ -216,7 +228,8 @@ def with_subject_ids(train_dataset: Any, prepared: PreparedData) -> tuple[Any, d
 
 
 def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, train_dataset: Any,
-                 test_dataset: Any | None, prepared: PreparedData, loop_args: LoopArguments) -> FoldRun:
+                 test_dataset: Any | None, prepared: PreparedData, loop_args: LoopArguments,
+                 arguments: dict[str, Any] | None = None) -> FoldRun:
     """Loaders, optimizer and schedule of a fold, passed through `accelerator.prepare`; the state of a resume."""
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
@@ -244,10 +257,11 @@ def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, t
         test_loader = accelerator.prepare(loader(test_dataset, loop_args.eval_batch_size or loop_args.batch_size,
                                                  False))
     run = FoldRun(fold_name, fold_dir, model, optimizer, scheduler, train_loader, test_loader, steps_per_epoch,
-                  total_steps, math.ceil(total_steps / steps_per_epoch))
+                  total_steps, math.ceil(total_steps / steps_per_epoch), arguments=dict(arguments or {}))
     resume = _resume_path(loop_args.resume_from_checkpoint, fold_dir)
     if resume is not None:
-        accelerator.load_state(str(resume))
+        check_resume_arguments(resume, run.arguments, loop_args.allow_changed_args)
+        load_checkpoint(accelerator, resume)
         run.state = json.loads((resume / TRAINER_STATE).read_text(encoding="utf-8"))
         logger.info("%s: resumed from %s at step %d", fold_name, resume, run.state["completed_steps"])
     return run
@@ -323,7 +337,7 @@ def after_optimizer_step(accelerator: Any, run: FoldRun, prepared: PreparedData,
     every = loop_args.checkpointing_steps
     if ((every == "epoch" and epoch_ends) or (every not in (None, "epoch") and step % int(every) == 0)) \
             and step < run.total_steps:
-        save_checkpoint(accelerator, run.directory, state, loop_args.checkpoints_total_limit)
+        save_checkpoint(accelerator, run.directory, state, loop_args.checkpoints_total_limit, run.arguments)
     if loop_args.stop_after_steps is not None and step >= loop_args.stop_after_steps:
         logger.warning("%s: stopped after step %d (--stop_after_steps)", run.name, step)
         return "stop"
@@ -423,6 +437,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                         data_args.test_fraction)
     fold_ids = select_folds(len(folds), data_args.fold, data_args.max_folds)
     fingerprint = run_fingerprint(model_args, data_args, loop_args)
+    check_resumable(output_dir, fold_ids, run_arguments(model_args, data_args, loop_args), loop_args)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "run_config.json", {"model": asdict(model_args), "data": asdict(data_args),
@@ -468,6 +483,11 @@ class RunContext:
     def output_dir(self) -> Path:
         return Path(self.loop_args.output_dir)
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The run-defining arguments saved with every checkpoint (`run_arguments`)."""
+        return run_arguments(self.model_args, self.data_args, self.loop_args)
+
     def final_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """The training record saved next to the final model."""
         return {**record, "model": self.model_args.model, "dataset": self.data_args.dataset,
@@ -498,7 +518,7 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
     outcome = train_fold(accelerator, fold_name, fold_dir,
                          prepared.dataset.select(np.flatnonzero(np.isin(subjects, train_subjects))),
                          prepared.dataset.select(np.flatnonzero(np.isin(subjects, test_subjects))),
-                         prepared, context.model_args, context.loop_args)
+                         prepared, context.model_args, context.loop_args, context.arguments)
     if outcome.stopped:
         return None
     record = {"fold": index, "train_subjects": train_subjects, "test_subjects": test_subjects,
@@ -523,7 +543,7 @@ def train_on_all_subjects(context: RunContext) -> bool:
     """``--final_model all_data``: train once more on every subject and save that model; False when stopped."""
     prepared, all_dir = context.prepared, context.output_dir / "all_data"
     outcome = train_fold(context.accelerator, "all_data", all_dir, prepared.dataset, None, prepared,
-                         context.model_args, context.loop_args)
+                         context.model_args, context.loop_args, context.arguments)
     if outcome.stopped:
         return False
     context.save_model(outcome.model, {
@@ -614,14 +634,18 @@ def checkpoint_dirs(fold_dir: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(path.name.split("_")[1]))
 
 
-def save_checkpoint(accelerator: Any, fold_dir: Path, state: dict[str, Any], limit: int) -> Path:
-    """`accelerator.save_state` + the loop's own state; keeps the newest `limit` checkpoints.
+def save_checkpoint(accelerator: Any, fold_dir: Path, state: dict[str, Any], limit: int,
+                    arguments: dict[str, Any] | None = None) -> Path:
+    """`accelerator.save_state` + the loop's own state (and the run-defining `arguments`, compared on resume); keeps
+    the newest `limit` checkpoints.
 
     The trainer state file is written last, so a checkpoint interrupted half-way is never picked up as 'latest'.
     """
     path = fold_dir / "checkpoints" / f"step_{state['completed_steps']:07d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
+        if arguments:
+            write_json(path / CHECKPOINT_ARGUMENTS, arguments)
         write_json(path / TRAINER_STATE, state)
         for old in checkpoint_dirs(fold_dir)[:-limit]:
             shutil.rmtree(old, ignore_errors=True)
@@ -649,14 +673,92 @@ def _flat_config(*arguments: Any) -> dict[str, Any]:
     return {key: ("" if value is None else value) for key, value in flat.items()}
 
 
+#: Arguments that do not change a fold's result: left out of `run_arguments` (the fingerprint, the resume check).
+NON_DEFINING_ARGUMENTS = frozenset({
+    "output_dir", "fold", "max_folds", "num_proc", "cache_dir", "resume_from_checkpoint", "stop_after_steps",
+    "report_to", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "keep_checkpoints",
+    "dataloader_num_workers", "final_model", "save_adapters_only", "allow_changed_args"})
+
+
+def run_arguments(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArguments) -> dict[str, Any]:
+    """Every argument that changes a fold's result (as JSON values): saved with checkpoints, hashed by
+    `run_fingerprint`."""
+    values = {key: value for argument in (model_args, data_args, loop_args)
+              for key, value in asdict(argument).items() if key not in NON_DEFINING_ARGUMENTS}
+    return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
 def run_fingerprint(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArguments) -> str:
     """A hash of every argument that changes a fold's result; a finished fold is reused only when it matches."""
-    ignored = {"output_dir", "fold", "max_folds", "num_proc", "cache_dir", "resume_from_checkpoint", "stop_after_steps",
-               "report_to", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "keep_checkpoints",
-               "dataloader_num_workers", "final_model", "save_adapters_only"}
-    values = {key: value for argument in (model_args, data_args, loop_args)
-              for key, value in asdict(argument).items() if key not in ignored}
+    values = run_arguments(model_args, data_args, loop_args)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_resume_arguments(checkpoint: Path, arguments: dict[str, Any], allow_changed: bool) -> None:
+    """Refuse to resume `checkpoint` with run-defining arguments other than the ones it was saved with (a changed
+    learning rate or seed would silently make a run that neither configuration describes), unless
+    ``--allow_changed_args``. Checkpoints written before the arguments were saved are resumed with a warning."""
+    stored_file = checkpoint / CHECKPOINT_ARGUMENTS
+    if not stored_file.is_file():
+        logger.warning("%s: no %s, cannot check that the arguments match", checkpoint, CHECKPOINT_ARGUMENTS)
+        return
+    try:
+        stored = json.loads(stored_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"not valid JSON ({error})", stored_file) from error
+    changed = [f"{key} {stored.get(key)!r} -> {arguments.get(key)!r}" for key in sorted(set(stored) | set(arguments))
+               if stored.get(key) != arguments.get(key)]
+    if not changed:
+        return
+    if allow_changed:
+        logger.warning("resuming %s with changed arguments (--allow_changed_args): %s", checkpoint, "; ".join(changed))
+        return
+    raise ConfigError(f"the checkpoint was saved with other run-defining arguments (checkpoint -> now): "
+                      f"{'; '.join(changed)}; resume with the same arguments, or pass --allow_changed_args",
+                      stored_file)
+
+
+def check_resumable(output_dir: Path, fold_ids: Sequence[int], arguments: dict[str, Any],
+                    loop_args: LoopArguments) -> None:
+    """`check_resume_arguments` for every fold a ``--resume_from_checkpoint`` run would resume, before the run
+    overwrites ``run_config.json`` (each fold checks again when it loads its checkpoint)."""
+    if loop_args.resume_from_checkpoint is None:
+        return
+    for name in [f"fold_{index}" for index in fold_ids] + ["all_data"]:
+        resume = _resume_path(loop_args.resume_from_checkpoint, output_dir / name)
+        if resume is not None:
+            check_resume_arguments(resume, arguments, loop_args.allow_changed_args)
+
+
+def load_checkpoint(accelerator: Any, checkpoint: Path) -> None:
+    """`accelerator.load_state`, with a truncated file or a model that no longer fits the checkpoint (architecture
+    or ``--model_config`` changed) reported as a `FacetVLMError` naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(checkpoint.iterdir()):
+        # torch.save writes zip archives; a truncated one has lost its central directory at the end.
+        if file.suffix in (".bin", ".pkl", ".pt") and not zipfile.is_zipfile(file):
+            raise FormatError("truncated or corrupt (not a complete torch archive); resume from another checkpoint",
+                              file)
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                raise FormatError(f"truncated or corrupt weights ({error})", file) from error
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (RuntimeError, ValueError, KeyError) as error:
+        message = " ".join(line.strip() for line in str(error).strip().splitlines()[:4])
+        if "state_dict" in message:
+            weights = sorted(checkpoint.glob("model*.safetensors")) or sorted(checkpoint.glob("pytorch_model*.bin"))
+            file = weights[0] if weights else checkpoint
+        elif "group" in message or "optimizer" in message:
+            file = checkpoint / "optimizer.bin"
+        else:
+            file = checkpoint
+        raise ConfigError(f"does not fit the model being trained (architecture or --model_config changed?): "
+                          f"{message}", file) from error
 
 
 def _resume_path(resume: str | None, fold_dir: Path) -> Path | None:

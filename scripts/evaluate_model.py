@@ -8,11 +8,13 @@
 
 import argparse
 import logging
+import sys
 
+from facet_vlm.cli import add_debug_argument, run_cli
 from facet_vlm.evaluation import evaluate_saved_model
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="A folder written by scripts/train.py (model/) or save_pretrained.")
     parser.add_argument("--dataset", required=True, help="synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | "
@@ -28,11 +30,14 @@ def main() -> None:
     parser.add_argument("--synthetic_subjects", type=int, default=40)
     parser.add_argument("--synthetic_seed", type=int, default=0)
     parser.add_argument("--output_dir", default=None, help="Default: MODEL_DIR/evaluation.")
-    args = parser.parse_args()
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    results = evaluate_saved_model(**vars(args))
+    options = vars(args)
+    options.pop("debug")  # read by run_cli
+    results = evaluate_saved_model(**options)
     print(results["table"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -11,14 +11,19 @@ the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a 
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from facet_vlm.cli import EXIT_BAD_DATA, add_debug_argument, run_cli
+from facet_vlm.errors import ConfigError, FacetVLMError
 from facet_vlm.evaluation import plot_pulse
 from facet_vlm.pipelines import load_model, pipeline, resolve_source
 from facet_vlm.registry import MODEL_REGISTRY
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Predict every input; an input that fails is reported (one line on stderr) and the others still are. Returns
+    the exit code: 0, or `EXIT_BAD_DATA` when an input failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="A model folder (scripts/train.py's model/) or a Hub id.")
     parser.add_argument("paths", nargs="+", help="Scans (3D models) or face videos (the physio-prompt model).")
@@ -27,33 +32,73 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
     parser.add_argument("--pulse_plot", type=Path, default=None,
                         help="Videos: save the pulse signal as a PNG here (one video) or into this folder (several).")
-    args = parser.parse_args()
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    for name in ("top_k", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
 
     source = resolve_source(args.model)
     model = load_model(source)
     entry = MODEL_REGISTRY[model.config.model_type]
     runner = pipeline(entry.task, model=model, processor=None, batch_size=args.batch_size)
     if not entry.is_video:
-        predict_scans(runner, args)
-        return
-    for path in args.paths:
+        failed = predict_scans(runner, args)
+    else:
+        failed = [path for path in args.paths if not predict_video(runner, path, args)]
+    if failed:
+        print(f"{len(failed)} of {len(args.paths)} inputs failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    return 0
+
+
+def report_failure(path: str, error: FacetVLMError, as_json: bool) -> None:
+    """One input's error: a line on stderr (and a JSON object on stdout with ``--json``)."""
+    print(f"error: {error}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"path": path, "error": str(error)}))
+
+
+def predict_video(runner, path: str, args: argparse.Namespace) -> bool:
+    """Predict and print one video; False (after reporting the error) when it cannot be read."""
+    try:
         result = runner(path, top_k=args.top_k)
-        if args.pulse_plot is not None:
-            target = args.pulse_plot / f"{Path(path).stem}_pulse.png" if len(args.paths) > 1 else args.pulse_plot
-            target.parent.mkdir(parents=True, exist_ok=True)
-            plot_pulse(result["pulse"], result["fps"], result["heart_rate"], target, title=Path(path).name)
-            result["pulse_plot"] = str(target)
-        print_video(path, result, args.json)
+    except FacetVLMError as error:
+        report_failure(path, error, args.json)
+        return False
+    if args.pulse_plot is not None:
+        target = args.pulse_plot / f"{Path(path).stem}_pulse.png" if len(args.paths) > 1 else args.pulse_plot
+        target.parent.mkdir(parents=True, exist_ok=True)
+        plot_pulse(result["pulse"], result["fps"], result["heart_rate"], target, title=Path(path).name)
+        result["pulse_plot"] = str(target)
+    print_video(path, result, args.json)
+    return True
 
 
-def predict_scans(runner, args: argparse.Namespace) -> None:
-    for path, scores in zip(args.paths, runner(args.paths, top_k=args.top_k)):
-        if args.json:
+def predict_scans(runner, args: argparse.Namespace) -> list[str]:
+    """Predict and print every scan (in batches; a batch with a bad scan is redone scan by scan so that the good
+    ones are still reported); returns the scans that failed."""
+    try:
+        outcomes = list(zip(args.paths, runner(args.paths, top_k=args.top_k)))
+    except FacetVLMError:
+        outcomes = []
+        for path in args.paths:
+            try:
+                outcomes.append((path, runner(path, top_k=args.top_k)))
+            except FacetVLMError as error:
+                outcomes.append((path, error))
+    failed = []
+    for path, scores in outcomes:
+        if isinstance(scores, FacetVLMError):
+            report_failure(path, scores, args.json)
+            failed.append(path)
+        elif args.json:
             print(json.dumps({"path": path, "expression": scores[0]["label"], "scores": scores}))
-            continue
-        print(f"{path}: {scores[0]['label']}")
-        for entry in scores:
-            print(f"    {entry['label']:<14} {entry['score']:.3f}")
+        else:
+            print(f"{path}: {scores[0]['label']}")
+            for entry in scores:
+                print(f"    {entry['label']:<14} {entry['score']:.3f}")
+    return failed
 
 
 def print_video(path: str, result: dict, as_json: bool) -> None:
@@ -70,4 +115,4 @@ def print_video(path: str, result: dict, as_json: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

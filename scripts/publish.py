@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facet_vlm.cli import add_debug_argument, run_cli
 from facet_vlm.errors import FacetVLMError
 from facet_vlm.hub import DEFAULT_TEMPLATE, build_hub_folder, push_folder
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--push", action="store_true", help="upload the folder to the Hub")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -70,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

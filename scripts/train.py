@@ -4,7 +4,9 @@
     accelerate launch --config_file facet_vlm/configs/cpu_2proc.yaml scripts/train.py --model couplefer ...
 """
 
-from facet_vlm.training import main
+import sys
+
+from facet_vlm.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(train_main())

@@ -207,7 +207,9 @@ def config_for_inputs(entry: Any, model_args: Any, labels: Sequence[str]) -> Any
     init_from = model_args.init_from
     overrides = dict(model_args.model_config or {})
     if init_from and (Path(init_from) / "config.json").is_file():
-        saved = json.loads((Path(init_from) / "config.json").read_text(encoding="utf-8"))
+        from ..pipelines import check_model_files
+
+        saved = check_model_files(init_from)
         if saved.get("model_type") == entry.config_class.model_type:
             return entry.config_class.from_pretrained(init_from, **overrides)
     return entry.config_class(**overrides, num_labels=len(labels))
