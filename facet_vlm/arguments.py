@@ -47,6 +47,10 @@ class ModelArguments:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    attn_implementation: Literal["sdpa", "eager"] = field(default="sdpa", metadata={
+        "help": "Attention kernel of every attention module (transformers' attention interface): sdpa or eager."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in the backward pass (less memory, ~30 %% more time); not for AFNet-M."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"],
         metadata={"help": "Module names (or suffixes) that get LoRA adapters."})
@@ -225,6 +229,11 @@ class LoopArguments:
     final_model: Literal["last_fold", "all_data", "none"] = field(default="last_fold", metadata={
         "help": "What model/ holds: the last fold's model, one retrained on every subject, or nothing."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (default: torch's choice). Use 1 when other CPU-heavy jobs share the machine: "
+                "contended threads slowed steps 6-9x on a 2-core machine."})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "Compile the model with torch.compile (inductor) through Accelerate."})
     allow_changed_args: bool = field(default=False, metadata={
         "help": "Resume from a checkpoint although run-defining arguments (learning rate, seed, model config, ...) "
                 "differ from the ones stored with it."})
@@ -244,6 +253,8 @@ class LoopArguments:
         for name in ("eval_batch_size", "stop_after_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"--num_threads must be >= 1, got {self.num_threads}")
         if self.dataloader_num_workers < 0:
             raise ConfigError(f"--dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):

@@ -80,6 +80,12 @@ def build_model(model_args: ModelArguments, labels: Sequence[str], config_overri
     ``--model_config``.
     """
     model = build_base_model(model_args, labels, config_overrides)
+    model.set_attn_implementation(model_args.attn_implementation)
+    if model_args.gradient_checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} does not support it (batch-norm "
+                              f"statistics would be updated twice)")
+        model.activation_checkpointing_enable()
     return apply_lora(model, model_args) if model_args.peft == "lora" else model
 
 
@@ -406,7 +412,10 @@ def make_accelerator(loop_args: LoopArguments) -> Any:
     # `accelerate launch --multi_gpu` on a machine without GPUs starts the processes but Accelerate only joins them
     # (MULTI_CPU over gloo) when asked for the CPU.
     on_cpu_cluster = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    if loop_args.num_threads is not None:
+        torch.set_num_threads(loop_args.num_threads)
     accelerator = Accelerator(
+        dynamo_backend="inductor" if loop_args.torch_compile else "no",
         cpu=on_cpu_cluster,
         gradient_accumulation_steps=loop_args.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(loop_args.mixed_precision),
@@ -677,7 +686,9 @@ def _flat_config(*arguments: Any) -> dict[str, Any]:
 NON_DEFINING_ARGUMENTS = frozenset({
     "output_dir", "fold", "max_folds", "num_proc", "cache_dir", "resume_from_checkpoint", "stop_after_steps",
     "report_to", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "keep_checkpoints",
-    "dataloader_num_workers", "final_model", "save_adapters_only", "allow_changed_args"})
+    "dataloader_num_workers", "final_model", "save_adapters_only", "allow_changed_args",
+    # speed and memory only: the same result within floating-point tolerance (tests/test_attention.py)
+    "num_threads", "torch_compile", "attn_implementation", "gradient_checkpointing"})
 
 
 def run_arguments(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArguments) -> dict[str, Any]:

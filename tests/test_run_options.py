@@ -1,0 +1,48 @@
+"""Speed and memory options of the run layer (issue #16): attention kernel, gradient checkpointing, threads."""
+
+import pytest
+import torch
+from test_train import TINY_MODELS
+
+from facet_vlm.arguments import DataArguments, LoopArguments, ModelArguments
+from facet_vlm.errors import ConfigError
+from facet_vlm.training import build_model, make_accelerator, run_fingerprint
+
+LABELS = ["anger", "happiness", "sadness"]
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attn_implementation_reaches_the_built_model(implementation):
+    model = build_model(ModelArguments(model="facet_vlm", model_config=TINY_MODELS["facet_vlm"],
+                                       attn_implementation=implementation), LABELS)
+    assert model.config._attn_implementation == implementation
+
+
+def test_gradient_checkpointing_is_switched_on_or_refused():
+    model = build_model(ModelArguments(model="facet_vlm", model_config=TINY_MODELS["facet_vlm"],
+                                       gradient_checkpointing=True), LABELS)
+    assert model.is_gradient_checkpointing
+    plain = build_model(ModelArguments(model="facet_vlm", model_config=TINY_MODELS["facet_vlm"]), LABELS)
+    assert not plain.is_gradient_checkpointing
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        build_model(ModelArguments(model="afnet_m", gradient_checkpointing=True), LABELS)
+
+
+def test_num_threads_sets_torchs_threads_and_is_validated(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        make_accelerator(LoopArguments(output_dir=str(tmp_path / "run"), num_threads=1, report_to="none"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="num_threads"):
+        LoopArguments(output_dir=str(tmp_path / "run"), num_threads=0)
+
+
+def test_speed_options_do_not_change_the_run_fingerprint(tmp_path):
+    data = DataArguments()
+    base = run_fingerprint(ModelArguments(), data, LoopArguments(output_dir=str(tmp_path)))
+    fast = run_fingerprint(ModelArguments(attn_implementation="eager", gradient_checkpointing=True), data,
+                           LoopArguments(output_dir=str(tmp_path), num_threads=1, torch_compile=True))
+    assert fast == base
+    assert run_fingerprint(ModelArguments(), data, LoopArguments(output_dir=str(tmp_path), seed=1)) != base
