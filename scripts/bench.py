@@ -203,13 +203,17 @@ def bench_inputs(model_type: str, config, batch: int, generator) -> dict:
     return inputs
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large float32 matmul on this machine (best of `repeats`): the reference for the model's share."""
+def matmul_peak_flops(size: int = 2048, repeats: int = 5, device: str = "cpu", dtype=None) -> float:
+    """FLOP/s of a large matmul on this machine (best of `repeats`; float32 unless `dtype`): the reference for the
+    model's share."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
-    best = min(_wall(lambda: a @ b) for _ in range(repeats))
+    sync()
+    best = min(_wall(lambda: (a @ b, sync())) for _ in range(repeats))
     return 2.0 * size**3 / best
 
 
@@ -220,13 +224,16 @@ def _wall(fn) -> float:
 
 
 def bench_model(model_type: str, batch_size: int, steps: int, size: str = "small",
-                gradient_checkpointing: bool = False, num_threads: int | None = None) -> dict:
+                gradient_checkpointing: bool = False, num_threads: int | None = None, device: str = "cpu",
+                bf16: bool = False) -> dict:
     """One model's training and inference throughput, forward FLOP/s and its share of the FLOP/s of a large matmul
     measured in the same process just before the forward is timed (on a shared machine both see the same load).
 
     FLOPs are counted by torch's FlopCounterMode on one forward with eager attention (it does not count the CPU
     SDPA kernel); the timed runs use the default SDPA attention. A training step is forward + backward + AdamW.
     Small models get one untimed warm-up step; base ones (seconds per step) are timed from the first step.
+    On ``device="cuda"`` the model, inputs and matmul run on the GPU (timed after a synchronise), the peak memory is
+    the GPU's, and ``bf16`` runs every forward under bfloat16 autocast (the matmul reference in bf16 too).
     """
     import resource
 
@@ -240,8 +247,21 @@ def bench_model(model_type: str, batch_size: int, steps: int, size: str = "small
     entry = model_registry(model_type)
     torch.manual_seed(0)
     config = entry.config_class(**BENCH_SIZES[size][model_type], num_labels=6)
-    model = entry.model_class(config)
-    inputs = bench_inputs(model_type, config, batch_size, torch.Generator().manual_seed(0))
+    model = entry.model_class(config).to(device)
+    inputs = {name: value.to(device) for name, value in
+              bench_inputs(model_type, config, batch_size, torch.Generator().manual_seed(0)).items()}
+    dtype = torch.bfloat16 if bf16 else torch.float32
+
+    def timed(fn) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
     features = {name: value for name, value in inputs.items() if name != "labels"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -261,9 +281,12 @@ def bench_model(model_type: str, batch_size: int, steps: int, size: str = "small
     flops = counter.get_total_flops()
     if switch:
         model.set_attn_implementation(attention)
-    peak_flops = matmul_peak_flops()
+    peak_flops = matmul_peak_flops(device=device, dtype=dtype)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
-        infer_s = min(_wall(lambda: model(**features)) for _ in range(steps))
+        timed(lambda: model(**features))
+        infer_s = min(timed(lambda: model(**features)) for _ in range(steps))
 
     def train_step() -> None:
         loss = model(**inputs).loss
@@ -276,15 +299,17 @@ def bench_model(model_type: str, batch_size: int, steps: int, size: str = "small
     checkpointing = gradient_checkpointing and model.supports_gradient_checkpointing  # AFNet-M: batch norm
     if checkpointing:
         model.activation_checkpointing_enable()
-    if size == "small":
-        train_step()
-    train_s = min(_wall(train_step) for _ in range(steps))
+    if size == "small" or device == "cuda":
+        timed(train_step)
+    train_s = min(timed(train_step) for _ in range(steps))
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"parameters": sum(p.numel() for p in model.parameters()), "attn_implementation": attention,
             "gradient_checkpointing": checkpointing,
             "train_samples_per_s": batch_size / train_s, "inference_samples_per_s": batch_size / infer_s,
             "forward_gflops": flops / 1e9, "forward_gflops_per_s": flops / infer_s / 1e9,
             "matmul_peak_gflops": peak_flops / 1e9, "share_of_matmul_peak": flops / infer_s / peak_flops,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_mb, "device": device, "bf16": bf16}
 
 
 def _fill_caches(model) -> None:
@@ -308,6 +333,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                         help="recompute layer activations in the backward pass; default on for base (a FACET-VLM "
                              "batch of 8 runs 120 ViT-B/16 images), off for small")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: run on the GPU (skipped with a message where none is present)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model and the matmul")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     add_threads_argument(parser)
     parser.set_defaults(run=run_train)
@@ -323,6 +351,9 @@ def run_train(args: argparse.Namespace) -> None:
 
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench train --device cuda: no CUDA GPU on this machine (torch.cuda.is_available() is False); skipped")
+        return
     threads = set_threads(args)
     base = args.size == "base"
     batch_size = args.batch_size or (8 if base else 16)
@@ -332,13 +363,13 @@ def run_train(args: argparse.Namespace) -> None:
           f"{'on' if checkpointing else 'off'}")
     print(f"{'model':<14} {'params':>9} {'train/s':>9} {'infer/s':>9} {'GFLOP/fwd':>10} {'fwd GFLOP/s':>12} "
           f"{'matmul':>8} {'of it':>6} {'peak RSS':>9}")
-    results = {"num_threads": threads, "size": args.size,
+    results = {"num_threads": threads, "size": args.size, "device": args.device, "bf16": args.bf16,
                "batch_size": batch_size, "gradient_checkpointing": checkpointing, "models": {}}
     spawn = multiprocessing.get_context("spawn")
     for model_type in args.models:
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:
             row = pool.submit(bench_model, model_type, batch_size, steps, args.size, checkpointing,
-                              torch.get_num_threads()).result()
+                              torch.get_num_threads(), args.device, args.bf16).result()
         results["models"][model_type] = row
         print(f"{model_type:<14} {row['parameters'] / 1e6:8.2f}M {row['train_samples_per_s']:9.2f} "
               f"{row['inference_samples_per_s']:9.2f} {row['forward_gflops']:10.2f} "
@@ -346,8 +377,9 @@ def run_train(args: argparse.Namespace) -> None:
               f"{100 * row['share_of_matmul_peak']:5.1f}% "
               f"{row['peak_rss_mb']:8.0f}M{'' if row['gradient_checkpointing'] == checkpointing else ' (no ckpt)'}")
     print("train/s: forward + backward + AdamW step; infer/s: forward without gradients; matmul: GFLOP/s of a "
-          "2048² float32 matmul measured just before the forward; peak RSS: the high-water mark of the model's own "
-          "process; (no ckpt): the model does not support gradient checkpointing.")
+          "2048² matmul (float32, bf16 with --bf16) measured just before the forward; peak RSS: the high-water mark "
+          "of the model's own process (on cuda: the GPU's peak allocated memory); (no ckpt): the model does not "
+          "support gradient checkpointing.")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
