@@ -87,6 +87,24 @@ def summarize_folds(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def pooled_metrics(confusion_matrix: Sequence[Sequence[int]] | np.ndarray) -> dict[str, float]:
+    """UF1, UAR and accuracy of the predictions pooled over folds (the summed confusion matrix: rows = true class).
+
+    The micro-expression convention (MEGC, 4DME leave-one-subject-out): the metrics are computed once over every
+    test sample of every fold, not averaged over folds, since a fold usually holds few clips and misses classes.
+    """
+    matrix = np.asarray(confusion_matrix, dtype=np.int64)
+    references = np.repeat(np.arange(matrix.shape[0]), matrix.sum(axis=1))
+    predictions = np.concatenate([np.repeat(np.arange(matrix.shape[1]), row) for row in matrix]) if matrix.size \
+        else np.zeros(0, np.int64)
+    results = {"num_samples": int(matrix.sum())}
+    results.update(load_metric("uf1").compute(predictions=predictions, references=references,
+                                              num_labels=matrix.shape[0]))
+    results.update(load_metric("uar").compute(predictions=predictions, references=references))
+    results.update(load_metric("accuracy").compute(predictions=predictions, references=references))
+    return results
+
+
 def format_results_table(summary: dict[str, Any], fold_ids: Sequence[int] | None = None, title: str = "") -> str:
     """A plain-text table: one row per fold and a mean ± std row, metrics in percent."""
     columns = SCALAR_METRICS

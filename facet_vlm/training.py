@@ -56,6 +56,7 @@ from .evaluation import (
     format_results_table,
     plot_confusion_matrix,
     plot_curves,
+    pooled_metrics,
     summarize_folds,
     write_json,
 )
@@ -559,10 +560,16 @@ def write_report(context: RunContext, folds: list, fold_ids: list[int], fold_res
         "final_model": context.loop_args.final_model,
         "runtime_s": round(runtime_s, 1),
     }
+    if summary.get("confusion_matrix") is not None:
+        all_results["pooled"] = pooled_metrics(summary["confusion_matrix"])
     if context.accelerator.is_main_process:
         write_json(output_dir / ALL_RESULTS, all_results)
         title = f"{model_args.model} on {data_args.dataset}, protocol {data_args.protocol} ({len(labels)} classes)"
         table = format_results_table(summary, fold_ids, title=title)
+        if "pooled" in all_results:
+            pooled = all_results["pooled"]
+            table += (f"\npooled over folds ({pooled['num_samples']} samples): UF1 {100 * pooled['uf1']:.2f}  "
+                      f"UAR {100 * pooled['uar']:.2f}  accuracy {100 * pooled['accuracy']:.2f}")
         (output_dir / RESULTS_TABLE).write_text(table + "\n", encoding="utf-8")
         if summary.get("confusion_matrix") is not None:
             plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",
