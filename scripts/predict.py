@@ -3,10 +3,14 @@
     python scripts/predict.py --model outputs/run/model F0001_HA04WH_F3D.wrl bs000_E_HAPPY_0.bnt
     python scripts/predict.py --model outputs/run/model --json scans/*.wrl
     python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
+    python scripts/predict.py --model outputs/4d/model F001/Happy sequence.zip        (4D: folders or .zip files)
+    python scripts/predict.py --model outputs/4d/model --sequence F001/Happy/*.wrl    (4D: the frames of one)
 
 The model folder says which it is (`facet_vlm.registry`): the 3D models (FACET-VLM, CoupleFER, AFNet-M) run the
 ``expression-recognition`` pipeline on scans (any format facet_vlm.io.read_face reads), the physio-prompt model
-the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a webcam recording).
+the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a webcam recording). A folder or a
+``.zip`` is a 4D sequence of frame files; the temporal model sees the frames selected as in its training, the
+static models the apex frame.
 """
 
 import argparse
@@ -25,6 +29,8 @@ def main() -> None:
     parser.add_argument("--top_k", type=int, default=None, help="Print only the K most likely classes.")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
+    parser.add_argument("--sequence", action="store_true",
+                        help="The paths are the frame files of one 4D sequence (sorted by frame number).")
     parser.add_argument("--pulse_plot", type=Path, default=None,
                         help="Videos: save the pulse signal as a PNG here (one video) or into this folder (several).")
     args = parser.parse_args()
@@ -47,7 +53,9 @@ def main() -> None:
 
 
 def predict_scans(runner, args: argparse.Namespace) -> None:
-    for path, scores in zip(args.paths, runner(args.paths, top_k=args.top_k)):
+    inputs = [tuple(args.paths)] if args.sequence else args.paths
+    names = [f"{Path(args.paths[0]).parent} ({len(args.paths)} frames)"] if args.sequence else args.paths
+    for path, scores in zip(names, runner(inputs, top_k=args.top_k)):
         if args.json:
             print(json.dumps({"path": path, "expression": scores[0]["label"], "scores": scores}))
             continue
