@@ -167,3 +167,41 @@ def test_the_4d_synthetic_configs_run_with_tiny_overrides(cache_dir, tmp_path):
     assert frames["facet_vlm_4d_synthetic_small"]["mode"] == "uniform"
     assert frames["facet_vlm_4d_apex_synthetic_small"] == {**frames["facet_vlm_4d_synthetic_small"], "mode": "apex",
                                                            "num_frames": 1}
+
+
+def test_pipeline_and_predict_take_a_sequence_as_folder_zip_or_frame_list(bu4dfe_run, sequences, tmp_path):
+    import shutil
+
+    from facet_vlm.data.prepare import ProcessorFeatures
+    from facet_vlm.data.sequences import FrameSelection, SequenceError
+    from facet_vlm.geometry.sequence_cache import sequence_features
+    from facet_vlm.pipelines import pipeline
+
+    model_dir = bu4dfe_run / "model"
+    classifier = pipeline("expression-recognition", model=str(model_dir))
+    folder = sequences / "bu" / "bu4dfe" / "F001" / "Happy"
+    frames = sorted(str(path) for path in folder.glob("*.wrl"))
+    archive = Path(shutil.make_archive(str(tmp_path / "happy"), "zip", folder.parent, folder.name))
+
+    scores = classifier(str(folder), frame_scores=True)
+    assert scores["frames"] == ["000.wrl", "002.wrl", "004.wrl"]  # the training selection: T=3, uniform
+    assert classifier(str(archive)) == scores["scores"] == classifier(tuple(reversed(frames)))
+    _, features = sequence_features(frames, ProcessorFeatures(classifier.processor), FrameSelection(NUM_FRAMES))
+    pixel_values = torch.from_numpy(features["pixel_values"])[None]
+    with torch.no_grad():
+        expected = classifier.model(pixel_values=pixel_values).logits.softmax(-1)[0]
+        first_frame = classifier.model(pixel_values=pixel_values[:, :1]).logits.softmax(-1)[0]
+    labels = classifier.model.config.id2label
+    assert {entry["label"]: entry["score"] for entry in scores["scores"]} == pytest.approx(
+        {labels[i]: float(expected[i]) for i in range(len(expected))}, abs=1e-5)
+    assert scores["frame_scores"][0] == pytest.approx(first_frame.tolist(), abs=1e-5)
+    assert all(sum(row) == pytest.approx(1.0) for row in scores["frame_scores"])
+
+    printed = run_script(REPO / "scripts" / "predict.py", "--model", str(model_dir), "--json", "--sequence", *frames)
+    assert json.loads(printed.stdout.strip().splitlines()[-1])["expression"] == scores["scores"][0]["label"]
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "002.wrl").write_bytes(b"")
+    with pytest.raises(SequenceError, match="002.wrl"):
+        classifier(str(broken))
