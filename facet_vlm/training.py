@@ -15,6 +15,11 @@ ends (a rerun skips finished folds). At the end: ``all_results.json`` (mean ± s
 epoch) and the final model with its processor in ``model/`` (the model of the last fold run, or one retrained on every
 subject with ``--final_model all_data``). With ``--peft lora --save_adapters_only`` ``model/`` is a PEFT adapter
 folder whose ``base_model_name_or_path`` is ``--init_from`` or the untrained base model saved in ``base_model/``.
+``all_results.json`` also holds ``pooled``: UF1, UAR and accuracy of the predictions pooled over the folds run (the
+micro-expression convention of 4DME under ``--protocol loso``; `facet_vlm.evaluation.pooled_metrics`).
+Sequence data sets (``--dataset bu4dfe:ROOT | bp4d:ROOT | 4dme:ROOT``) are prepared by
+`facet_vlm.data.prepare.prepare_sequences`; BP4D as a cross-dataset test set is scored with
+``scripts/evaluate_model.py MODEL --dataset bp4d:ROOT`` (`facet_vlm.evaluation.evaluate_saved_model`).
 
 Reproducibility: every fold starts from ``set_seed(seed)``, batches are drawn by a seedable sampler
 (order = f(seed, epoch)), and ``--batch_size`` is the global batch split across processes (``split_batches``), so

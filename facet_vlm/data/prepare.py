@@ -10,6 +10,12 @@ so a model sees exactly the same inputs in training (from the cache) as at infer
 data-set index, keeps the classes of the label set (and the chosen intensities), and renders through the cache with
 ``--num_proc`` workers. Face-video models go through `prepare_video_dataset` (crops and pulse maps once, with
 ``datasets.map``, into an Arrow file of the cache dir).
+
+Sequence (4D) data sets (``bu4dfe:ROOT``, ``bp4d:ROOT``, ``4dme:ROOT``, ``synthetic`` with ``--synthetic_format``
+bu4dfe / bp4d / 4dme) go through `prepare_sequences`: the temporal FACET-VLM gets ``pixel_values`` (T, V, C, H, W)
+per row from the per-frame render cache (frames chosen by ``--num_frames`` / ``--frame_mode`` /
+``--short_policy``), the static CoupleFER and AFNet-M get each sequence's apex frame. The label set keeps the
+classes it names (``--label_set basic6`` on BP4D keeps the six tasks whose emotion is a basic expression).
 """
 
 from __future__ import annotations
