@@ -142,8 +142,9 @@ class DataArguments:
     """Where the data comes from, how it is split into folds and how model inputs are prepared."""
 
     dataset: str = field(default="synthetic", metadata={
-        "help": "synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | bu4dfe:ROOT | mahnob:ROOT | deap:ROOT. "
-                "Plain 'synthetic' generates a BU-3DFE-layout set into the cache dir (once)."})
+        "help": "synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | bu4dfe:ROOT | bp4d:ROOT | 4dme:ROOT | "
+                "mahnob:ROOT | deap:ROOT. Plain 'synthetic' generates a set (--synthetic_format layout) into the "
+                "cache dir (once). 4dme: use --protocol loso (pooled UF1/UAR are reported)."})
     protocol: str = field(default="subject-kfold", metadata={
         "help": "subject-kfold (K folds of subjects), loso (leave one subject out), holdout (one split: "
                 "--test_fraction of the subjects), bu3dfe-p1-10fold / bu3dfe-p2-10fold (BU-3DFE protocols)."})
@@ -165,6 +166,15 @@ class DataArguments:
     feature_overrides: str | None = field(default=None, metadata={
         "help": "JSON object overriding the processor settings of input preparation (e.g. "
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
+    synthetic_format: str = field(default="bu3dfe", metadata={
+        "help": "Layout of a generated --dataset synthetic set: bu3dfe (still scans), bu4dfe (expression sequences), "
+                "bp4d (task sequences) or 4dme (micro/macro clips with onset/apex/offset)."})
+    num_frames: int = field(default=8, metadata={
+        "help": "Sequence data sets: frames T per sample of the temporal model (<= the model's num_frames)."})
+    frame_mode: str = field(default="uniform", metadata={
+        "help": "Sequence data sets: uniform | onset_apex_offset | apex (facet_vlm.data.sequences.FrameSelection)."})
+    short_policy: str = field(default="repeat", metadata={
+        "help": "Sequence data sets: a clip shorter than --num_frames repeats frames (repeat) or is refused."})
 
     def __post_init__(self) -> None:
         for name in ("feature_overrides", "synthetic_options"):

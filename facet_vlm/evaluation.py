@@ -87,6 +87,24 @@ def summarize_folds(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def pooled_metrics(confusion_matrix: Sequence[Sequence[int]] | np.ndarray) -> dict[str, float]:
+    """UF1, UAR and accuracy of the predictions pooled over folds (the summed confusion matrix: rows = true class).
+
+    The micro-expression convention (MEGC, 4DME leave-one-subject-out): the metrics are computed once over every
+    test sample of every fold, not averaged over folds, since a fold usually holds few clips and misses classes.
+    """
+    matrix = np.asarray(confusion_matrix, dtype=np.int64)
+    references = np.repeat(np.arange(matrix.shape[0]), matrix.sum(axis=1))
+    predictions = np.concatenate([np.repeat(np.arange(matrix.shape[1]), row) for row in matrix]) if matrix.size \
+        else np.zeros(0, np.int64)
+    results = {"num_samples": int(matrix.sum())}
+    results.update(load_metric("uf1").compute(predictions=predictions, references=references,
+                                              num_labels=matrix.shape[0]))
+    results.update(load_metric("uar").compute(predictions=predictions, references=references))
+    results.update(load_metric("accuracy").compute(predictions=predictions, references=references))
+    return results
+
+
 def format_results_table(summary: dict[str, Any], fold_ids: Sequence[int] | None = None, title: str = "") -> str:
     """A plain-text table: one row per fold and a mean ± std row, metrics in percent."""
     columns = SCALAR_METRICS
@@ -243,8 +261,12 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     ``protocol="all"`` scores every sample; a fold protocol (``subject-kfold``, ``loso``, ``holdout``,
     ``bu3dfe-p1-10fold``, ...) scores the test subjects of each fold (or of ``fold``). When the model's training
     record says it was trained on this same data set, its training subjects are always left out, so the score is
-    subject-independent. Writes ``evaluation_results.json`` and ``confusion_matrix.png`` into `output_dir`
-    (default ``MODEL_DIR/evaluation``), logs the results table and returns the results (``table`` holds the text).
+    subject-independent. A sequence data set is read as in training (the frame selection of the training record;
+    static models take the apex frame). Cross-dataset testing: a model trained on BU-4DFE or BU-3DFE (label set
+    ``basic6``) scored on ``bp4d:ROOT`` sees the BP4D tasks whose emotion is in its label set (T1 happiness, T2
+    sadness, T3 surprise, T5 fear, T7 anger, T8 disgust); the others are left out. Writes
+    ``evaluation_results.json`` and ``confusion_matrix.png`` into `output_dir` (default ``MODEL_DIR/evaluation``),
+    logs the results table and returns the results (``table`` holds the text).
     """
     from accelerate import Accelerator
 
@@ -264,7 +286,8 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     data_args = DataArguments(dataset=dataset, protocol="holdout" if protocol == "all" else protocol, folds=folds,
                               fold=fold, fold_seed=fold_seed, cache_dir=cache_dir, num_proc=num_proc,
                               synthetic_subjects=synthetic_subjects, synthetic_seed=synthetic_seed,
-                              feature_overrides=json.dumps(settings) if settings else None)
+                              feature_overrides=json.dumps(settings) if settings else None,
+                              **_frame_arguments(record))
     accelerator = Accelerator()
     prepared = prepare_dataset(model_args, data_args, accelerator)
     labels = list(prepared.labels)
@@ -290,6 +313,14 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
                               title=f"{model.config.model_type} on {dataset}")
         logger.info("\n%s", table)
     return {**results, "table": table}
+
+
+def _frame_arguments(record: dict[str, Any]) -> dict[str, Any]:
+    """The frame selection a temporal model was trained with (its training record), for scoring sequences alike."""
+    frames = record.get("features", {}).get("frames")
+    if not isinstance(frames, dict):
+        return {}
+    return {"num_frames": frames["num_frames"], "frame_mode": frames["mode"], "short_policy": frames["short_policy"]}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -98,21 +98,80 @@ def _stack_items(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ExpressionRecognitionPipeline(_FacetPipeline):
-    """Scan(s) in, sorted ``{"label", "score"}`` dicts out: read → processor → model → softmax.
+    """Scan(s) or 4D sequence(s) in, sorted ``{"label", "score"}`` dicts out: read → processor → model → softmax.
 
-    Call arguments: ``top_k`` (default: every class), and transformers' ``batch_size`` (scans per forward pass).
+    A sequence is a folder of frame files, a ``.zip`` of one, or a tuple of frame paths (a list of inputs is a
+    batch, as for every pipeline; wrap one sequence's frames in a tuple or pass a list of such lists);
+    `facet_vlm.data.sequences.sequence_frames` orders the frames by frame number. The temporal model (FACET-VLM)
+    sees T frames chosen as in its training (the frame selection of ``facet_vlm_training.json`` next to the
+    model, else 8 frames, or the model's ``num_frames`` when fewer, uniformly); the static models (CoupleFER,
+    AFNet-M) see the sequence's apex frame (the frame farthest from the first, `apex_frame_index`), as in training.
+
+    Call arguments: ``top_k`` (default: every class), ``num_frames`` / ``frame_mode`` (override the frame
+    selection), ``frame_scores=True`` (sequences: return ``{"scores", "frames", "frame_scores"}``, where
+    ``frame_scores[t]`` are the class probabilities of the t-th selected frame alone, in class-id order), and
+    transformers' ``batch_size`` (inputs per forward pass; sequences of one batch must have equal T).
     """
 
-    def _sanitize_parameters(self, top_k: int | None = None, **kwargs: Any):
-        return {}, {}, ({"top_k": top_k} if top_k is not None else {})
+    def _sanitize_parameters(self, top_k: int | None = None, num_frames: int | None = None,
+                             frame_mode: str | None = None, frame_scores: bool | None = None, **kwargs: Any):
+        preprocess = {name: value for name, value in (("num_frames", num_frames), ("frame_mode", frame_mode),
+                                                       ("frame_scores", frame_scores)) if value is not None}
+        return preprocess, {}, ({"top_k": top_k} if top_k is not None else {})
 
-    def preprocess(self, item: ScanInput) -> dict[str, torch.Tensor]:
-        return self.model_inputs(self.processor(faces=[load_face(item)]))
+    def preprocess(self, item: ScanInput | Sequence[ScanInput], num_frames: int | None = None,
+                   frame_mode: str | None = None, frame_scores: bool = False) -> dict[str, Any]:
+        if not is_sequence_input(item):
+            return self.model_inputs(self.processor(faces=[load_face(item)]))
+        return self.preprocess_sequence(item, num_frames, frame_mode, frame_scores)
 
-    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> list[dict[str, Any]]:
+    def preprocess_sequence(self, item: Any, num_frames: int | None, frame_mode: str | None,
+                            frame_scores: bool) -> dict[str, Any]:
+        """Model inputs of one sequence (`sequence_input` does the reading), plus the selected frames' names."""
+        entry = MODEL_REGISTRY.get(getattr(self.model.config, "model_type", None))
+        temporal = entry is not None and entry.temporal
+        selection = self.frame_selection(num_frames, frame_mode) if temporal else None
+        names, pixel_values = sequence_input(item, self.processor, selection)
+        if temporal:
+            encoded = {"pixel_values": pixel_values}
+        else:
+            encoded = self.model_inputs(pixel_values)
+            frame_scores = False
+        return {**encoded, "_frames": names, "_frame_scores": frame_scores}
+
+    def frame_selection(self, num_frames: int | None, frame_mode: str | None) -> Any:
+        """The training frame selection of the model (see the class doc), with the call's overrides."""
+        from .data.sequences import FrameSelection
+
+        saved = training_frame_selection(getattr(self.model, "name_or_path", None))
+        if saved is None:
+            saved = {"num_frames": min(8, int(getattr(self.model.config, "num_frames", 8)))}
+        if num_frames is not None:
+            saved["num_frames"] = int(num_frames)
+        if frame_mode is not None:
+            saved["mode"] = frame_mode
+        return FrameSelection(**saved)
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        per_frame = model_inputs.get("_frame_scores")
+        outputs = super()._forward(model_inputs)
+        if per_frame and (per_frame is True or any(per_frame)):
+            pixel_values = model_inputs["pixel_values"]
+            outputs["_frame_logits"] = torch.stack([self.model(pixel_values=pixel_values[:, t:t + 1]).logits
+                                                    for t in range(pixel_values.shape[1])], dim=1)
+        return outputs
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> Any:
         probabilities = model_outputs["logits"][0].float().softmax(dim=-1).cpu()
         labels = [self.model.config.id2label[index] for index in range(len(probabilities))]
-        return _sorted_scores(probabilities, labels, top_k)
+        scores = _sorted_scores(probabilities, labels, top_k)
+        frame_logits = model_outputs.get("_frame_logits")
+        if frame_logits is None:
+            return scores
+        frames = model_outputs["_frames"]
+        frames = frames[0] if frames and isinstance(frames[0], list) else frames
+        per_frame = frame_logits[0].float().softmax(dim=-1).cpu().tolist()
+        return {"scores": scores, "frames": list(frames), "frame_scores": per_frame}
 
 
 class VideoEmotionRecognitionPipeline(_FacetPipeline):
@@ -147,6 +206,57 @@ class VideoEmotionRecognitionPipeline(_FacetPipeline):
                                                top_k)
         result.update(heart_rate=float(pulse["heart_rate"]), pulse=pulse["signal"].tolist(), fps=pulse["fps"])
         return result
+
+
+def is_sequence_input(item: Any) -> bool:
+    """A 4D sequence: a folder, a ``.zip`` or a list/tuple of frame paths (a single scan path or `Face` is not)."""
+    if isinstance(item, list | tuple):
+        return True
+    if isinstance(item, str | PathLike):
+        return Path(item).is_dir() or Path(item).suffix.lower() == ".zip"
+    return False
+
+
+def sequence_input(item: Any, processor: Any, selection: Any = None) -> tuple[list[str], Any]:
+    """Read one sequence (folder, ``.zip`` or frame paths; `facet_vlm.data.sequences.sequence_frames`) into model
+    inputs: with a `FrameSelection`, the selected frames' ``pixel_values`` (1, T, V, C, H, W) of the temporal model
+    (`facet_vlm.geometry.sequence_cache.sequence_features`, uncached); without one, the processor's inputs of the
+    apex frame (static models). Returns the names of the frames used and the inputs. A ``.zip`` is extracted into
+    a temporary folder that is removed afterwards.
+
+    Raises:
+        SequenceError: no frames, a missing, empty or unreadable frame (named), an unsafe archive.
+    """
+    import shutil
+    import tempfile
+
+    from .data.prepare import ProcessorFeatures
+    from .data.sequences import apex_frame_index, sequence_frames
+    from .geometry.sequence_cache import sequence_features
+
+    scratch = None
+    if isinstance(item, str | PathLike) and Path(item).suffix.lower() == ".zip":
+        scratch = tempfile.mkdtemp(prefix="facet_vlm_sequence_")
+    try:
+        frames = sequence_frames(list(item) if isinstance(item, list | tuple) else item, extract_to=scratch)
+        if selection is None:
+            frame = frames[apex_frame_index(frames)]
+            return [Path(frame).name], processor(faces=[load_face(frame)])
+        selected, features = sequence_features(frames, ProcessorFeatures(processor), selection)
+        return [Path(path).name for path in selected], torch.from_numpy(features["pixel_values"])[None]
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def training_frame_selection(model_dir: str | PathLike | None) -> dict[str, Any] | None:
+    """The frame selection (`FrameSelection` fields) a model was trained with: ``features.frames`` of the training
+    record ``facet_vlm_training.json`` (`facet_vlm.evaluation.TRAINING_RECORD`) in `model_dir`; None when absent."""
+    if not model_dir or not (Path(model_dir) / "facet_vlm_training.json").is_file():
+        return None
+    record = json.loads((Path(model_dir) / "facet_vlm_training.json").read_text(encoding="utf-8"))
+    frames = record.get("features", {}).get("frames")
+    return dict(frames) if isinstance(frames, dict) else None
 
 
 def load_face(item: ScanInput) -> Face:

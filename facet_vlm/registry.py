@@ -47,6 +47,8 @@ class ModelEntry:
         auto_class: the task Auto class of transformers the model registers with (besides `AutoModel`).
         title: the model's name in cards and the Space.
         auto_model_name: the class `AutoModel` maps to (see the module doc); default: `model_name`.
+        temporal: the model takes 4D sequences (T frames); a static scan model gets one frame per sequence (its
+            apex frame, `facet_vlm.data.sequences.apex_rows`) on a sequence data set.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelEntry:
     auto_class: str
     title: str
     auto_model_name: str = ""
+    temporal: bool = False
 
     def _load(self, module: str, name: str) -> Any:
         return getattr(importlib.import_module(f"{self.package}.{module}"), name)
@@ -101,7 +104,8 @@ MODEL_REGISTRY: dict[str, ModelEntry] = {
     for entry in (
         ModelEntry("facet_vlm", "facet_vlm", "FacetVLMConfig", "FacetVLMForExpressionRecognition",
                    "FacetVLMProcessor", "processing_facet_vlm", "scan", SCAN_TASK,
-                   "AutoModelForImageClassification", "FACET-VLM", auto_model_name="FacetVLMModel"),
+                   "AutoModelForImageClassification", "FACET-VLM", auto_model_name="FacetVLMModel",
+                   temporal=True),
         ModelEntry("couplefer", "couple", "CoupleFERConfig", "CoupleFERForExpressionRecognition",
                    "CoupleFERProcessor", "processing_couple", "scan", SCAN_TASK,
                    "AutoModelForImageClassification", "CoupleFER"),

@@ -15,6 +15,11 @@ ends (a rerun skips finished folds). At the end: ``all_results.json`` (mean ± s
 epoch) and the final model with its processor in ``model/`` (the model of the last fold run, or one retrained on every
 subject with ``--final_model all_data``). With ``--peft lora --save_adapters_only`` ``model/`` is a PEFT adapter
 folder whose ``base_model_name_or_path`` is ``--init_from`` or the untrained base model saved in ``base_model/``.
+``all_results.json`` also holds ``pooled``: UF1, UAR and accuracy of the predictions pooled over the folds run (the
+micro-expression convention of 4DME under ``--protocol loso``; `facet_vlm.evaluation.pooled_metrics`).
+Sequence data sets (``--dataset bu4dfe:ROOT | bp4d:ROOT | 4dme:ROOT``) are prepared by
+`facet_vlm.data.prepare.prepare_sequences`; BP4D as a cross-dataset test set is scored with
+``scripts/evaluate_model.py MODEL --dataset bp4d:ROOT`` (`facet_vlm.evaluation.evaluate_saved_model`).
 
 Reproducibility: every fold starts from ``set_seed(seed)``, batches are drawn by a seedable sampler
 (order = f(seed, epoch)), and ``--batch_size`` is the global batch split across processes (``split_batches``), so
@@ -57,6 +62,7 @@ from .evaluation import (
     format_results_table,
     plot_confusion_matrix,
     plot_curves,
+    pooled_metrics,
     summarize_folds,
     write_json,
 )
@@ -588,10 +594,16 @@ def write_report(context: RunContext, folds: list, fold_ids: list[int], fold_res
         "final_model": context.loop_args.final_model,
         "runtime_s": round(runtime_s, 1),
     }
+    if summary.get("confusion_matrix") is not None:
+        all_results["pooled"] = pooled_metrics(summary["confusion_matrix"])
     if context.accelerator.is_main_process:
         write_json(output_dir / ALL_RESULTS, all_results)
         title = f"{model_args.model} on {data_args.dataset}, protocol {data_args.protocol} ({len(labels)} classes)"
         table = format_results_table(summary, fold_ids, title=title)
+        if "pooled" in all_results:
+            pooled = all_results["pooled"]
+            table += (f"\npooled over folds ({pooled['num_samples']} samples): UF1 {100 * pooled['uf1']:.2f}  "
+                      f"UAR {100 * pooled['uar']:.2f}  accuracy {100 * pooled['accuracy']:.2f}")
         (output_dir / RESULTS_TABLE).write_text(table + "\n", encoding="utf-8")
         if summary.get("confusion_matrix") is not None:
             plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="A folder written by scripts/train.py (model/) or save_pretrained.")
     parser.add_argument("--dataset", required=True, help="synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | "
-                                                         "bu4dfe:ROOT | mahnob:ROOT | deap:ROOT")
+                                                         "bu4dfe:ROOT | bp4d:ROOT | 4dme:ROOT | "
+                                                         "mahnob:ROOT | deap:ROOT")
     parser.add_argument("--protocol", default="all", help="all (every sample), subject-kfold, loso, holdout, "
                                                           "bu3dfe-p1-10fold, ...: scores each fold's test subjects")
     parser.add_argument("--folds", type=int, default=10)

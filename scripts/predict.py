@@ -3,10 +3,14 @@
     python scripts/predict.py --model outputs/run/model F0001_HA04WH_F3D.wrl bs000_E_HAPPY_0.bnt
     python scripts/predict.py --model outputs/run/model --json scans/*.wrl
     python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
+    python scripts/predict.py --model outputs/4d/model F001/Happy sequence.zip        (4D: folders or .zip files)
+    python scripts/predict.py --model outputs/4d/model --sequence F001/Happy/*.wrl    (4D: the frames of one)
 
 The model folder says which it is (`facet_vlm.registry`): the 3D models (FACET-VLM, CoupleFER, AFNet-M) run the
 ``expression-recognition`` pipeline on scans (any format facet_vlm.io.read_face reads), the physio-prompt model
-the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a webcam recording).
+the ``video-emotion-recognition`` pipeline on face videos (.mp4, .avi, ... or a webcam recording). A folder or a
+``.zip`` is a 4D sequence of frame files; the temporal model sees the frames selected as in its training, the
+static models the apex frame.
 """
 
 import argparse
@@ -30,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=None, help="Print only the K most likely classes.")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
+    parser.add_argument("--sequence", action="store_true",
+                        help="The paths are the frame files of one 4D sequence (sorted by frame number).")
     parser.add_argument("--pulse_plot", type=Path, default=None,
                         help="Videos: save the pulse signal as a PNG here (one video) or into this folder (several).")
     add_debug_argument(parser)
@@ -76,17 +82,19 @@ def predict_video(runner, path: str, args: argparse.Namespace) -> bool:
 
 
 def predict_scans(runner, args: argparse.Namespace) -> list[str]:
-    """Predict and print every scan (in batches; a batch with a bad scan is redone scan by scan so that the good
-    ones are still reported); returns the scans that failed."""
+    """Predict and print every scan or, with ``--sequence``, the one sequence the paths make (in batches; a batch
+    with a bad scan is redone scan by scan so that the good ones are still reported); returns what failed."""
+    inputs = [tuple(args.paths)] if args.sequence else list(args.paths)
+    names = [f"{Path(args.paths[0]).parent} ({len(args.paths)} frames)"] if args.sequence else list(args.paths)
     try:
-        outcomes = list(zip(args.paths, runner(args.paths, top_k=args.top_k)))
+        outcomes = list(zip(names, runner(inputs, top_k=args.top_k)))
     except FacetVLMError:
         outcomes = []
-        for path in args.paths:
+        for name, item in zip(names, inputs):
             try:
-                outcomes.append((path, runner(path, top_k=args.top_k)))
+                outcomes.append((name, runner(item, top_k=args.top_k)))
             except FacetVLMError as error:
-                outcomes.append((path, error))
+                outcomes.append((name, error))
     failed = []
     for path, scores in outcomes:
         if isinstance(scores, FacetVLMError):

@@ -10,6 +10,12 @@ so a model sees exactly the same inputs in training (from the cache) as at infer
 data-set index, keeps the classes of the label set (and the chosen intensities), and renders through the cache with
 ``--num_proc`` workers. Face-video models go through `prepare_video_dataset` (crops and pulse maps once, with
 ``datasets.map``, into an Arrow file of the cache dir).
+
+Sequence (4D) data sets (``bu4dfe:ROOT``, ``bp4d:ROOT``, ``4dme:ROOT``, ``synthetic`` with ``--synthetic_format``
+bu4dfe / bp4d / 4dme) go through `prepare_sequences`: the temporal FACET-VLM gets ``pixel_values`` (T, V, C, H, W)
+per row from the per-frame render cache (frames chosen by ``--num_frames`` / ``--frame_mode`` /
+``--short_policy``), the static CoupleFER and AFNet-M get each sequence's apex frame. The label set keeps the
+classes it names (``--label_set basic6`` on BP4D keeps the six tasks whose emotion is a basic expression).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,12 @@ from ..registry import MODEL_REGISTRY, make_processor, model_entry
 from .folds import column
 
 logger = logging.getLogger(__name__)
+
+
+#: Layouts ``--dataset synthetic`` can generate (``--synthetic_format``).
+SYNTHETIC_FORMATS = ("bu3dfe", "bu4dfe", "bp4d", "4dme")
+#: Readers of the sequence (4D) data sets: one row per sequence with its ``frames``.
+SEQUENCE_LOADERS = {"bu4dfe": "load_bu4dfe", "bp4d": "load_bp4d", "4dme": "load_4dme"}
 
 
 class ProcessorFeatures:
@@ -106,48 +118,65 @@ class PreparedData:
     subject_adapters: bool = False
 
 
-def synthetic_root(cache_dir: str | Path, subjects: int, seed: int, options: dict[str, Any] | None = None) -> Path:
-    """Where ``--dataset synthetic`` keeps its generated set (one folder per subjects, seed and options)."""
-    name = f"bu3dfe_s{subjects}_seed{seed}"
+def synthetic_root(cache_dir: str | Path, subjects: int, seed: int, options: dict[str, Any] | None = None,
+                   fmt: str = "bu3dfe") -> Path:
+    """Where ``--dataset synthetic`` keeps its generated set (one folder per layout, subjects, seed and options)."""
+    name = f"{fmt}_s{subjects}_seed{seed}"
     if options:
         name += "_" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
     return Path(cache_dir) / "synthetic" / name
 
 
 def ensure_synthetic(root: Path, subjects: int, seed: int, num_proc: int = 1,
-                     options: dict[str, Any] | None = None) -> Path:
-    """Generate the synthetic BU-3DFE-layout set into `root` unless a finished one is already there.
+                     options: dict[str, Any] | None = None, fmt: str = "bu3dfe") -> Path:
+    """Generate the synthetic set of layout `fmt` into `root` unless a finished one is already there.
 
-    The generator itself resumes an interrupted set subject by subject; ``.complete`` marks a finished one.
+    ``bu3dfe`` and ``bu4dfe`` come from `facet_vlm.data.synthetic.generate` (which resumes an interrupted set
+    subject by subject), ``bp4d`` and ``4dme`` from `facet_vlm.data.synthetic_sequences.generate_sequences`;
+    `options` are further arguments of that generator. ``.complete`` marks a finished set.
     """
     from . import synthetic
+    from .synthetic_sequences import generate_sequences
 
+    if fmt not in SYNTHETIC_FORMATS:
+        raise ConfigError(f"--synthetic_format {fmt!r}: use one of {', '.join(SYNTHETIC_FORMATS)}")
     done = root / ".complete"
     if done.is_file():
         return root
-    summary = synthetic.generate(root, subjects=subjects, seed=seed, formats=("bu3dfe",), num_proc=num_proc,
-                                 **(options or {}))
-    done.write_text(json.dumps({"subjects": subjects, "seed": seed, "options": options or {}}) + "\n")
+    if fmt in ("bu3dfe", "bu4dfe"):
+        summary = synthetic.generate(root, subjects=subjects, seed=seed, formats=(fmt,), num_proc=num_proc,
+                                     **(options or {}))
+    else:
+        summary = generate_sequences(root, subjects=subjects, seed=seed, formats=(fmt,), **(options or {}))
+        summary = f"{len(summary.sequences)} {fmt} sequences in {summary.roots[fmt]}"
+    done.write_text(json.dumps({"subjects": subjects, "seed": seed, "format": fmt, "options": options or {}}) + "\n")
     logger.info("%s", summary.table() if hasattr(summary, "table") else summary)
     return root
 
 
 def load_index(dataset: str, cache_dir: str, subjects: int, seed: int, num_proc: int, main_process: bool,
-               wait: Callable[[], None], options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """The data-set index (a `datasets.Dataset` with subject, expression, path, ...) and its kind."""
+               wait: Callable[[], None], options: dict[str, Any] | None = None,
+               fmt: str = "bu3dfe") -> tuple[Any, str]:
+    """The data-set index (a `datasets.Dataset` with subject, expression, path, ...) and its kind.
+
+    Sequence data sets (BU-4DFE, BP4D-Spontaneous, 4DME, and ``synthetic`` with `fmt` bu4dfe / bp4d / 4dme) give
+    one row per sequence with its ``frames``; their kind is the layout name (it picks the default label set).
+    """
     from .. import data
 
     kind, _, root = dataset.partition(":")
     if kind == "synthetic":
-        folder = Path(root) if root else synthetic_root(cache_dir, subjects, seed, options)
+        if fmt not in SYNTHETIC_FORMATS:
+            raise ConfigError(f"--synthetic_format {fmt!r}: use one of {', '.join(SYNTHETIC_FORMATS)}")
+        folder = Path(root) if root else synthetic_root(cache_dir, subjects, seed, options, fmt)
         if not root and main_process:
-            ensure_synthetic(folder, subjects, seed, num_proc, options)
+            ensure_synthetic(folder, subjects, seed, num_proc, options, fmt)
         wait()
-        # The generator writes one sub-folder per format; a given DIR may be either the generator's root or its
-        # bu3dfe sub-folder.
-        layout = folder / "bu3dfe" if (folder / "bu3dfe").is_dir() else folder
-        return data.load_bu3dfe(layout), "synthetic"
-    loaders = {"bu3dfe": "load_bu3dfe", "bosphorus": "load_bosphorus", "bu4dfe": "load_bu4dfe",
+        # The generators write one sub-folder per format; a given DIR may be either the generator's root or its
+        # sub-folder of the layout.
+        layout = folder / fmt if (folder / fmt).is_dir() else folder
+        return getattr(data, SEQUENCE_LOADERS.get(fmt, "load_bu3dfe"))(layout), "synthetic" if fmt == "bu3dfe" else fmt
+    loaders = {"bu3dfe": "load_bu3dfe", "bosphorus": "load_bosphorus", **SEQUENCE_LOADERS,
                "mahnob": "load_mahnob", "deap": "load_deap"}
     if kind not in loaders or not root:
         raise ConfigError(f"--dataset {dataset!r}: use synthetic, synthetic:DIR or one of "
@@ -169,7 +198,8 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
         return prepare_video_dataset(model_args, data_args, accelerator)
     index, kind = load_index(data_args.dataset, data_args.cache_dir, data_args.synthetic_subjects,
                              data_args.synthetic_seed, data_args.num_proc, accelerator.is_main_process,
-                             accelerator.wait_for_everyone, data_args.synthetic_options)
+                             accelerator.wait_for_everyone, data_args.synthetic_options,
+                             getattr(data_args, "synthetic_format", "bu3dfe"))
     label_set_name = model_args.label_set or DATASET_LABEL_SET.get(kind, "basic6")
     labels = label_set(label_set_name)
     required = {"subject", "expression", "path"}
@@ -195,11 +225,62 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
     processor = make_processor(model_args.model, config, data_args.feature_overrides)
     feature_fn = ProcessorFeatures(processor)
     cache_dir = Path(data_args.cache_dir) / "features"
+    if "frames" in index.column_names:
+        return prepare_sequences(index, entry, config, feature_fn, cache_dir, data_args, accelerator,
+                                 (tuple(labels), label_set_name))
     with accelerator.main_process_first():
         prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                     desc=f"render {model_args.model} inputs")
     input_names = [name for name in prepared.column_names if name not in index.column_names]
     return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name)
+
+
+def frame_selection(data_args: Any) -> Any:
+    """The `FrameSelection` of ``--num_frames``, ``--frame_mode`` and ``--short_policy``."""
+    from .sequences import FrameSelection
+
+    return FrameSelection(num_frames=getattr(data_args, "num_frames", 8),
+                          mode=getattr(data_args, "frame_mode", "uniform"),
+                          short_policy=getattr(data_args, "short_policy", "repeat"))
+
+
+def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: ProcessorFeatures, cache_dir: Path,
+                      data_args: Any, accelerator: Any, label_info: tuple[tuple[str, ...], str]) -> PreparedData:
+    """Model inputs of sequence rows (one row per sequence, ``frames`` in order).
+
+    - A temporal model (FACET-VLM): each row's T frames are chosen by `frame_selection`, every chosen frame is
+      rendered once into the per-frame cache (`facet_vlm.geometry.sequence_cache.prepare_sequence_features`,
+      resumable, shared by every sampling with the same processor settings) and stacked on access into
+      ``pixel_values`` (T, V, C, H, W); the collator stacks rows into (N, T, V, C, H, W).
+    - A static model (CoupleFER, AFNet-M): one row per sequence whose ``path`` is its apex frame (the annotated
+      apex, else the frame farthest from the first: `facet_vlm.data.sequences.apex_rows`), prepared as a still
+      scan. The feature spec records ``"frames": "apex"``.
+    """
+    from ..geometry.cache import prepare_features
+    from ..geometry.sequence_cache import prepare_sequence_features
+    from .sequences import apex_rows
+
+    labels, label_set_name = label_info
+    if not entry.temporal:
+        with accelerator.main_process_first():
+            index = apex_rows(index)
+            prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
+                                        desc=f"render {entry.name} inputs (apex frames)")
+        input_names = [name for name in prepared.column_names if name not in index.column_names]
+        return PreparedData(prepared, labels, {**feature_fn.spec, "frames": "apex"}, FeatureCollator(input_names),
+                            label_set_name)
+    selection = frame_selection(data_args)
+    if selection.num_frames > config.num_frames:
+        raise ConfigError(f"--num_frames {selection.num_frames} exceeds the model's num_frames={config.num_frames} "
+                          "(learned frame positions); lower it or set model_config num_frames")
+    with accelerator.main_process_first():
+        prepared, rendered = prepare_sequence_features(index, cache_dir, feature_fn, selection,
+                                                       num_proc=data_args.num_proc,
+                                                       progress=accelerator.is_local_main_process)
+    logger.info("%d sequences, %d frames each (%s): %d frames rendered, the rest from the cache", len(prepared),
+                selection.num_frames, selection.mode, rendered)
+    spec = {**feature_fn.spec, "frames": asdict(selection)}
+    return PreparedData(prepared, labels, spec, FeatureCollator(["pixel_values"]), label_set_name)
 
 
 def config_for_inputs(entry: Any, model_args: Any, labels: Sequence[str]) -> Any:

@@ -5,6 +5,10 @@ Upload a scan (BU-3DFE ``.wrl`` with its texture and landmarks, Bosphorus ``.bnt
 ``.zip`` holding one of these with its companion files) or pick a bundled example face. The app shows the rendered
 views the model sees, an interactive 3D view of the scan and the expression probabilities.
 
+The 4D tab takes a ``.zip`` of one expression sequence (numbered frame files in one folder, e.g. BU-4DFE's
+``000.wrl, 001.wrl, ...`` with their textures): it shows a strip of the frames the model sees, the probability of
+each class per frame (each frame classified alone) and the sequence's prediction.
+
 The video tab takes a face clip (.mp4/.avi upload or a webcam recording) and shows valence and arousal, the heart
 rate and the rPPG pulse signal.
 
@@ -15,7 +19,8 @@ the UI and the API work, the predictions are meaningless. The example faces are
 generated at start-up by `facet_vlm.data.synthetic`, so the Space ships no binary scans. Nothing here contacts the
 internet unless a Hub id is configured.
 
-API: ``/predict`` takes one file (a scan or a .zip) and returns label -> probability;
+API: ``/predict`` takes one file (a scan, a .zip of a scan with its companions, or a .zip of a 4D sequence: one with
+several numbered scans) and returns label -> probability; ``/analyze_sequence`` is the 4D tab's call;
 ``/analyze`` is what the UI calls (several files or an example name, and the model name); ``/analyze_video`` takes a
 video and returns valence, arousal, the heart-rate text and the pulse plot.
 """
@@ -289,6 +294,78 @@ def export_glb(face: Face, out_path: Path) -> Path:
     return out_path
 
 
+def is_sequence_zip(path: Path) -> bool:
+    """A .zip holding several scan files: a 4D sequence (a scan's .zip holds one scan and its companions)."""
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            scans = [name for name in bundle.namelist() if Path(name).suffix.lower() in SCAN_SUFFIXES[:-1]]
+    except zipfile.BadZipFile:
+        return False
+    return len(scans) > 1
+
+
+def stage_sequence(archive: Path) -> list[str]:
+    """Extract a sequence .zip into a per-request folder (unsafe paths and oversized archives refused) and return
+    its frame files in frame order."""
+    from facet_vlm.data.sequences import sequence_frames
+
+    _check_sizes([archive])
+    prune_work_dir()
+    folder = Path(tempfile.mkdtemp(dir=WORK_DIR, prefix="upload_"))
+    try:
+        return sequence_frames(archive, extract_to=folder, max_zip_bytes=int(MAX_UNZIPPED_MB * 2**20))
+    except FacetVLMError as error:
+        raise gr.Error(_public_message(error, archive).replace(f"{folder}{os.sep}", "")) from None
+
+
+def classify_sequence(model: ExpressionRecognitionPipeline, frames: list[str]) -> dict[str, Any]:
+    """``{"scores": label -> probability, "frames": names of the frames used, "frame_scores": per frame label ->
+    probability (temporal models; [] for static models, which see the apex frame alone)}``."""
+    try:
+        result = model(tuple(frames), frame_scores=True)
+    except FacetVLMError as error:
+        raise gr.Error(_public_message(error, Path(frames[0]))) from None
+    if isinstance(result, list):
+        return {"scores": {row["label"]: row["score"] for row in result}, "frames": [], "frame_scores": []}
+    labels = [model.model.config.id2label[index] for index in range(len(result["frame_scores"][0]))]
+    return {"scores": {row["label"]: row["score"] for row in result["scores"]}, "frames": result["frames"],
+            "frame_scores": [dict(zip(labels, row)) for row in result["frame_scores"]]}
+
+
+def frame_strip(frames: list[str], names: list[str], size: int = PREVIEW_SIZE) -> list[tuple[np.ndarray, str]]:
+    """The frontal texture render of each frame named in `names` (or of every frame), captioned with its name."""
+    from facet_vlm.geometry import render_views
+
+    by_name = {Path(frame).name: frame for frame in frames}
+    strip = []
+    for name in names or [Path(frame).name for frame in frames]:
+        images, _ = render_views(read_scan(Path(by_name[name])), views=[(0.0, 0.0)], size=size,
+                                 channels=("texture",))
+        strip.append((_to_uint8(images[0].transpose(1, 2, 0)), name))
+    return strip
+
+
+def plot_frame_scores(frame_scores: list[dict[str, float]], names: list[str]) -> Any:
+    """Line plot: the probability of each class (one line) over the frames (x axis), or None without frames."""
+    if not frame_scores:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    for label in frame_scores[0]:
+        axis.plot(range(len(names)), [row[label] for row in frame_scores], marker="o", label=label)
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("frame")
+    axis.set_ylabel("probability")
+    axis.legend(fontsize=7, ncol=2, loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
 def probabilities(model: ExpressionRecognitionPipeline, face: Face) -> dict[str, float]:
     """Label -> probability for every class of the model."""
     return {row["label"]: row["score"] for row in model(face)}
@@ -346,6 +423,8 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
         only_uploads([scan_file] if scan_file else [])
         if not scan_file:
             raise gr.Error("No file given.")
+        if Path(scan_file).suffix.lower() == ".zip" and is_sequence_zip(Path(scan_file)):
+            return classify_sequence(pick_model(model_name), stage_sequence(Path(scan_file)))["scores"]
         scan = stage_upload([scan_file])
         face = read_scan(scan)
         try:
@@ -365,6 +444,8 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
         outputs = [gallery, viewer, label, summary]
         run.click(analyze, [files, example, model_choice], outputs, api_name="analyze")
         example.input(show_example, [example, model_choice], outputs, api_visibility="private")
+        with gr.Tab("4D sequence"):
+            sequence_tab(pick_model, model_choice)
         if video_models:
             with gr.Tab("Face video"):
                 video_tab(video_models, video_offline)
@@ -394,6 +475,39 @@ def scan_tab(examples: dict[str, Path], model_names: list[str]) -> tuple[Any, ..
     gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
                 f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
     return files, example, model_choice, run, summary, label, viewer, gallery
+
+
+def sequence_tab(pick_model: Any, model_choice: Any) -> None:
+    """The 4D tab (inside the Blocks context): a sequence .zip in; a frame strip, per-frame probabilities and the
+    sequence's prediction out (the model is the one chosen in the 3D tab)."""
+
+    def analyze_sequence(archive: str | None, model_name: str | None):
+        """Frame strip, sequence probabilities, per-frame probability plot and a summary of one sequence .zip."""
+        only_uploads([archive] if archive else [])
+        if not archive:
+            raise gr.Error("Upload a .zip of one sequence's frame files first.")
+        if Path(archive).suffix.lower() != ".zip":
+            raise gr.Error(f"{Path(archive).name}: upload the sequence as a .zip of its frame files.")
+        frames = stage_sequence(Path(archive))
+        result = classify_sequence(pick_model(model_name), frames)
+        names = result["frames"]
+        top = max(result["scores"], key=result["scores"].get)
+        used = f"{len(names)} of them: {', '.join(names)}" if names else "the apex frame (static model)"
+        summary = f"**{Path(archive).name}**: {len(frames)} frames, the model saw {used} → **{top}**"
+        return frame_strip(frames, names), result["scores"], plot_frame_scores(result["frame_scores"], names), summary
+
+    gr.Markdown("Upload a .zip holding one expression sequence: numbered frame files (e.g. `000.wrl`, `001.wrl`, "
+                "... with their textures) in one folder. Each frame's curve is that frame classified alone.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            archive = gr.File(label="Sequence .zip", file_types=[".zip"])
+            run = gr.Button("Recognise sequence", variant="primary")
+            summary = gr.Markdown()
+        with gr.Column(scale=2):
+            label = gr.Label(label="Sequence expression probabilities")
+            plot = gr.Plot(label="Probability of each class per frame")
+    strip = gr.Gallery(label="Frames the model sees", columns=8, height="auto")
+    run.click(analyze_sequence, [archive, model_choice], [strip, label, plot, summary], api_name="analyze_sequence")
 
 
 def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool) -> None:
