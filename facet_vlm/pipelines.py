@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .errors import ConfigError, FormatError
+from .errors import ConfigError
 from .face import Face
-from .registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK, entry_for_class
+from .registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK, check_model_files, entry_for_class
 
 TASKS = (SCAN_TASK, VIDEO_TASK)
 
@@ -331,29 +331,6 @@ def resolve_source(model: str | PathLike) -> str:
     except (OSError, ValueError) as error:  # not on the Hub, not cached (offline), no access, malformed id
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"no model folder of that name, and the Hub has none to give: {reason}", model) from error
-
-
-def check_model_files(source: str | PathLike) -> dict[str, Any]:
-    """Read a model folder's ``config.json`` and the headers of its ``*.safetensors`` files (not the tensors) so that
-    a corrupt or truncated file is reported by name before transformers fails somewhere inside; returns the config."""
-    from safetensors import SafetensorError, safe_open
-
-    config_file = Path(source) / "config.json"
-    if not config_file.is_file():
-        raise ConfigError("no config.json; is this a folder written by save_pretrained?", source)
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FormatError(f"not valid JSON ({error}); the file is corrupt", config_file) from error
-    if not isinstance(config, dict):
-        raise FormatError("must hold a JSON object", config_file)
-    for weights in sorted(Path(source).glob("*.safetensors")):
-        try:
-            with safe_open(str(weights), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as error:
-            raise FormatError(f"unreadable weights ({error}); the file is truncated or corrupt", weights) from error
-    return config
 
 
 def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:

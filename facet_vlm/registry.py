@@ -20,11 +20,14 @@ loads the model's processor (``processor_config.json``).
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
 
 DataKind = Literal["scan", "video"]
 
@@ -172,5 +175,28 @@ def register_auto_classes() -> None:
             model_class.register_for_auto_class("AutoModel")
 
 
-__all__ = ["MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry", "SCAN_TASK", "VIDEO_TASK", "entry_for_class",
-           "make_processor", "model_entry", "register_auto_classes"]
+def check_model_files(source: str | PathLike) -> dict[str, Any]:
+    """Read a model folder's ``config.json`` and the headers of its ``*.safetensors`` files (not the tensors) so that
+    a corrupt or truncated file is reported by name before transformers fails somewhere inside; returns the config."""
+    from safetensors import SafetensorError, safe_open
+
+    config_file = Path(source) / "config.json"
+    if not config_file.is_file():
+        raise ConfigError("no config.json; is this a folder written by save_pretrained?", source)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FormatError(f"not valid JSON ({error}); the file is corrupt", config_file) from error
+    if not isinstance(config, dict):
+        raise FormatError("must hold a JSON object", config_file)
+    for weights in sorted(Path(source).glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise FormatError(f"unreadable weights ({error}); the file is truncated or corrupt", weights) from error
+    return config
+
+
+__all__ = ["MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry", "SCAN_TASK", "VIDEO_TASK", "check_model_files",
+           "entry_for_class", "make_processor", "model_entry", "register_auto_classes"]

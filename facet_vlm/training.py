@@ -66,7 +66,7 @@ from .evaluation import (
     summarize_folds,
     write_json,
 )
-from .registry import model_entry
+from .registry import check_model_files, model_entry
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,6 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
 
 
 def _is_our_model(path: Path, entry: Any) -> bool:
-    from .pipelines import check_model_files
-
     return check_model_files(path).get("model_type") == entry.config_class.model_type
 
 

@@ -33,7 +33,7 @@ import torch
 
 from ..errors import ConfigError, DatasetLayoutError
 from ..face import Face
-from ..registry import MODEL_REGISTRY, make_processor, model_entry
+from ..registry import MODEL_REGISTRY, check_model_files, make_processor, model_entry
 from .folds import column
 
 logger = logging.getLogger(__name__)
@@ -288,8 +288,6 @@ def config_for_inputs(entry: Any, model_args: Any, labels: Sequence[str]) -> Any
     init_from = model_args.init_from
     overrides = dict(model_args.model_config or {})
     if init_from and (Path(init_from) / "config.json").is_file():
-        from ..pipelines import check_model_files
-
         saved = check_model_files(init_from)
         if saved.get("model_type") == entry.config_class.model_type:
             return entry.config_class.from_pretrained(init_from, **overrides)
