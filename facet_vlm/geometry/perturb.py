@@ -15,9 +15,9 @@ Choices (the sources leave them open; each is an argument):
 * `rotate`: rotation by θ degrees about an axis through the mean vertex (``axis="y"``: yaw, the head turning).
   Landmarks are rotated with the surface.
 * `decimate`: keeps ``round(keep * N)`` vertices chosen at random and re-triangulates them by a Delaunay
-  triangulation of their (x, y) positions (the scans are range images seen along z); triangles with an edge longer
-  than ``max_edge_factor`` × the longest edge of the original mesh are dropped so that the convex hull does not
-  bridge the face's concave outline.
+  triangulation of their (x, y) positions (the scans are range images seen along z); a new triangle whose (x, y)
+  centre lies farther than ``max_edge_factor`` × the longest original edge from every original triangle centre is
+  dropped, so that the convex hull does not bridge the face's concave outline or its holes.
 * `missing_texture`: texture, uv and vertex colours removed (the renderer then draws a constant grey).
 """
 
@@ -111,9 +111,9 @@ def rotate(face: Face, degrees: float, axis: str = "y") -> Face:
                      landmarks=None if face.landmarks is None else turn(face.landmarks))
 
 
-def decimate(face: Face, keep: float, seed: int = 0, max_edge_factor: float = 1.5) -> Face:
+def decimate(face: Face, keep: float, seed: int = 0, max_edge_factor: float = 1.0) -> Face:
     """Keep ``round(keep * N)`` random vertices, re-triangulated in (x, y); see the module doc."""
-    from scipy.spatial import Delaunay
+    from scipy.spatial import Delaunay, cKDTree
 
     if not 0 < keep <= 1:
         raise ConfigError(f"decimate: keep must be in (0, 1], got {keep}")
@@ -125,12 +125,12 @@ def decimate(face: Face, keep: float, seed: int = 0, max_edge_factor: float = 1.
     chosen[rng.choice(face.num_vertices, size=count, replace=False)] = True
     points = face.vertices[chosen]
     triangles = Delaunay(points[:, :2].astype(np.float64)).simplices.astype(np.int64)
-    edges = face.vertices[face.faces][:, [1, 2, 0]] - face.vertices[face.faces]
-    original_longest = float(np.linalg.norm(edges[..., :2], axis=-1).max()) if face.num_faces else np.inf
-    new_edges = points[triangles][:, [1, 2, 0], :2] - points[triangles][:, :, :2]
-    longest = np.linalg.norm(new_edges, axis=-1).max(axis=1)
-    # Allow the larger spacing of the thinned vertices: edges scale with 1/sqrt(keep).
-    triangles = triangles[longest <= max_edge_factor * original_longest / np.sqrt(keep)]
+    if face.num_faces:
+        # Drop triangles that bridge a concave outline or a hole: their centre is not over the original surface.
+        corners = face.vertices[face.faces][..., :2].astype(np.float64)
+        longest = float(np.linalg.norm(corners[:, [1, 2, 0]] - corners, axis=-1).max())
+        distance, _ = cKDTree(corners.mean(axis=1)).query(points[triangles][..., :2].mean(axis=1))
+        triangles = triangles[distance <= max_edge_factor * longest]
     original_index = np.flatnonzero(chosen)
     return _keep_vertices(face, chosen, original_index[triangles])
 
@@ -146,7 +146,8 @@ PERTURBATIONS: dict[str, tuple[Callable[..., Face], str]] = {
     "holes": (lambda face, s, seed: holes(face, s, seed), "share of surface removed"),
     "rotation": (lambda face, s, seed: rotate(face, s), "yaw (degrees)"),
     "decimation": (lambda face, s, seed: decimate(face, s, seed), "share of vertices kept"),
-    "missing_texture": (lambda face, s, seed: missing_texture(face) if s else face.copy(), "texture removed (1) or not (0)"),
+    "missing_texture": (lambda face, s, seed: missing_texture(face) if s else face.copy(),
+                        "texture removed (1) or not (0)"),
 }
 
 
