@@ -86,7 +86,11 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 # ----------------------------------------------------------------------------------------------------- config
 def load_benchmark_config(path: str | Path) -> dict[str, Any]:
-    """Read a benchmark config (JSON); see ``facet_vlm/configs/benchmark_small.json`` for every key."""
+    """Read a benchmark config (JSON); see ``facet_vlm/configs/benchmark_small.json`` for every key.
+
+    ``ablations`` is ``"all"`` (every variant of `ABLATIONS` for every configured model) or a mapping of model →
+    variant names; each model may carry its own ``loop`` overrides (e.g. the physio model's batch size).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError("benchmark config not found", path)
@@ -101,6 +105,8 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(config["models"]) - {*SCAN_MODELS, PHYSIO})
     if unknown:
         raise ConfigError(f"unknown models {unknown}", path)
+    if config.get("ablations") == "all":
+        config["ablations"] = {model: list(ABLATIONS[model]) for model in config["models"]}
     for model, names in (config.get("ablations") or {}).items():
         bad = sorted(set(names) - set(ABLATIONS.get(model, {})))
         if bad:
@@ -372,6 +378,9 @@ def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], over
             embeds.append(model(**batch).video_embeds.float().numpy())
     ids = np.asarray(column(rows, "subject"))
     x = np.concatenate(embeds)
+    if len(set(ids)) < 2:
+        raise ConfigError(f"the subject probe needs at least 2 training subjects, got {len(set(ids))}; "
+                          "generate more subjects (physio.videos.subjects)")
     splits = int(min(config["physio"].get("probe_folds", 4), np.unique(ids, return_counts=True)[1].min()))
     if splits < 2:
         raise ConfigError("the subject probe needs at least 2 clips per training subject")
