@@ -49,6 +49,8 @@ SCAN_MODELS = ("facet_vlm", "couplefer", "afnet_m")
 PHYSIO = "physio_prompt"
 METRICS = ("accuracy", "uar", "macro_f1")
 RESULTS_FILE = "results.json"
+#: Strength of each perturbation that leaves a scan unchanged (where the clean accuracy is drawn on its curve).
+CLEAN_STRENGTH = {"decimation": 1.0}
 REPORT_FILE = "report.md"
 
 #: Ablation name → overrides: ``model_config`` (merged into the model's config) and ``feature_overrides``
@@ -485,7 +487,10 @@ def plot_report(results: dict[str, Any], output_dir: Path) -> list[Path]:
     for ax, name in zip(axes[0], names):
         for model in dict.fromkeys(r["model"] for r in results["robustness"]):
             rows = [r for r in results["robustness"] if r["model"] == model and r["perturbation"] == name]
-            ax.plot([r["strength"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=model)
+            clean = [r for r in results["robustness"] if r["model"] == model and r["perturbation"] == "none"]
+            points = [(CLEAN_STRENGTH.get(name, 0.0), clean[0]["accuracy"])] if clean else []
+            points += [(r["strength"], r["accuracy"]) for r in rows]
+            ax.plot(*zip(*sorted(points)), marker="o", label=model)
         ax.set_title(name)
         ax.set_xlabel(PERTURBATIONS[name][1])
         ax.set_ylabel("accuracy (%)")
