@@ -243,3 +243,25 @@ def test_physio_without_decoupled_adapters_builds_no_subject_modules():
     names = {name for name, _ in without.named_parameters()}
     assert not any("specific_adapter" in name or "subject_classifier" in name for name in names)
     assert any("specific_adapter" in name for name, _ in with_adapters.named_parameters())
+
+
+def test_every_ablation_is_a_config_switch_that_changes_the_config():
+    """Each variant of ABLATIONS names existing config fields (or processor settings), and applying it changes
+    the built model's config from the main model's."""
+    from facet_vlm.benchmark import ABLATIONS, _merge
+    from facet_vlm.registry import make_processor, model_entry
+
+    config = json.loads(TINY.read_text())
+    for model, variants in ABLATIONS.items():
+        entry = model_entry(model)
+        base_settings = config["models"][model]["model_config"]
+        base = entry.config_class(**base_settings, num_labels=6)
+        for variant, override in variants.items():
+            changed = entry.config_class(**_merge(base_settings, override.get("model_config", {})), num_labels=6)
+            for name in override.get("model_config", {}):
+                assert hasattr(base, name), (model, variant, name)
+                assert getattr(changed, name) != getattr(base, name), (model, variant, name)
+            if override.get("feature_overrides"):
+                processor = make_processor(model, changed, override["feature_overrides"])
+                for name, value in override["feature_overrides"].items():
+                    assert getattr(processor, name) == value != getattr(make_processor(model, base), name)
