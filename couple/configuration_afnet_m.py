@@ -51,6 +51,10 @@ class AFNetMConfig(PreTrainedConfig):
             weights (0.5, 0.5). Defaults to every fusion stage, the last included; `[]` is the equal-weight
             ablation. Must be a subset of `fusion_stages`.
         fusion_hidden_size (`int`, defaults to 64): hidden width of the importance-weight MLP.
+        input_modality (`str`, defaults to `"both"`): `"2d"` or `"3d"` is the single-modality ablation: at every
+            fusion stage the "fused" map is that branch's own map (modality weights one-hot) and nothing is added
+            back across branches, so the prediction depends on the texture (2d) or the geometry (3d) input only.
+            (Both inputs are still passed and both branches still run; the other gets no gradient.)
         normalize_pixels (`bool`, defaults to `True`): ImageNet mean/std normalisation of the texture inside the
             model, so `pixel_values` stay plain RGB in [0, 1].
         image_mean, image_std (`list[float]`): those constants.
@@ -88,6 +92,7 @@ class AFNetMConfig(PreTrainedConfig):
     fusion_stages: list[int] | tuple[int, ...] | None = None
     importance_weight_stages: list[int] | tuple[int, ...] | None = None
     fusion_hidden_size: int = 64
+    input_modality: str = "both"
     normalize_pixels: bool = True
     image_mean: list[float] | tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: list[float] | tuple[float, ...] = (0.229, 0.224, 0.225)
@@ -116,6 +121,8 @@ class AFNetMConfig(PreTrainedConfig):
         self._check()
 
     def _check(self) -> None:
+        if self.input_modality not in ("both", "2d", "3d"):
+            raise ValueError(f"input_modality must be 'both', '2d' or '3d', got {self.input_modality!r}")
         num_stages = len(self.hidden_sizes)
         if num_stages == 0 or len(self.depths) != num_stages or min(self.depths) < 1:
             raise ValueError(

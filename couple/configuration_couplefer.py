@@ -58,6 +58,10 @@ class CoupleFERConfig(PreTrainedConfig):
             centres updated with momentum from the batch embeddings (no gradient to the prototypes; in distributed
             training the update is reduced over all processes first, so their prototypes stay identical).
         prototype_temperature (`float`, defaults to 0.1); prototype_momentum (`float`, defaults to 0.9, EMA only).
+        input_modality (`str`, defaults to `"both"`): `"image"` or `"points"` is the single-modality ablation: the
+            prediction (`logits`) is that branch's head and the loss is that head's cross-entropy only; `couple_mode`
+            is then forced to `"off"` so that the branch does not see the other modality through the prompts. (Both
+            inputs are still passed and both branches still run; the other branch gets no gradient.)
         label_smoothing (`float`, defaults to 0.0): for the cross-entropy terms.
         hidden_dropout (`float`, defaults to 0.0): dropout before the heads.
         layer_norm_eps, initializer_range: as usual.
@@ -101,6 +105,7 @@ class CoupleFERConfig(PreTrainedConfig):
     prototype_mode: str = "learned"
     prototype_temperature: float = 0.1
     prototype_momentum: float = 0.9
+    input_modality: str = "both"
     label_smoothing: float = 0.0
     hidden_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -111,11 +116,14 @@ class CoupleFERConfig(PreTrainedConfig):
             self.vision_config = {"patch_size": 16}
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
+        if self.input_modality != "both":
+            self.couple_mode = "off"
         super().__post_init__(**kwargs)
         self._check()
 
     def _check(self) -> None:
-        choices = {"couple_mode": COUPLE_MODES, "fusion": FUSION_MODES, "prototype_mode": PROTOTYPE_MODES}
+        choices = {"couple_mode": COUPLE_MODES, "fusion": FUSION_MODES, "prototype_mode": PROTOTYPE_MODES,
+                   "input_modality": ("both", "image", "points")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CoupleFERConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")

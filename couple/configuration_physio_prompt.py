@@ -34,6 +34,12 @@ class PhysioPromptConfig(PreTrainedConfig):
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding to the heads (the
             pulse-to-head shortcut); off, the pulse reaches the output through the prompt tokens alone.
+        use_pulse_prompts (`bool`, defaults to True): insert the pulse-conditioned prompt tokens into every ViT layer;
+            off (the "without pulse prompts" ablation), no prompt token is inserted and the pulse can reach the output
+            only through the pulse-to-head shortcut (`use_pulse_embedding`).
+        use_subject_adapters (`bool`, defaults to True): build the subject-specific adapters and the subject
+            adversary when `num_train_subjects` > 0; off (the "without decoupled adapters" ablation),
+            `num_train_subjects` is set to 0, whatever the training run passes, leaving the shared adapters only.
         num_emotions (`int`, defaults to 0): classes of the discrete-emotion head; 0 disables it.
         emotion_labels (`list[str]`, *optional*): names of the emotion classes (``id2label`` of that head).
         emotion_loss_weight (`float`, defaults to 1.0): weight of the emotion cross-entropy.
@@ -72,6 +78,8 @@ class PhysioPromptConfig(PreTrainedConfig):
     gradient_reversal_scale: float = 1.0
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
+    use_pulse_prompts: bool = True
+    use_subject_adapters: bool = True
     num_emotions: int = 0
     emotion_labels: list[str] | None = None
     emotion_loss_weight: float = 1.0
@@ -84,6 +92,8 @@ class PhysioPromptConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if not self.use_subject_adapters:
+            self.num_train_subjects = 0
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):

@@ -319,7 +319,12 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
                 masks = F.interpolate(region_masks, size=texture.shape[2:], mode="bilinear", align_corners=False)
                 texture, _ = self.texture_mask_attention[key](texture, masks)
                 geometry, _ = self.geometry_mask_attention[key](geometry, masks)
-            if index in config.fusion_stages:
+            if index in config.fusion_stages and config.input_modality != "both":  # single-modality ablation
+                use_2d = config.input_modality == "2d"
+                fused = texture if use_2d else geometry
+                weights = texture.new_tensor([1.0, 0.0] if use_2d else [0.0, 1.0]).expand(texture.shape[0], 2)
+                modality_weights.append(weights)
+            elif index in config.fusion_stages:
                 if key in self.importance_fusion:
                     fused, weights = self.importance_fusion[key](texture, geometry)
                 else:

@@ -552,7 +552,13 @@ class CoupleFERForExpressionRecognition(CoupleFERPreTrainedModel):
             ("ce_loss", "branch_ce_loss", "contrastive_loss", "prototype_loss")
         )
         loss = None
-        if labels is not None:
+        if config.input_modality != "both":  # single-modality ablation: one branch's head, its CE only
+            logits = image_logits if config.input_modality == "image" else point_logits
+            if labels is not None:
+                terms["ce_loss"] = F.cross_entropy(logits, labels.to(logits.device).long(),
+                                                   label_smoothing=config.label_smoothing)
+                loss = terms["ce_loss"]
+        elif labels is not None:
             labels = labels.to(logits.device).long()
             smoothing = config.label_smoothing
             if config.ce_loss_weight > 0:

@@ -350,9 +350,12 @@ class PhysioPromptForEmotionRecognition(PhysioPromptPreTrainedModel):
         num_prompts = self.config.num_prompts
         shared_codes, cosines = [], []
         for index, layer in enumerate(vision.encoder.layers):
-            tokens = torch.cat([hidden[:, :1], prompts[:, index], hidden[:, 1:]], dim=1)
-            tokens = layer(tokens, attention_mask=None)
-            hidden = torch.cat([tokens[:, :1], tokens[:, 1 + num_prompts:]], dim=1)
+            if self.config.use_pulse_prompts:
+                tokens = torch.cat([hidden[:, :1], prompts[:, index], hidden[:, 1:]], dim=1)
+                tokens = layer(tokens, attention_mask=None)
+                hidden = torch.cat([tokens[:, :1], tokens[:, 1 + num_prompts:]], dim=1)
+            else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only
+                hidden = layer(hidden, attention_mask=None)
             adapters = self.adapter_layers[index]
             shared = adapters.shared_adapter(hidden)
             shared_codes.append(shared.mean(dim=1))
