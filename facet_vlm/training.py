@@ -127,9 +127,12 @@ class DataArguments:
     num_proc: int = field(default=1, metadata={"help": "Processes for data generation and rendering."})
     feature_overrides: str | None = field(default=None, metadata={
         "help": "JSON object overriding input preparation (e.g. '{\"num_points\": 1024}'); see facet_vlm.features."})
+    augment: str | None = field(default=None, metadata={
+        "help": "JSON object of training-time augmentation of FACET-VLM's renders (facet_vlm.geometry.augment."
+                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'."})
 
     def __post_init__(self) -> None:
-        for name in ("feature_overrides", "synthetic_options"):
+        for name in ("feature_overrides", "synthetic_options", "augment"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -529,7 +532,8 @@ def train_fold(accelerator: Any, fold_name: str, fold_dir: Path, train_dataset: 
     # Own generators: iterating a DataLoader otherwise draws a worker seed from the global RNG, which would shift
     # dropout after a resume (the resumed run iterates a fresh, skipping loader).
     train_loader = DataLoader(train_dataset, batch_size=training_args.batch_size, shuffle=True, drop_last=drop_last,
-                              collate_fn=collate_fn, num_workers=training_args.dataloader_num_workers,
+                              collate_fn=prepared.train_collate_fn or collate_fn,
+                              num_workers=training_args.dataloader_num_workers,
                               generator=torch.Generator().manual_seed(training_args.seed))
     optimizer = make_optimizer(model, training_args)
     batches_per_epoch = len(train_loader)
