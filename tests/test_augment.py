@@ -63,3 +63,18 @@ def test_shift_holes_and_depth_noise_keep_the_background():
     assert not torch.equal(noisy[:, :, 3], pixels[:, :, 3]) and torch.equal(noisy[:, :, :3], pixels[:, :, :3])
     augmenter = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=1.0, max_shift=0)
     assert torch.equal(augmenter(pixels), mirror_views(pixels, DEFAULT_VIEWS, CHANNELS))
+
+
+def test_training_collator_augments_and_the_evaluation_collator_does_not():
+    from facet_vlm.features import FeatureCollator
+    from facet_vlm.training import DataArguments
+
+    rng = np.random.default_rng(0)
+    rows = [{"pixel_values": rng.random((5, 7, 8, 8), dtype=np.float32), "labels": i} for i in range(4)]
+    augmenter = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=1.0, max_shift=0)
+    plain = FeatureCollator(["pixel_values"])(rows)
+    train = FeatureCollator(["pixel_values"], augmenter)(rows)
+    assert torch.equal(train["pixel_values"], mirror_views(plain["pixel_values"], DEFAULT_VIEWS, CHANNELS))
+    assert torch.equal(train["labels"], plain["labels"])
+    assert DataArguments(augment='{"mirror_prob": 0.5, "max_shift": 2}').augment == {"mirror_prob": 0.5,
+                                                                                     "max_shift": 2}
