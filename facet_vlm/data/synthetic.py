@@ -3,7 +3,9 @@
 No facial-expression data set can be downloaded (all are licensed), so `generate` writes a stand-in that exercises
 the real readers end to end: many subjects with distinct face shapes and skin tones (see `face_model`), the six
 basic expressions built from facial action units at four intensities plus neutral, scanner noise, small holes and
-pose jitter.
+pose jitter. ``nuisance="hard"`` (`NUISANCE_PRESETS`) is a harder evaluation setting: per-subject expression styles,
+strong left/right asymmetry, movements that are no expression (talking, blinks, ...), +-12 degree pose, more noise
+and larger holes.
 
 Layout under ``out_dir`` (one folder per format, each exactly like the real release)::
 
