@@ -316,8 +316,10 @@ def run_hard(args: argparse.Namespace) -> None:
         accuracies = []
         start = time.perf_counter()
         for fold in args.folds:
-            subprocess.run([*command, "--fold", str(fold), "--output_dir", str(out / f"fold_{fold}")], check=True,
-                           stdout=subprocess.DEVNULL)
+            done = subprocess.run([*command, "--fold", str(fold), "--output_dir", str(out / f"fold_{fold}")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                sys.exit(f"{model}, fold {fold}: scripts/train.py failed:\n{done.stderr[-3000:]}")
             accuracies.append(json.loads((out / f"fold_{fold}" / "all_results.json").read_text())["accuracy"])
         results["models"][model] = {"accuracy_per_fold": accuracies, "accuracy": float(np.mean(accuracies)),
                                     "seconds": time.perf_counter() - start}
