@@ -166,6 +166,9 @@ class DataArguments:
     feature_overrides: str | None = field(default=None, metadata={
         "help": "JSON object overriding the processor settings of input preparation (e.g. "
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
+    augment: str | None = field(default=None, metadata={
+        "help": "JSON object of training-time augmentation of FACET-VLM's cached renders (facet_vlm.geometry.augment."
+                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; still scans only."})
     synthetic_format: str = field(default="bu3dfe", metadata={
         "help": "Layout of a generated --dataset synthetic set: bu3dfe (still scans), bu4dfe (expression sequences), "
                 "bp4d (task sequences) or 4dme (micro/macro clips with onset/apex/offset)."})
@@ -177,7 +180,7 @@ class DataArguments:
         "help": "Sequence data sets: a clip shorter than --num_frames repeats frames (repeat) or is refused."})
 
     def __post_init__(self) -> None:
-        for name in ("feature_overrides", "synthetic_options"):
+        for name in ("feature_overrides", "synthetic_options", "augment"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -321,7 +324,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown arguments {unknown}; see scripts/train.py --help", path)
-    for key in ("model_config", "feature_overrides", "synthetic_options"):
+    for key in ("model_config", "feature_overrides", "synthetic_options", "augment"):
         if isinstance(values.get(key), dict):
             values[key] = json.dumps(values[key])
     return values

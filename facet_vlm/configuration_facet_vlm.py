@@ -35,6 +35,7 @@ DEFAULT_CLASS_DESCRIPTIONS = {
 }
 DEFAULT_VIEW_ANGLES = ((0.0, 0.0), (30.0, 0.0), (-30.0, 0.0), (0.0, 20.0), (0.0, -20.0))
 TEXT_BACKENDS = ("transformers", "open_clip")
+PATCH_STEMS = ("linear", "conv")
 
 
 def ensemble_prompts(
@@ -70,6 +71,15 @@ class FacetVLMConfig(PretrainedConfig):
         image_size (`int`, *optional*): render size; defaults to `vision_config.image_size` and must equal it.
         image_mean / image_std (`tuple[float]`, defaults to CLIP's): normalisation applied inside the model after
             mapping every group to RGB in [0, 1] (depth replicated, normals as (n + 1) / 2).
+        patch_stem (`str`, defaults to `"linear"`): how the vision tower turns an image into patch tokens.
+            `"linear"` is CLIP's (one patch_size x patch_size convolution with stride patch_size: what pretrained
+            CLIP weights expect). `"conv"` replaces it by a convolutional stem (Xiao et al. 2021, "Early
+            convolutions help transformers see better"): log2(patch_size) stride-2 3x3 convolutions with batch norm
+            and GELU, then a 1x1 convolution to the hidden size; same token grid and position embeddings, a
+            locality prior that helps a tower trained from scratch on few subjects. `patch_size` must then be a
+            power of two; `from_clip` keeps the linear stem.
+        conv_stem_channels (`list[int]`, *optional*): output channels of the stride-2 convolutions of the conv
+            stem (one per halving); defaults to hidden_size / 2^(n-1), ..., hidden_size / 2, hidden_size, at least 8.
         use_view_embeddings (`bool`, defaults to `True`): add a learned embedding per view (and per channel group).
             Without them CVSA and MTGF are set functions of the views: permuting views changes nothing.
         use_cvsa (`bool`, defaults to `True`): cross-view semantic aggregation; off means view features are the
@@ -155,6 +165,8 @@ class FacetVLMConfig(PretrainedConfig):
         image_size: int | None = None,
         image_mean: list[float] | tuple[float, ...] = CLIP_IMAGE_MEAN,
         image_std: list[float] | tuple[float, ...] = CLIP_IMAGE_STD,
+        patch_stem: str = "linear",
+        conv_stem_channels: list[int] | None = None,
         use_view_embeddings: bool = True,
         use_cvsa: bool = True,
         cvsa_layers: int = 2,
@@ -207,6 +219,8 @@ class FacetVLMConfig(PretrainedConfig):
         self.image_size = vision_config.image_size if image_size is None else image_size
         self.image_mean = list(image_mean)
         self.image_std = list(image_std)
+        self.patch_stem = patch_stem
+        self.conv_stem_channels = None if conv_stem_channels is None else [int(c) for c in conv_stem_channels]
         self.use_view_embeddings = use_view_embeddings
         self.use_cvsa = use_cvsa
         self.cvsa_layers = cvsa_layers
@@ -320,6 +334,18 @@ class FacetVLMConfig(PretrainedConfig):
             fail("consistency_weight and consistency_margin must be >= 0")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             fail("dropout and label_smoothing must lie in [0, 1)")
+        if self.patch_stem not in PATCH_STEMS:
+            fail(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
+        if self.patch_stem == "conv":
+            patch = self.vision_config.patch_size
+            halvings = patch.bit_length() - 1
+            if patch < 2 or 2**halvings != patch:
+                fail(f"patch_stem 'conv' needs a power-of-two vision_config.patch_size >= 2, got {patch}")
+            if self.conv_stem_channels is not None and (
+                len(self.conv_stem_channels) != halvings or min(self.conv_stem_channels) < 1
+            ):
+                fail(f"conv_stem_channels must hold {halvings} positive widths (one per halving of patch_size "
+                     f"{patch}), got {self.conv_stem_channels}")
         if self.text_backend not in TEXT_BACKENDS:
             fail(f"text_backend must be one of {TEXT_BACKENDS}, got {self.text_backend!r}")
 

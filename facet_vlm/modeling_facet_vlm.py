@@ -365,6 +365,34 @@ class FacetVLMTemporalTransformer(nn.Module):
         return self.pool(hidden_states)
 
 
+class FacetVLMConvStem(nn.Module):
+    """Convolutional patch stem (`patch_stem="conv"`): stride-2 3x3 convolutions with batch norm and GELU, then a
+    1x1 convolution to the tower's hidden size. (N, 3, H, W) -> (N, hidden, H / patch, W / patch), the shape of CLIP's
+    patch embedding, which it replaces."""
+
+    def __init__(self, config: FacetVLMConfig):
+        super().__init__()
+        hidden = config.vision_config.hidden_size
+        halvings = config.vision_config.patch_size.bit_length() - 1
+        widths = config.conv_stem_channels or [max(8, hidden // 2 ** (halvings - 1 - i)) for i in range(halvings)]
+        layers: list[nn.Module] = []
+        in_channels = config.vision_config.num_channels
+        for width in widths:
+            layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.GELU()]
+            in_channels = width
+        self.layers = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(in_channels, hidden, 1)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The last convolution's weight (CLIP's embeddings read the stem's dtype from `patch_embedding.weight`)."""
+        return self.proj.weight
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.layers(pixel_values))
+
+
 class FacetVLMPreTrainedModel(PreTrainedModel):
     config_class = FacetVLMConfig
     base_model_prefix = "facet_vlm"
@@ -418,6 +446,9 @@ class FacetVLMPreTrainedModel(PreTrainedModel):
         `open_clip_torch`). CVSA, MTGF and the temporal model start from random weights. `config_overrides` go to
         `FacetVLMConfig` (e.g. `id2label`, `num_views`, `use_mtgf`).
         """
+        if config_overrides.get("patch_stem", "linear") != "linear":
+            raise ValueError("from_clip loads CLIP's linear patch embedding; patch_stem='conv' is for towers trained "
+                             "from scratch")
         backend = "open_clip" if _is_open_clip_tag(name_or_path) else "transformers"
         clip = _load_open_clip_as_transformers(name_or_path) if backend == "open_clip" else CLIPModel.from_pretrained(
             name_or_path
@@ -557,6 +588,8 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         super().__init__(config)
         dim = config.projection_dim
         self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        if config.patch_stem == "conv":
+            self.vision_model.embeddings.patch_embedding = FacetVLMConvStem(config)
         self.text_model = CLIPTextModel._from_config(config.text_config)
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)
@@ -834,6 +867,7 @@ class FacetVLMForExpressionRecognition(FacetVLMPreTrainedModel):
 
 __all__ = [
     "CrossViewSemanticAggregation",
+    "FacetVLMConvStem",
     "FacetVLMForExpressionRecognition",
     "FacetVLMModel",
     "FacetVLMOutput",

@@ -247,8 +247,9 @@ def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, t
     # Own generators: iterating a DataLoader otherwise draws a worker seed from the global RNG, which would shift
     # dropout after a resume (the resumed run iterates a fresh, skipping loader).
     def loader(dataset: Any, batch_size: int, train: bool) -> Any:
+        collate_fn = (prepared.train_collate_fn or prepared.collate_fn) if train else prepared.collate_fn
         return DataLoader(dataset, batch_size=batch_size, shuffle=train,
-                          drop_last=train and len(dataset) >= batch_size, collate_fn=prepared.collate_fn,
+                          drop_last=train and len(dataset) >= batch_size, collate_fn=collate_fn,
                           num_workers=loop_args.dataloader_num_workers,
                           generator=torch.Generator().manual_seed(loop_args.seed))
 

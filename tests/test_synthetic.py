@@ -12,10 +12,15 @@ from facet_vlm.data import load_bosphorus, load_bu3dfe, load_bu4dfe
 from facet_vlm.data.face_model import (
     BND_STANDARD_INDEX,
     EXPRESSION_AUS,
+    MOVEMENTS,
     FaceModel,
     Nuisance,
+    add_movement,
     expression_activations,
+    eye_openness,
     sample_subject,
+    styled_activations,
+    subject_style,
 )
 from facet_vlm.data.synthetic import SyntheticSettings, generate, make_scan, subject_identity, subject_model
 from facet_vlm.errors import ConfigError
@@ -207,3 +212,73 @@ def test_bad_arguments_raise():
         SyntheticSettings(intensities=5)
     with pytest.raises(ConfigError):
         expression_activations("contempt", 1.0)
+
+
+def test_hard_preset_styles_are_per_subject_and_stay_inside_their_ranges():
+    hard = Nuisance.preset("hard")
+    settings = SyntheticSettings(nuisance="hard", **TINY)
+    assert settings.nuisance == hard and hard.has_style and not Nuisance().has_style
+    styles = {}
+    for index in range(6):
+        style = subject_style("happiness", np.random.default_rng([0, index, 3, 4]), hard)
+        for au in EXPRESSION_AUS["happiness"]:
+            assert 1 - hard.style_weight <= style[au] <= 1 + hard.style_weight
+        extra = set(style) - set(EXPRESSION_AUS["happiness"])
+        assert len(extra) <= hard.style_extra_aus and all(style[au] <= hard.style_coactivation for au in extra)
+        styles[index] = style
+    assert len({tuple(sorted(s.items())) for s in styles.values()}) == 6  # every subject smiles its own way
+    # A subject keeps its style: at intensity 3 its scan is its intensity-4 style at 3/4 of the amount.
+    model = _clean_model(1)
+    style = subject_style("surprise", np.random.default_rng(7), hard)
+    lift = [model.scan(styled_activations("surprise", amount, style), np.random.default_rng(0), CLEAN).face
+            .landmark("left_brow_inner")[1] for amount in (0.0, 0.75, 1.0)]
+    prototype = model.scan(expression_activations("surprise", 1.0), np.random.default_rng(0), CLEAN).face
+    assert lift[2] - lift[0] > lift[1] - lift[0] > 0
+    assert abs((lift[2] - lift[0]) - (prototype.landmark("left_brow_inner")[1] - lift[0])) > 0.1
+
+
+def test_movements_that_are_no_expression_and_blinks():
+    always = Nuisance(movement_prob=1.0)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        acts, name = add_movement({12: 0.8}, rng, always)
+        assert name in MOVEMENTS and acts[12] == 0.8 and set(MOVEMENTS[name]) <= set(acts)
+        seen.add(name)
+    assert seen == set(MOVEMENTS)
+    assert add_movement({12: 0.8}, rng, Nuisance()) == ({12: 0.8}, "")
+    model = _clean_model()
+    upper, lower = eye_openness({45: 1.0}, model.params)
+    assert upper < 0.2 and lower < 0.3 and eye_openness({}, model.params) == (1.0, 1.0)
+    settings = SyntheticSettings(nuisance={"preset": "hard", "movement_prob": 1.0}, **TINY)
+    scans = [make_scan(0, e, 4, settings).face.meta.get("movement") for e in BASIC_EXPRESSIONS]
+    assert all(name in MOVEMENTS for name in scans)
+
+
+def test_hard_options_leave_default_data_and_markers_unchanged(tmp_path):
+    default = SyntheticSettings(**TINY)
+    assert set(default.to_json()["nuisance"]) == {"noise_mm", "holes", "hole_radius_mm", "pose_deg", "translate_mm",
+                                                   "au_jitter", "au_leak", "asymmetry", "lighting",
+                                                   "landmark_noise_mm"}  # the fields of generator version 1
+    explicit = SyntheticSettings(nuisance={"style_weight": 0.0, "movement_prob": 0.0, "subject_asymmetry": 0.0},
+                                 **TINY)
+    a, b = make_scan(0, "fear", 3, default).face, make_scan(0, "fear", 3, explicit).face
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.texture, b.texture)
+    hard = make_scan(0, "fear", 3, SyntheticSettings(nuisance="hard", **TINY)).face
+    assert hard.num_vertices != a.num_vertices or not np.allclose(hard.vertices, a.vertices)
+    generate(tmp_path, subjects=1, intensities=1, progress=False, nuisance="hard", **TINY)
+    with pytest.raises(ConfigError, match="other settings"):
+        generate(tmp_path, subjects=1, intensities=1, progress=False, **TINY)
+    summary = generate(tmp_path, subjects=1, intensities=1, progress=False, nuisance={"preset": "hard"}, **TINY)
+    assert summary.skipped_subjects == 1
+
+
+def test_bad_nuisance_settings_raise():
+    with pytest.raises(ConfigError, match="unknown nuisance preset"):
+        Nuisance.preset("harder")
+    with pytest.raises(ConfigError, match="unknown Nuisance fields"):
+        SyntheticSettings(nuisance={"preset": "hard", "wobble": 1.0})
+    with pytest.raises(ConfigError, match="movement_prob"):
+        Nuisance(movement_prob=1.5)
+    with pytest.raises(ConfigError, match="nuisance must be"):
+        SyntheticSettings(nuisance=3)

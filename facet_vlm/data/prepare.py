@@ -75,8 +75,9 @@ class FeatureCollator:
     ``subject_ids`` (training rows of subject-aware models only) are passed on as integers.
     """
 
-    def __init__(self, input_names: Sequence[str]):
+    def __init__(self, input_names: Sequence[str], augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.input_names = tuple(input_names)
+        self.augment = augment  # training only: renders (B, V, C, H, W) -> augmented (facet_vlm.geometry.augment)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {}
@@ -87,6 +88,8 @@ class FeatureCollator:
         if "subject_ids" in rows[0]:
             batch["subject_ids"] = torch.tensor([int(row["subject_ids"]) for row in rows], dtype=torch.long)
         batch["labels"] = torch.as_tensor(np.asarray([row["labels"] for row in rows]), dtype=torch.long)
+        if self.augment is not None:
+            batch["pixel_values"] = self.augment(batch["pixel_values"])
         return batch
 
 
@@ -116,6 +119,7 @@ class PreparedData:
     logits_key: str = "logits"
     target_index: int | None = None
     subject_adapters: bool = False
+    train_collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None  # with augmentation
 
 
 def synthetic_root(cache_dir: str | Path, subjects: int, seed: int, options: dict[str, Any] | None = None,
@@ -232,7 +236,13 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
         prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                     desc=f"render {model_args.model} inputs")
     input_names = [name for name in prepared.column_names if name not in index.column_names]
-    return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name)
+    train_collate_fn = None
+    if data_args.augment:
+        from ..geometry.augment import ViewAugmenter
+
+        train_collate_fn = FeatureCollator(input_names, ViewAugmenter.from_processor(processor, data_args.augment))
+    return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name,
+                        train_collate_fn=train_collate_fn)
 
 
 def frame_selection(data_args: Any) -> Any:

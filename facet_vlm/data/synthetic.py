@@ -3,7 +3,9 @@
 No facial-expression data set can be downloaded (all are licensed), so `generate` writes a stand-in that exercises
 the real readers end to end: many subjects with distinct face shapes and skin tones (see `face_model`), the six
 basic expressions built from facial action units at four intensities plus neutral, scanner noise, small holes and
-pose jitter.
+pose jitter. ``nuisance="hard"`` (`NUISANCE_PRESETS`) is a harder evaluation setting: per-subject expression styles,
+strong left/right asymmetry, movements that are no expression (talking, blinks, ...), +-12 degree pose, more noise
+and larger holes.
 
 Layout under ``out_dir`` (one folder per format, each exactly like the real release)::
 
@@ -38,10 +40,12 @@ from .face_model import (
     FaceModel,
     Nuisance,
     SyntheticScan,
-    expression_activations,
+    add_movement,
     jitter_activations,
     pose_matrix,
     sample_subject,
+    styled_activations,
+    subject_style,
 )
 
 FORMATS = ("bu3dfe", "bosphorus", "bu4dfe")
@@ -108,15 +112,41 @@ class SyntheticSettings:
             raise ConfigError(f"intensities must be 1..4 (BU-3DFE has 4 levels), got {self.intensities}")
         if self.sequence_frames < 2:
             raise ConfigError(f"sequence_frames must be at least 2, got {self.sequence_frames}")
-        if isinstance(self.nuisance, dict):
-            self.nuisance = Nuisance(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.nuisance.items()})
+        self.nuisance = as_nuisance(self.nuisance)
 
     def amount(self, level: int) -> float:
         """AU activation of intensity `level` (1..intensities): evenly spaced up to 1, e.g. 0.25 .. 1.0."""
         return level / self.intensities
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        """The settings as JSON; nuisance fields added after generator version 1 only when they are not at their
+        default (off), so folders generated before they existed still resume."""
+        content = json.loads(json.dumps(asdict(self)))
+        defaults = asdict(Nuisance())
+        for name in _LATER_NUISANCE_FIELDS:
+            if content["nuisance"][name] == json.loads(json.dumps(defaults[name])):
+                del content["nuisance"][name]
+        return content
+
+
+#: Nuisance fields that version 1 of the generator did not have (the hard setting of issue 17).
+_LATER_NUISANCE_FIELDS = ("style_weight", "style_coactivation", "style_extra_aus", "subject_asymmetry",
+                          "movement_prob", "movement_amount")
+
+
+def as_nuisance(value: Nuisance | str | dict | None) -> Nuisance:
+    """A `Nuisance` from itself, a preset name ("default", "hard"), a dict of fields (optionally with "preset": a
+    name whose fields the others replace), or None (the default)."""
+    if value is None:
+        return Nuisance()
+    if isinstance(value, Nuisance):
+        return value
+    if isinstance(value, str):
+        return Nuisance.preset(value)
+    if isinstance(value, dict):
+        settings = dict(value)
+        return Nuisance.preset(settings.pop("preset", "default"), **settings)
+    raise ConfigError(f"nuisance must be a Nuisance, a preset name or a dict of fields, got {type(value).__name__}")
 
 
 @dataclass
@@ -172,7 +202,7 @@ def generate(
     sequence_frames: int = 12,
     vertices: int = 6000,
     texture_size: int = 512,
-    nuisance: Nuisance | None = None,
+    nuisance: Nuisance | str | dict | None = None,
 ) -> SyntheticSummary:
     """Write a synthetic 3D facial-expression data set in the real layouts (see the module docstring).
 
@@ -189,7 +219,9 @@ def generate(
         sequence_frames: frames per BU-4DFE sequence (neutral -> apex -> neutral).
         vertices: approximate vertices per scan (also sets the range-image resolution).
         texture_size: side of the square texture images.
-        nuisance: scanner and session variation (noise, holes, pose jitter, ...); `Nuisance()` by default.
+        nuisance: scanner, session and subject variation (noise, holes, pose jitter, expression styles, ...):
+            a `Nuisance`, a preset name ("hard": the hard evaluation setting, see `NUISANCE_PRESETS`) or a dict of
+            fields, optionally with "preset"; `Nuisance()` by default.
 
     Returns:
         A `SyntheticSummary` (print ``summary.table()``); ``summary.roots[fmt]`` is what the loaders take.
@@ -206,7 +238,7 @@ def generate(
         raise ConfigError(f"num_proc must be at least 1, got {num_proc}")
     settings = SyntheticSettings(seed=seed, intensities=intensities, include_neutral=include_neutral,
                                  sequence_frames=sequence_frames, vertices=vertices, texture_size=texture_size,
-                                 nuisance=nuisance or Nuisance())
+                                 nuisance=as_nuisance(nuisance))
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     formats = tuple(dict.fromkeys(formats))
@@ -331,9 +363,35 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
     rng = np.random.default_rng([settings.seed, index, 10 + FORMATS.index(fmt), *keys])
     meta = {"subject": getattr(identity, fmt), "expression": expression, "intensity": level, "race": identity.race,
             "sex": identity.sex, "format": fmt}
+    nuisance = settings.nuisance
     amount = settings.amount(level) if expression != "neutral" else 0.0
-    acts = jitter_activations(expression_activations(expression, amount), rng, settings.nuisance)
-    return model.scan(acts, rng, settings.nuisance, meta=meta)
+    acts = jitter_activations(styled_activations(expression, amount, _style(settings, index, expression)), rng,
+                              nuisance)
+    acts, movement = add_movement(acts, np.random.default_rng([settings.seed, index, 20, *keys]), nuisance)
+    if movement:
+        meta["movement"] = movement
+    asymmetry = None
+    if nuisance.subject_asymmetry:
+        asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
+    return model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+
+
+def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
+    """Subject `index`'s style of `expression` (its own random stream, so scans without styles are unchanged)."""
+    if not settings.nuisance.has_style:
+        return {}
+    rng = np.random.default_rng([settings.seed, index, 3, _EXPRESSION_ID[expression]])
+    return subject_style(expression, rng, settings.nuisance)
+
+
+def _subject_asymmetry(settings: SyntheticSettings, index: int) -> float:
+    limit = settings.nuisance.subject_asymmetry
+    return float(np.random.default_rng([settings.seed, index, 4]).uniform(-limit, limit))
+
+
+def _asymmetry(rng: np.random.Generator, nuisance: Nuisance, bias: float) -> float:
+    """Per-scan asymmetry draw plus the subject's bias, kept inside (-0.9, 0.9) so that no side moves backwards."""
+    return float(np.clip(rng.uniform(-nuisance.asymmetry, nuisance.asymmetry) + bias, -0.9, 0.9))
 
 
 def _write_bu3dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
@@ -384,8 +442,12 @@ def _write_bu4dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, set
     for expression in BASIC_EXPRESSIONS:
         rng = np.random.default_rng([settings.seed, identity.index, 10 + FORMATS.index("bu4dfe"),
                                      _EXPRESSION_ID[expression]])
-        apex = jitter_activations(expression_activations(expression, 1.0), rng, nuisance)
-        asymmetry = float(rng.uniform(-nuisance.asymmetry, nuisance.asymmetry))
+        apex = jitter_activations(styled_activations(expression, 1.0, _style(settings, identity.index, expression)),
+                                  rng, nuisance)
+        if nuisance.subject_asymmetry:
+            asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, identity.index))
+        else:
+            asymmetry = float(rng.uniform(-nuisance.asymmetry, nuisance.asymmetry))
         limits = np.array([*nuisance.pose_deg, *[nuisance.translate_mm] * 3])
         start, end = (rng.uniform(-1.0, 1.0, 6) * limits for _ in range(2))
         sequence = folder / _BU4DFE_FOLDER_OF[expression]

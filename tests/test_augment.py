@@ -1,0 +1,80 @@
+"""Training-time augmentation of rendered views (facet_vlm.geometry.augment)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from facet_vlm.data.synthetic import SyntheticSettings, make_scan
+from facet_vlm.errors import ConfigError
+from facet_vlm.geometry import DEFAULT_VIEWS, align, render_views
+from facet_vlm.geometry.augment import (
+    ViewAugmenter,
+    jitter_depth,
+    mirror_partners,
+    mirror_views,
+    punch_holes,
+    shift_views,
+)
+
+CHANNELS = ("texture", "depth", "normal")
+
+
+def test_mirrored_renders_equal_renders_of_the_mirrored_face():
+    face = align(make_scan(0, "happiness", 4, SyntheticSettings(vertices=1500, texture_size=64)).face)
+    mirrored = dataclasses.replace(face, vertices=face.vertices * np.array([-1.0, 1.0, 1.0]),
+                                   faces=face.faces[:, ::-1].copy())
+    views, mask = render_views(face, DEFAULT_VIEWS, 48, CHANNELS)
+    expected, expected_mask = render_views(mirrored, DEFAULT_VIEWS, 48, CHANNELS)
+    result = mirror_views(torch.from_numpy(views)[None], DEFAULT_VIEWS, CHANNELS)[0].numpy()
+    both = mask[mirror_partners(DEFAULT_VIEWS)][:, :, ::-1] & expected_mask
+    assert both.sum() > 0.9 * expected_mask.sum()
+    error = np.abs(result - expected).transpose(1, 0, 2, 3)[:, both]
+    assert np.median(error) < 1e-3 and np.mean(error) < 0.02
+    unmirrored = np.abs(views - expected).transpose(1, 0, 2, 3)[:, both]
+    assert np.mean(unmirrored) > 5 * np.mean(error)
+
+
+def test_mirror_needs_symmetric_views_and_twice_is_identity():
+    assert mirror_partners(DEFAULT_VIEWS) == [0, 2, 1, 3, 4]
+    pixels = torch.rand(2, 5, 7, 8, 8)
+    assert torch.equal(mirror_views(mirror_views(pixels, DEFAULT_VIEWS, CHANNELS), DEFAULT_VIEWS, CHANNELS), pixels)
+    with pytest.raises(ConfigError, match="no mirror view"):
+        mirror_partners([(0.0, 0.0), (30.0, 0.0)])
+    with pytest.raises(ConfigError, match="unknown augmentation settings"):
+        ViewAugmenter.from_processor(type("P", (), {"view_angles": DEFAULT_VIEWS, "channels": CHANNELS})(),
+                                     {"rotate": 1})
+
+
+def test_shift_holes_and_depth_noise_keep_the_background():
+    torch.manual_seed(0)
+    pixels = torch.zeros(4, 5, 7, 16, 16)
+    pixels[..., 4:12, 4:12] = 0.5
+    shifted = shift_views(pixels, 2)
+    assert torch.allclose(shifted.sum(dim=(-1, -2)), pixels.sum(dim=(-1, -2)))  # moved, not cut (2 px margin)
+    assert not torch.equal(shifted, pixels)
+    holed = punch_holes(pixels, 3, (2.0, 3.0))
+    assert (holed <= pixels).all() and holed.sum() < pixels.sum()
+    noisy = jitter_depth(pixels, CHANNELS, 0.05)
+    assert torch.equal(noisy[:, :, 3][pixels[:, :, 3] == 0], pixels[:, :, 3][pixels[:, :, 3] == 0])
+    assert not torch.equal(noisy[:, :, 3], pixels[:, :, 3]) and torch.equal(noisy[:, :, :3], pixels[:, :, :3])
+    augmenter = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=1.0, max_shift=0)
+    assert torch.equal(augmenter(pixels), mirror_views(pixels, DEFAULT_VIEWS, CHANNELS))
+
+
+def test_training_collator_augments_and_the_evaluation_collator_does_not():
+    from facet_vlm.features import FeatureCollator
+    from facet_vlm.training import DataArguments
+
+    rng = np.random.default_rng(0)
+    rows = [{"pixel_values": rng.random((5, 7, 8, 8), dtype=np.float32), "labels": i} for i in range(4)]
+    augmenter = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=1.0, max_shift=0)
+    plain = FeatureCollator(["pixel_values"])(rows)
+    train = FeatureCollator(["pixel_values"], augmenter)(rows)
+    assert torch.equal(train["pixel_values"], mirror_views(plain["pixel_values"], DEFAULT_VIEWS, CHANNELS))
+    assert torch.equal(train["labels"], plain["labels"])
+    assert DataArguments(augment='{"mirror_prob": 0.5, "max_shift": 2}').augment == {"mirror_prob": 0.5,
+                                                                                     "max_shift": 2}
