@@ -66,8 +66,8 @@ def test_shift_holes_and_depth_noise_keep_the_background():
 
 
 def test_training_collator_augments_and_the_evaluation_collator_does_not():
-    from facet_vlm.features import FeatureCollator
-    from facet_vlm.training import DataArguments
+    from facet_vlm.arguments import DataArguments
+    from facet_vlm.data.prepare import FeatureCollator
 
     rng = np.random.default_rng(0)
     rows = [{"pixel_values": rng.random((5, 7, 8, 8), dtype=np.float32), "labels": i} for i in range(4)]
