@@ -121,3 +121,25 @@ def test_plain_feature_functions_get_inferred_features(tmp_path):
         expected = centroid_and_extent(read_face(path))
         np.testing.assert_allclose(cached[i]["centroid"], expected["centroid"], rtol=1e-3, atol=1e-2)
         np.testing.assert_allclose(cached[i]["extent"], expected["extent"], rtol=1e-3, atol=1e-1)
+
+
+def test_dataloader_workers_get_the_cache_by_reference_not_a_copy(tmp_path):
+    """The prepared dataset is memory-mapped Arrow: what a DataLoader worker receives (a pickle) names the shard
+    files instead of holding the renders, and batches read through workers equal those read in-process."""
+    import pickle
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    rows = write_scans(tmp_path, 6)
+    prepared = prepare_features(rows, tmp_path / "cache", multiview_features(size=32), shard_size=2)
+    render_bytes = sum(np.asarray(prepared[i]["views"]).nbytes for i in range(len(prepared)))
+    assert len(pickle.dumps(prepared)) < render_bytes / 10
+
+    def collate(batch):
+        return torch.from_numpy(np.stack([row["views"] for row in batch]))
+
+    in_process = list(DataLoader(prepared, batch_size=2, collate_fn=collate))
+    with_workers = list(DataLoader(prepared, batch_size=2, collate_fn=collate, num_workers=2))
+    for expected, got in zip(in_process, with_workers, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

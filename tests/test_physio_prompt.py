@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_remote_code import load_remote_and_compare
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from couple.configuration_physio_prompt import PhysioPromptConfig
@@ -226,15 +225,3 @@ def test_peft_vit_lora_keeps_base_weights(tmp_path):
             torch.testing.assert_close(value, frozen[original], rtol=0, atol=0)
 
 
-@pytest.mark.slow
-def test_remote_code_round_trip(tmp_path):
-    import couple  # noqa: F401  (importing the package registers the Auto classes and the remote code)
-
-    model = tiny_model().eval()
-    model.save_pretrained(tmp_path / "model")
-    inputs = batch()
-    inputs = {"pixel_values": inputs["pixel_values"], "tfr_values": inputs["tfr_values"]}
-    with torch.no_grad():
-        expected = model(**inputs)
-    load_remote_and_compare(tmp_path / "model", inputs, {"logits": expected.logits},
-                                        auto_class="AutoModel")
