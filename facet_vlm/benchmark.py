@@ -354,9 +354,13 @@ def cross_dataset(config: dict[str, Any], model_name: str, root: Path) -> list[d
 def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], overrides=None) -> dict[str, Any]:
     """Linear-probe subject-identity accuracy (%) on the video embeddings of the training subjects' clips."""
     from accelerate import Accelerator
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
     from torch.utils.data import DataLoader
+
+    try:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+    except ImportError as error:
+        raise ConfigError("the subject-invariance probe needs scikit-learn: pip install 'facet-vlm[report]'") from error
 
     from .arguments import DataArguments, ModelArguments
     from .data.folds import column
