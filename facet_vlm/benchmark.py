@@ -181,7 +181,8 @@ def train(config: dict[str, Any], model: str, variant: str, dataset: str, overri
         dataset=dataset, protocol=protocol, folds=config.get("folds", 2), fold_seed=config.get("fold_seed", 0),
         test_fraction=config.get("cross_dataset", {}).get("test_fraction", 0.25), intensities=intensities,
         cache_dir=str(Path(config.get("cache_dir", ".cache/facet_vlm_benchmark"))), num_proc=config.get("num_proc", 1),
-        feature_overrides=json.dumps(features) if features else None)
+        feature_overrides=json.dumps(features) if features else None,
+        augment=json.dumps(spec["augment"]) if spec.get("augment") else None)
     loop = {**config["loop"], **(spec.get("loop") or {})}
     loop_args = LoopArguments(output_dir=str(output_dir), report_to="none", eval_each_epoch=False,
                               final_model="last_fold", **loop)
