@@ -150,7 +150,7 @@ class CombinedFeatures:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return {"name": "combined", "parts": [_spec_of(p) for p in self.parts]}
+        return {"name": "combined", "parts": [spec_of(p) for p in self.parts]}
 
     def features(self, dtype: str = "float32") -> dict[str, Any]:
         merged: dict[str, Any] = {}
@@ -190,7 +190,8 @@ def combined_features(*parts: Any) -> CombinedFeatures:
     return CombinedFeatures(*parts)
 
 
-def _spec_of(feature_fn: Any) -> dict[str, Any]:
+def spec_of(feature_fn: Any) -> dict[str, Any]:
+    """What identifies a feature function in a cache fingerprint: its ``spec``, else its qualified name."""
     spec = getattr(feature_fn, "spec", None)
     if spec is not None:
         return spec
@@ -248,7 +249,8 @@ def _fingerprint(spec: dict[str, Any], paths: list[str], dtype: str, shard_size:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a temporary folder it left is in use)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -262,7 +264,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary folders left by runs that died (their process id is no longer alive)."""
     for tmp in folder.glob(".tmp_*"):
         pid = tmp.name.split("_")[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -309,7 +311,7 @@ def prepare_features(
     if shard_size < 1 or num_proc < 1:
         raise ConfigError(f"shard_size={shard_size}, num_proc={num_proc}: both must be at least 1")
     paths = [str(p) for p in dataset[path_column]]
-    spec = spec if spec is not None else _spec_of(feature_fn)
+    spec = spec if spec is not None else spec_of(feature_fn)
     fingerprint = _fingerprint(spec, paths, dtype, shard_size)
     folder = Path(cache_dir) / fingerprint
     folder.mkdir(parents=True, exist_ok=True)

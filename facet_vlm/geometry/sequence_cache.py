@@ -29,26 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FacetVLMError
+from .cache import pid_alive, spec_of
 
 FRAME_CACHE_VERSION = 1
-
-
-def _spec_of(feature_fn: Any) -> dict[str, Any]:
-    spec = getattr(feature_fn, "spec", None)
-    if spec is not None:
-        return spec
-    owner = feature_fn if hasattr(feature_fn, "__qualname__") else type(feature_fn)
-    return {"function": f"{owner.__module__}.{owner.__qualname__}"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FrameCache:
@@ -67,7 +50,7 @@ class FrameCache:
         if dtype not in ("float16", "float32"):
             raise ConfigError(f"dtype={dtype!r}: use 'float16' or 'float32'")
         self.feature_fn = feature_fn
-        self.spec = spec if spec is not None else _spec_of(feature_fn)
+        self.spec = spec if spec is not None else spec_of(feature_fn)
         self.dtype = dtype
         blob = json.dumps({"version": FRAME_CACHE_VERSION, "spec": self.spec, "dtype": dtype}, sort_keys=True,
                           default=str)
@@ -146,7 +129,7 @@ class FrameCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         for tmp in self.folder.glob(".tmp_*"):
             pid = tmp.name.rsplit("_", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
         spec_file = self.folder / "spec.json"
         if not spec_file.is_file():
