@@ -1,6 +1,7 @@
 """Benchmarks: ``python scripts/bench.py render [--scan PATH] [--views 5] [--size 224] [--repeats 20]``,
 ``python scripts/bench.py train [--size small|base] [--num-threads N] [--device cuda]`` (model throughput) and
-``python scripts/bench.py hard`` (accuracy of the three 3D models' small configs on the hard synthetic setting).
+``python scripts/bench.py hard`` (accuracy of the three 3D models' small configs on the hard synthetic setting) and
+``python scripts/bench.py sequence`` (4D: per-frame render speed, cached sequence read vs render).
 
 Each subcommand lives in its own pair of functions (``add_<name>_parser`` and ``run_<name>``).
 """
@@ -454,12 +455,24 @@ def run_hard(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+# ----------------------------------------------------------------------------------------------------- sequence
+def add_sequence_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``bench.py sequence``: frames rendered per second and a cached sequence read vs rendering it
+    (scripts/bench_sequences.py)."""
+    from bench_sequences import add_arguments, run
+
+    parser = subparsers.add_parser("sequence", help="4D: per-frame render speed, cached sequence read vs render")
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_render_parser(subparsers)
     add_train_parser(subparsers)
     add_hard_parser(subparsers)
+    add_sequence_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -55,15 +55,18 @@ def bench_sequences(frames: int = 8, views: int = 5, size: int = 224,
             "cache_fill_s": fill, "cached_read_s": read, "read_speedup": render / read}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the sequence bench (also ``scripts/bench.py sequence``)."""
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--views", type=int, default=5)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--vertices", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"))
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Measure and print the sequence figures."""
     result = bench_sequences(args.frames, args.views, args.size, vertices=args.vertices, repeats=args.repeats,
                              dtype=args.dtype)
     print(f"sequence of {result['frames']} frames -> {result['shape']} ({args.dtype} cache)")
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  fill the per-frame cache: {result['cache_fill_s'] * 1000:.0f} ms")
     print(f"  cached read (stacked): {result['cached_read_s'] * 1000:.1f} ms = {result['read_speedup']:.1f}x faster "
           "than rendering")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
