@@ -212,6 +212,9 @@ class AFNetMPreTrainedModel(PreTrainedModel):
 class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
     """AFNet-M with a linear classifier on the pooled fused features of the last stage.
 
+    A static model: on a sequence data set (BU-4DFE, BP4D, 4DME) it sees one frame per sequence, the annotated apex
+    or, where no annotation names it, the frame farthest from the first (``facet_vlm.data.sequences.apex_rows``).
+
     LoRA: `target_modules=["conv1", "conv2"]` adapts every basic block of both branches (add `"stem_conv"`,
     `"mask_conv1"`, `"mask_conv2"` for more); keep batch norm in eval mode while fine-tuning so that the adapter alone
     reproduces the tuned model (PEFT saves adapters, not running statistics).

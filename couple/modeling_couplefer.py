@@ -458,6 +458,9 @@ class CoupleFERModel(CoupleFERPreTrainedModel):
 class CoupleFERForExpressionRecognition(CoupleFERPreTrainedModel):
     """CoupleFER with heads on the image, point and fused embeddings, class prototypes and the dual-level loss.
 
+    A static model: on a sequence data set (BU-4DFE, BP4D, 4DME) it sees one frame per sequence, the annotated apex
+    or, where no annotation names it, the frame farthest from the first (``facet_vlm.data.sequences.apex_rows``).
+
     loss = ce_loss_weight·CE(fused) + branch_ce_loss_weight·mean(CE(image), CE(point))
          + contrastive_loss_weight·InfoNCE(image, point) + prototype_loss_weight·CE(prototype_logits)
     A term whose weight is 0 is not computed (its field in the output is None).
