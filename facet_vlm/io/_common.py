@@ -224,8 +224,15 @@ def load_texture_image(
         f"texture {names[0]!r} not found next to the file (looked for {tried}); put the image there, or pass "
         "missing_texture='ignore' (or load_texture=False) to read the mesh without it"
     )
-    if missing_texture == "raise":
-        raise MissingTextureError(message, mesh_path)
-    if missing_texture == "warn":
-        warnings.warn(f"{mesh_path}: {message}", stacklevel=3)
+    apply_missing_texture(missing_texture, message, mesh_path, stacklevel=4)
     return None, None
+
+
+def apply_missing_texture(policy: MissingTexturePolicy, message: str, path: str | os.PathLike,
+                          stacklevel: int = 3) -> None:
+    """The ``missing_texture`` policy for a texture that is not there: raise `MissingTextureError` ("raise"),
+    warn ("warn", `stacklevel` counted from this function) or say nothing ("ignore")."""
+    if policy == "raise":
+        raise MissingTextureError(message, path)
+    if policy == "warn":
+        warnings.warn(f"{path}: {message}", stacklevel=stacklevel)

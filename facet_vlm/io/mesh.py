@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from trimesh.resolvers import FilePathResolver
 
-from ..errors import FormatError, MissingTextureError
+from ..errors import FormatError
 from ..face import Face
 from ._common import (
     TEXTURE_EXTENSIONS,
     MissingTexturePolicy,
+    apply_missing_texture,
     check_float32,
     check_policy,
     check_surface,
@@ -138,10 +138,7 @@ def read_mesh(
             f"companion file(s) {names} not found next to the file (the material or texture image); put "
             "them there, or pass missing_texture='ignore' (or load_texture=False) to read the mesh without"
         )
-        if missing_texture == "raise":
-            raise MissingTextureError(message, path)
-        if missing_texture == "warn":
-            warnings.warn(f"{path}: {message}", stacklevel=2)
+        apply_missing_texture(missing_texture, message, path, stacklevel=3)
     meta = {
         "path": str(path),
         "format": Path(path).suffix.lower().lstrip("."),
