@@ -5,7 +5,7 @@
 The folder holds safetensors weights, config.json with ``auto_map`` and the model's code (so that
 ``AutoModel.from_pretrained(repo, trust_remote_code=True)`` works without facet-vlm), the processor files, the
 run's results and confusion matrix, and a README.md model card with a ``model-index``. PEFT runs publish the
-adapter only. ``--push`` uploads it; offline, the push fails with a clear message (exit code 2) and the folder stays
+adapter only. ``--push`` uploads it; offline, the push fails with a clear message (exit code 3) and the folder stays
 complete.
 """
 
@@ -19,9 +19,10 @@ from facet_vlm.cli import add_debug_argument, run_cli
 from facet_vlm.errors import FacetVLMError
 from facet_vlm.hub import DEFAULT_TEMPLATE, build_hub_folder, push_folder
 
-#: Exit codes: 1 = the folder could not be built, 2 = the folder is complete but the push failed.
+#: Exit codes: 1 = the folder could not be built, 2 = bad arguments (every CLI's code, `facet_vlm.cli`),
+#: 3 = the folder is complete but the push failed.
 EXIT_BUILD_FAILED = 1
-EXIT_PUSH_FAILED = 2
+EXIT_PUSH_FAILED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

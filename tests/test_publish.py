@@ -188,7 +188,8 @@ def test_push_offline_fails_cleanly_and_keeps_folder(run_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_push_without_network_from_the_command_line(published, tmp_path):
-    """The real CLI with online mode on but an unreachable Hub endpoint: exit code 2, a message, no traceback."""
+    """The real CLI with online mode on but an unreachable Hub endpoint: exit code 3 (2 means bad arguments), a
+    message, no traceback."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -197,7 +198,7 @@ def test_push_without_network_from_the_command_line(published, tmp_path):
     out = tmp_path / "export"
     completed = subprocess.run([sys.executable, str(PUBLISH_SCRIPT), str(published), "--repo-id", REPO_ID,
                                 "--out", str(out), "--push"], env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert completed.returncode == 3, completed.stdout + completed.stderr
     assert "cannot reach the Hugging Face Hub" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
