@@ -37,12 +37,18 @@ class ModelArguments:
         "help": "Model family (an entry of facet_vlm.registry).", "choices": list(MODEL_NAMES)})
     init_from: str | None = field(default=None, metadata={
         "help": "A pretrained CLIP (Hub name or local dir, e.g. openai/clip-vit-base-patch16) to build the towers "
-                "from, or a directory written by save_pretrained (this library's model) to fine-tune."})
+                "from, or a directory written by save_pretrained (this library's model) to fine-tune, with the same "
+                "or another label set (see --keep_known_classes)."})
     model_config: str | None = field(default=None, metadata={
         "help": "Config overrides as a JSON object (a dict in a --config file), e.g. "
                 "'{\"projection_dim\": 64, \"vision_config\": {\"hidden_size\": 64}}'."})
     label_set: str | None = field(default=None, metadata={
         "help": "Label set of facet_vlm.labels.LABEL_SETS (default: the data set's, e.g. basic6)."})
+    keep_known_classes: bool = field(default=True, metadata={
+        "help": "--init_from a model of this library with other classes than the data's: the towers are reused and "
+                "the class heads (classifier rows, CoupleFER's prototypes, FACET-VLM's prompts) rebuilt for the "
+                "new classes; this keeps the rows/prompts of the classes the saved model already has (by name). "
+                "Our choice; --keep_known_classes false starts every class head from scratch."})
     peft: Literal["none", "lora"] = field(default="none", metadata={"help": "Parameter-efficient fine-tuning."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
