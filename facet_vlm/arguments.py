@@ -159,6 +159,11 @@ class DataArguments:
     max_folds: int | None = field(default=None, metadata={"help": "Run only the first N folds (quick runs)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of subjects held out by --protocol holdout."})
     fold_seed: int = field(default=0, metadata={"help": "Seed of the subject shuffle that makes the folds."})
+    max_train_subjects: int | None = field(default=None, metadata={
+        "help": "Train each fold on at most this many of its training subjects (learning curves); the test subjects "
+                "stay the same. The subset is drawn by --train_subjects_seed and the fold index "
+                "(facet_vlm.data.folds.limit_train_subjects; a smaller subset is inside a larger one)."})
+    train_subjects_seed: int = field(default=0, metadata={"help": "Seed of the --max_train_subjects choice."})
     intensities: list[int] | None = field(default=None, metadata={
         "help": "Keep only these expression intensities (BU-3DFE: 1..4; protocol P1 uses 3 4)."})
     synthetic_subjects: int = field(default=40, metadata={"help": "Subjects of a generated synthetic set."})
@@ -205,6 +210,8 @@ class DataArguments:
             raise ConfigError(f"--fold must be >= 0, got {self.fold}")
         if self.max_folds is not None and self.max_folds < 1:
             raise ConfigError(f"--max_folds must be >= 1, got {self.max_folds}")
+        if self.max_train_subjects is not None and self.max_train_subjects < 1:
+            raise ConfigError(f"--max_train_subjects must be >= 1, got {self.max_train_subjects}")
 
 
 @dataclass

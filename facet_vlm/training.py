@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .arguments import DataArguments, LoopArguments, ModelArguments, parse_args
-from .data.folds import build_folds, column, select_folds
+from .data.folds import build_folds, column, limit_train_subjects, select_folds
 from .data.prepare import PreparedData, prepare_dataset, save_processor
 from .errors import ConfigError, FormatError
 from .evaluation import (
@@ -482,8 +482,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     output_dir = Path(loop_args.output_dir)
     prepared = prepare_dataset(model_args, data_args, accelerator)
-    folds = build_folds(prepared.dataset, data_args.protocol, data_args.folds, data_args.fold_seed,
-                        data_args.test_fraction)
+    folds = limit_train_subjects(build_folds(prepared.dataset, data_args.protocol, data_args.folds,
+                                             data_args.fold_seed, data_args.test_fraction),
+                                 data_args.max_train_subjects, data_args.train_subjects_seed)
     fold_ids = select_folds(len(folds), data_args.fold, data_args.max_folds)
     fingerprint = run_fingerprint(model_args, data_args, loop_args)
     check_resumable(output_dir, fold_ids, run_arguments(model_args, data_args, loop_args), loop_args)
