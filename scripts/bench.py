@@ -594,10 +594,12 @@ def write_curve_report(results: dict, output_dir: Path) -> None:
     for arm in dict.fromkeys(run["arm"] for run in results["runs"]):
         points = sorted((run["train_subjects"], 100 * run["accuracy"]) for run in results["runs"] if run["arm"] == arm)
         axis.plot(*zip(*points), marker="o", label=arm)
+    axis.set_xticks(sorted({run["train_subjects"] for run in results["runs"]}))
+    axis.set_ylim(0, 100)
     axis.set_xlabel("training subjects")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title(f"{results['model']}: {results['protocol']} fold {results['fold']}, held-out generator setting",
-                   fontsize=9)
+    axis.set_title(f"{results['model']}: {results['protocol']} fold {results['fold']}, generated set "
+                   f"(seed {results['generator_seed']})", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

@@ -1,9 +1,11 @@
 """Fine-tuning a saved model of the library (``--init_from``) on the same or another label set: the towers are
 reused, the class heads (FACET-VLM's prompts, CoupleFER's classifiers and prototypes, AFNet-M's classifier) are
-rebuilt for the new classes, and the model trains."""
+rebuilt for the new classes, and the model trains; and the report of the learning-curve benchmark
+(``scripts/bench.py curve``) that compares fine-tuning with training from scratch."""
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ HEADS = {"facet_vlm": (), "couplefer": ("image_classifier.", "point_classifier."
          "afnet_m": ("classifier.",)}
 BASIC7 = label_set("basic7")
 BASIC6 = label_set("basic6")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def model_args(model: str, init_from=None, **changes) -> ModelArguments:
@@ -119,3 +122,29 @@ def test_train_script_fine_tunes_a_saved_model_on_another_label_set(model, tmp_p
     saved = json.loads((output / "model" / "config.json").read_text())
     assert [saved["id2label"][str(i)] for i in range(6)] == list(BASIC6)
     assert fold_record(output)["history"][-1]["step"] == 2
+
+
+def test_curve_report_writes_the_table_json_and_plot(tmp_path):
+    """bench.py curve's report: one row per number of training subjects, one column per arm, a missing run shown as
+    a dash, the JSON as given and the plot."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    runs = [{"arm": arm, "train_subjects": count, "test_subjects": 6, "accuracy": accuracy}
+            for arm, count, accuracy in [("scratch", 10, 0.5), ("scratch", 54, 0.8), ("pretrained", 10, 0.75)]]
+    results = {"model": "facet_vlm", "config": "c.json", "protocol": "bu3dfe-p1-10fold", "fold": 0, "subjects": 60,
+               "generator_seed": 7, "generator_options": {}, "pretrained": "p", "augment": {}, "train_args": "",
+               "finetune_args": "", "omp_num_threads": "1", "runs": runs}
+    bench.write_curve_report(results, tmp_path)
+    table = (tmp_path / "curve.md").read_text()
+    assert "| training subjects | scratch | pretrained |" in table
+    assert "| 10 | 50.0 % | 75.0 % |" in table and "| 54 | 80.0 % | – |" in table
+    assert json.loads((tmp_path / "curve.json").read_text()) == results
+    assert (tmp_path / "curve.png").stat().st_size > 0
