@@ -102,7 +102,14 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
     label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
     init_from = model_args.init_from
     if init_from and (Path(init_from) / "config.json").is_file() and _is_our_model(Path(init_from), entry):
-        model = entry.model_class.from_pretrained(init_from, **overrides)
+        try:
+            model = entry.model_class.from_pretrained(init_from, **overrides)
+        except RuntimeError as error:  # transformers' report of weights whose shape the overrides changed
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ConfigError(f"--model_config {json.dumps(overrides)} changes the shape of weights of the saved "
+                              "model; keep its architecture (drop those keys, or use the config it was trained "
+                              "with)", init_from) from error
         if class_names(model.config) != list(labels):
             adapt_label_set(model, labels, model_args.keep_known_classes, init_from)
         return model

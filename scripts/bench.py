@@ -474,7 +474,8 @@ def add_curve_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained", default=None,
                         help="the model the pretrained arms fine-tune (--init_from); default: the first trained "
                              "model of the config's model found in facet_vlm.registry.LOCAL_MODEL_DIRS. It must "
-                             "not have been trained on this data set (other seed and generator options)")
+                             "not have been trained on this data set (other seed and generator options), and its "
+                             "architecture must be the one --config's model_config describes")
     parser.add_argument("--subjects-list", nargs="+", type=int, default=list(CURVE_SUBJECTS),
                         help="training subjects per point (--max_train_subjects of the fold)")
     parser.add_argument("--augment", default=None,

@@ -64,6 +64,16 @@ def test_same_label_set_keeps_every_weight(model, tmp_path):
     assert [loaded.config.id2label[i] for i in range(7)] == list(BASIC7)
 
 
+def test_model_config_that_changes_the_saved_architecture_is_a_config_error(tmp_path):
+    from facet_vlm.errors import ConfigError
+
+    saved_model("afnet_m", BASIC6, tmp_path / "saved")
+    args = model_args("afnet_m", tmp_path / "saved")
+    args.model_config = {**TINY_MODELS["afnet_m"], "hidden_sizes": [8, 24]}
+    with pytest.raises(ConfigError, match="changes the shape of weights of the saved model"):
+        build_base_model(args, BASIC6)
+
+
 @pytest.mark.parametrize("model", MODELS_3D)
 @pytest.mark.parametrize("keep_known", [True, False])
 def test_new_label_set_reuses_the_towers_and_rebuilds_the_heads(model, keep_known, tmp_path, caplog):
@@ -148,3 +158,20 @@ def test_curve_report_writes_the_table_json_and_plot(tmp_path):
     assert "| 10 | 50.0 % | 75.0 % |" in table and "| 54 | 80.0 % | – |" in table
     assert json.loads((tmp_path / "curve.json").read_text()) == results
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_adapter_only_fine_tuning_on_another_label_set_saves_its_own_base(tmp_path, scans, cache_dir):  # noqa: F811
+    """--peft lora --save_adapters_only from a saved basic7 CoupleFER on basic6 data: the adapters' base is the saved
+    model with its heads rebuilt for basic6 (base_model/), not the saved model itself (its heads have 7 rows), and
+    model/ loads on it."""
+    from facet_vlm.pipelines import load_model
+
+    saved_model("couplefer", BASIC7, tmp_path / "saved")
+    run_train("--config", str(tiny_config(tmp_path, "couplefer", scans, cache_dir, init_from=str(tmp_path / "saved"),
+                                          peft="lora", lora_r=2, save_adapters_only=True)))
+    output = tmp_path / "run"
+    adapter = json.loads((output / "model" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == (output / "base_model").resolve()
+    tuned = load_model(output / "model")
+    assert [tuned.config.id2label[i] for i in range(6)] == list(BASIC6)
+    assert weights_digest(tuned) != weights_digest(load_model(output / "base_model"))
