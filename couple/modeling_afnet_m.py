@@ -258,6 +258,27 @@ class AFNetMForExpressionRecognition(AFNetMPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels)
         self.post_init()
 
+    def set_labels(self, labels: list[str] | tuple[str, ...], keep_known_classes: bool = True) -> None:
+        """Switch to a new class set, e.g. to fine-tune a pretrained model on a data set with other classes.
+
+        The classifier gets one row per class of `labels`, initialised as in a new model; with `keep_known_classes`
+        the rows of the classes this model already has (matched by name, in any order) are copied over. Both
+        branches, mask attention and fusion are untouched. `config.id2label`/`label2id` follow the new classes.
+        """
+        labels = list(labels)
+        known = {name: index for index, name in self.config.id2label.items()}
+        old = self.classifier
+        head = nn.Linear(old.in_features, len(labels)).to(device=old.weight.device, dtype=old.weight.dtype)
+        self._init_weights(head)
+        with torch.no_grad():
+            for new, name in enumerate(labels):
+                if keep_known_classes and name in known:
+                    head.weight[new] = old.weight[known[name]]
+                    head.bias[new] = old.bias[known[name]]
+        self.classifier = head
+        self.config.id2label = dict(enumerate(labels))
+        self.config.label2id = {name: index for index, name in enumerate(labels)}
+
     def _check_inputs(
         self, pixel_values: torch.Tensor, geometry_values: torch.Tensor, region_masks: torch.Tensor | None
     ) -> None:

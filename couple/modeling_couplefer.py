@@ -498,6 +498,37 @@ class CoupleFERForExpressionRecognition(CoupleFERPreTrainedModel):
             self.register_buffer("prototypes", prototypes)
         self.post_init()
 
+    def set_labels(self, labels: list[str] | tuple[str, ...], keep_known_classes: bool = True) -> None:
+        """Switch to a new class set, e.g. to fine-tune a pretrained model on a data set with other classes.
+
+        The three classifiers (image, point, fused) and the class prototypes get one row per class of `labels`,
+        initialised as in a new model; with `keep_known_classes` the rows of the classes this model already has
+        (matched by name, in any order) are copied over. The towers, CouPle and the projections are untouched.
+        `config.id2label`/`label2id` follow the new classes.
+        """
+        labels = list(labels)
+        known = {name: index for index, name in self.config.id2label.items()}
+        reference = self.classifier.weight
+        rows = [(new, known[name]) for new, name in enumerate(labels) if keep_known_classes and name in known]
+        for name in ("image_classifier", "point_classifier", "classifier"):
+            old = getattr(self, name)
+            head = nn.Linear(old.in_features, len(labels)).to(device=reference.device, dtype=reference.dtype)
+            self._init_weights(head)
+            with torch.no_grad():
+                for new, previous in rows:
+                    head.weight[new] = old.weight[previous]
+                    head.bias[new] = old.bias[previous]
+            setattr(self, name, head)
+        old_prototypes = self.prototypes
+        prototypes = old_prototypes.new_empty(len(labels), old_prototypes.shape[1])
+        self.prototypes = nn.Parameter(prototypes) if isinstance(old_prototypes, nn.Parameter) else prototypes
+        self._init_weights(self)  # its branch for this class initialises the prototypes (only)
+        with torch.no_grad():
+            for new, previous in rows:
+                self.prototypes[new] = old_prototypes[previous]
+        self.config.id2label = dict(enumerate(labels))
+        self.config.label2id = {name: index for index, name in enumerate(labels)}
+
     def prototype_logits(self, fused_embeds: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each fused embedding to each class prototype, over the prototype temperature."""
         similarity = F.normalize(fused_embeds, dim=-1) @ F.normalize(self.prototypes, dim=-1).t()

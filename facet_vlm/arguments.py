@@ -37,12 +37,18 @@ class ModelArguments:
         "help": "Model family (an entry of facet_vlm.registry).", "choices": list(MODEL_NAMES)})
     init_from: str | None = field(default=None, metadata={
         "help": "A pretrained CLIP (Hub name or local dir, e.g. openai/clip-vit-base-patch16) to build the towers "
-                "from, or a directory written by save_pretrained (this library's model) to fine-tune."})
+                "from, or a directory written by save_pretrained (this library's model) to fine-tune, with the same "
+                "or another label set (see --keep_known_classes)."})
     model_config: str | None = field(default=None, metadata={
         "help": "Config overrides as a JSON object (a dict in a --config file), e.g. "
                 "'{\"projection_dim\": 64, \"vision_config\": {\"hidden_size\": 64}}'."})
     label_set: str | None = field(default=None, metadata={
         "help": "Label set of facet_vlm.labels.LABEL_SETS (default: the data set's, e.g. basic6)."})
+    keep_known_classes: bool = field(default=True, metadata={
+        "help": "--init_from a model of this library with other classes than the data's: the towers are reused and "
+                "the class heads (classifier rows, CoupleFER's prototypes, FACET-VLM's prompts) rebuilt for the "
+                "new classes; this keeps the rows/prompts of the classes the saved model already has (by name). "
+                "Our choice; --keep_known_classes false starts every class head from scratch."})
     peft: Literal["none", "lora"] = field(default="none", metadata={"help": "Parameter-efficient fine-tuning."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
@@ -153,6 +159,11 @@ class DataArguments:
     max_folds: int | None = field(default=None, metadata={"help": "Run only the first N folds (quick runs)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of subjects held out by --protocol holdout."})
     fold_seed: int = field(default=0, metadata={"help": "Seed of the subject shuffle that makes the folds."})
+    max_train_subjects: int | None = field(default=None, metadata={
+        "help": "Train each fold on at most this many of its training subjects (learning curves); the test subjects "
+                "stay the same. The subset is drawn by --train_subjects_seed and the fold index "
+                "(facet_vlm.data.folds.limit_train_subjects; a smaller subset is inside a larger one)."})
+    train_subjects_seed: int = field(default=0, metadata={"help": "Seed of the --max_train_subjects choice."})
     intensities: list[int] | None = field(default=None, metadata={
         "help": "Keep only these expression intensities (BU-3DFE: 1..4; protocol P1 uses 3 4)."})
     synthetic_subjects: int = field(default=40, metadata={"help": "Subjects of a generated synthetic set."})
@@ -199,6 +210,8 @@ class DataArguments:
             raise ConfigError(f"--fold must be >= 0, got {self.fold}")
         if self.max_folds is not None and self.max_folds < 1:
             raise ConfigError(f"--max_folds must be >= 1, got {self.max_folds}")
+        if self.max_train_subjects is not None and self.max_train_subjects < 1:
+            raise ConfigError(f"--max_train_subjects must be >= 1, got {self.max_train_subjects}")
 
 
 @dataclass

@@ -671,12 +671,16 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         labels: list[str] | tuple[str, ...],
         prompts: dict[str, list[str]] | list[list[str]] | None = None,
         tokenizer: Any = None,
+        keep_known_classes: bool = True,
     ) -> None:
         """Switch to a new class set without retraining: the classes' prompts are tokenized and encoded by the text
-        tower. `prompts` gives each class's prompt ensemble (a dict by name or a list aligned with `labels`); by
-        default the config's templates x class descriptions (the class name when it has none). `tokenizer` maps a
-        list of strings to CLIP token ids; defaults to the tokenizer `import facet_vlm` installs."""
+        tower (no weight of the model depends on the class set). `prompts` gives each class's prompt ensemble (a
+        dict by name or a list aligned with `labels`); by default a class the model already has keeps its prompts
+        (`keep_known_classes`), and the others get the config's templates x class descriptions (the class name when
+        it has none). `tokenizer` maps a list of strings to CLIP token ids; defaults to the tokenizer
+        `import facet_vlm` installs."""
         labels = list(labels)
+        known = dict(self.config.label_prompts or {}) if keep_known_classes else {}
         if isinstance(prompts, (list, tuple)):
             if len(prompts) != len(labels):
                 raise ValueError(f"got {len(prompts)} prompt lists for {len(labels)} labels")
@@ -691,7 +695,7 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
             config.id2label = dict(enumerate(labels))
             config.label2id = {label: i for i, label in enumerate(labels)}
             config.label_prompts = {
-                label: list((prompts or {}).get(label) or ensemble_prompts(
+                label: list((prompts or {}).get(label) or known.get(label) or ensemble_prompts(
                     label, config.prompt_templates, config.class_descriptions))
                 for label in labels
             }
@@ -856,9 +860,10 @@ class FacetVLMForExpressionRecognition(FacetVLMPreTrainedModel):
         labels: list[str] | tuple[str, ...],
         prompts: dict[str, list[str]] | list[list[str]] | None = None,
         tokenizer: Any = None,
+        keep_known_classes: bool = True,
     ) -> None:
         """See `FacetVLMModel.set_labels`."""
-        self.facet_vlm.set_labels(labels, prompts=prompts, tokenizer=tokenizer)
+        self.facet_vlm.set_labels(labels, prompts=prompts, tokenizer=tokenizer, keep_known_classes=keep_known_classes)
 
     def zero_shot(self, pixel_values: torch.Tensor) -> FacetVLMOutput:
         """See `FacetVLMModel.zero_shot`."""

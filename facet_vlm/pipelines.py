@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -34,7 +35,17 @@ from transformers import Pipeline
 
 from .errors import ConfigError
 from .face import Face
-from .registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK, check_model_files, entry_for_class
+from .registry import (
+    MODEL_REGISTRY,
+    SCAN_TASK,
+    VIDEO_TASK,
+    check_model_files,
+    entry_for_class,
+    find_local_model,
+    local_model_dirs,
+)
+
+logger = logging.getLogger(__name__)
 
 TASKS = (SCAN_TASK, VIDEO_TASK)
 
@@ -291,12 +302,14 @@ def pipeline(task: str = SCAN_TASK, model: str | PathLike | torch.nn.Module | No
 
     Like ``transformers.pipeline(task, model=...)``, and also: a folder holding a PEFT adapter
     (``adapter_config.json``) is loaded on its base model; the processor is the one saved with the model, else the
-    registry's processor built from the model config; ``top_k`` sets the default of every call.
+    registry's processor built from the model config; ``top_k`` sets the default of every call. Without ``model``
+    it runs the trained model of this machine (`default_local_model`), and says which in the log.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown pipeline task {task!r}; supported: {', '.join(TASKS)}")
     if model is None:
-        raise ConfigError("pipeline needs model=<folder, Hub id or model instance>")
+        model = default_local_model(task)
+        logger.info("%s pipeline: no model given, using the trained model found locally: %s", task, model)
     source = None if isinstance(model, torch.nn.Module) else resolve_source(model)
     if source is not None:
         model = load_model(source, **model_kwargs)
@@ -310,6 +323,22 @@ def pipeline(task: str = SCAN_TASK, model: str | PathLike | torch.nn.Module | No
     if top_k is not None:
         built._postprocess_params["top_k"] = top_k
     return built
+
+
+def default_local_model(task: str = SCAN_TASK) -> Path:
+    """The trained model a pipeline of `task` runs when none is named: the first model found by
+    `facet_vlm.registry.find_local_model` for the task's models, in registry order (FACET-VLM first). There is no
+    random fallback here (the Space has one, clearly labelled): without a trained model this is a ConfigError that
+    names the folders searched."""
+    entries = [entry for entry in MODEL_REGISTRY.values() if entry.task == task]
+    for entry in entries:
+        found = find_local_model(entry.name)
+        if found is not None:
+            return found
+    searched = [str(folder) for entry in entries for folder in local_model_dirs(entry.name)]
+    raise ConfigError(f"no model given and no trained model found locally (searched {', '.join(searched) or 'nothing'}"
+                      f" from {Path.cwd()}; FACET_VLM_LOCAL_MODELS replaces the list): pass model=<folder, Hub id or "
+                      "model instance>, or train one (README: 'A trained model for the Space and the pipeline')")
 
 
 #: Files of a Hub repository the pipeline needs (weights, configs, processor settings); never pickles.
@@ -369,5 +398,6 @@ def load_processor(model: torch.nn.Module, source: str | None = None) -> Any:
     return entry.processor_class.from_config(model.config)
 
 
-__all__ = ["ExpressionRecognitionPipeline", "VideoEmotionRecognitionPipeline", "check_model_files", "load_face",
-           "load_model", "load_processor", "pipeline", "register_pipelines", "resolve_source"]
+__all__ = ["ExpressionRecognitionPipeline", "VideoEmotionRecognitionPipeline", "check_model_files",
+           "default_local_model", "load_face", "load_model", "load_processor", "pipeline", "register_pipelines",
+           "resolve_source"]

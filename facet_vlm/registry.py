@@ -175,6 +175,42 @@ def register_auto_classes() -> None:
             model_class.register_for_auto_class("AutoModel")
 
 
+#: Where a trained model of this machine is looked for when none is named (the Space, `facet_vlm.pipeline` without
+#: ``model``, ``scripts/predict.py`` without ``--model``), in this order; ``{name}`` is a registry name
+#: (``facet_vlm``, ``couplefer``, ``afnet_m``, ``physio_prompt``). First the synthetic pretraining run's model, then
+#: the model of the model's small config (the README's first training command). These are the ``model/`` folders
+#: that ``scripts/train.py`` writes into its ``--output_dir``; relative paths are read from the current directory.
+LOCAL_MODEL_DIRS: tuple[str, ...] = ("outputs/pretrain_{name}/model", "outputs/{name}_synthetic_small/model")
+#: Environment variable that replaces `LOCAL_MODEL_DIRS`: folders separated by ``os.pathsep`` (``:`` on Linux),
+#: with the same ``{name}`` placeholder; set it empty to search nothing.
+LOCAL_MODELS_ENV = "FACET_VLM_LOCAL_MODELS"
+
+
+def local_model_dirs(name: str, environ: dict[str, str] | None = None) -> list[Path]:
+    """The folders searched for a trained `name` model (`LOCAL_MODEL_DIRS`, or ``$FACET_VLM_LOCAL_MODELS``)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    patterns = environ[LOCAL_MODELS_ENV].split(os.pathsep) if LOCAL_MODELS_ENV in environ else LOCAL_MODEL_DIRS
+    return [Path(pattern.format(name=name)) for pattern in patterns if pattern.strip()]
+
+
+def find_local_model(name: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The first folder of `local_model_dirs` that holds a saved `name` model (``config.json`` of that
+    ``model_type`` and safetensors weights), or None."""
+    for folder in local_model_dirs(name, environ):
+        config_file = folder / "config.json"
+        if not config_file.is_file() or not any(folder.glob("*.safetensors")):
+            continue
+        try:
+            model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+        if model_type == name:
+            return folder
+    return None
+
+
 def check_model_files(source: str | PathLike) -> dict[str, Any]:
     """Read a model folder's ``config.json`` and the headers of its ``*.safetensors`` files (not the tensors) so that
     a corrupt or truncated file is reported by name before transformers fails somewhere inside; returns the config."""
@@ -198,5 +234,6 @@ def check_model_files(source: str | PathLike) -> dict[str, Any]:
     return config
 
 
-__all__ = ["MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry", "SCAN_TASK", "VIDEO_TASK", "check_model_files",
-           "entry_for_class", "make_processor", "model_entry", "register_auto_classes"]
+__all__ = ["LOCAL_MODELS_ENV", "LOCAL_MODEL_DIRS", "MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry", "SCAN_TASK",
+           "VIDEO_TASK", "check_model_files", "entry_for_class", "find_local_model", "local_model_dirs",
+           "make_processor", "model_entry", "register_auto_classes"]

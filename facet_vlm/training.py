@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .arguments import DataArguments, LoopArguments, ModelArguments, parse_args
-from .data.folds import build_folds, column, select_folds
+from .data.folds import build_folds, column, limit_train_subjects, select_folds
 from .data.prepare import PreparedData, prepare_dataset, save_processor
 from .errors import ConfigError, FormatError
 from .evaluation import (
@@ -102,11 +102,17 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
     label_kwargs = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
     init_from = model_args.init_from
     if init_from and (Path(init_from) / "config.json").is_file() and _is_our_model(Path(init_from), entry):
-        saved = entry.config_class.from_pretrained(init_from)
-        if list(saved.id2label.values()) != list(labels):
-            raise ConfigError(f"the saved model has classes {list(saved.id2label.values())}, the data "
-                              f"{list(labels)}; train with a matching --label_set", init_from)
-        return entry.model_class.from_pretrained(init_from, **overrides)
+        try:
+            model = entry.model_class.from_pretrained(init_from, **overrides)
+        except RuntimeError as error:  # transformers' report of weights whose shape the overrides changed
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ConfigError(f"--model_config {json.dumps(overrides)} changes the shape of weights of the saved "
+                              "model; keep its architecture (drop those keys, or use the config it was trained "
+                              "with)", init_from) from error
+        if class_names(model.config) != list(labels):
+            adapt_label_set(model, labels, model_args.keep_known_classes, init_from)
+        return model
     if init_from:
         try:
             return entry.from_pretrained_backbone(init_from, labels, overrides)
@@ -115,6 +121,41 @@ def build_base_model(model_args: ModelArguments, labels: Sequence[str], config_o
             raise ConfigError(f"--init_from: cannot load a pretrained CLIP: {reason}", init_from) from error
     config = entry.config_class(**{**overrides, **label_kwargs, "num_labels": len(labels)})
     return entry.model_class(config)
+
+
+def class_names(config: Any) -> list[str]:
+    """The classes of a model config, in class-index order."""
+    return [config.id2label[index] for index in range(len(config.id2label))]
+
+
+def adapt_label_set(model: Any, labels: Sequence[str], keep_known_classes: bool, source: str) -> None:
+    """Fine-tuning a saved model on other classes: keep its towers, rebuild its class heads (the model's
+    ``set_labels``: FACET-VLM's class prompts, CoupleFER's classifiers and prototypes, AFNet-M's classifier) and log
+    which weights were reused and which were initialised anew."""
+    if not hasattr(model, "set_labels"):
+        raise ConfigError(f"the saved {type(model).__name__} has classes {class_names(model.config)}, the data "
+                          f"{list(labels)}, and it cannot change its classes; train with a matching --label_set",
+                          source)
+    saved_labels = class_names(model.config)
+    before = {name: (tensor.data_ptr(), tuple(tensor.shape)) for name, tensor in model.state_dict().items()}
+    model.set_labels(list(labels), keep_known_classes=keep_known_classes)
+    after = model.state_dict()
+    rebuilt = sorted(name for name, tensor in after.items()
+                     if before.get(name) != (tensor.data_ptr(), tuple(tensor.shape)))
+    known = [name for name in labels if name in saved_labels] if keep_known_classes else []
+    logger.info("--init_from %s: the saved classes %s become %s; %d of %d weight tensors reused as saved; "
+                "initialised anew for the new classes: %s%s", source, saved_labels, list(labels),
+                len(after) - len(rebuilt), len(after), ", ".join(rebuilt) or "none (no weight depends on the classes; "
+                "the class text embeddings are encoded from the new classes' prompts by the loaded text tower)",
+                f" (the rows of {known}, classes the saved model knows, copied)" if rebuilt and known else "")
+
+
+def _keeps_classes(init_from: str, labels: Sequence[str]) -> bool:
+    """True unless ``init_from`` is a saved model (``config.json``) with other classes than `labels`."""
+    if not (Path(init_from) / "config.json").is_file():
+        return True
+    saved = check_model_files(init_from).get("id2label") or {}
+    return [saved.get(str(index)) for index in range(len(saved))] == list(labels)
 
 
 def _is_our_model(path: Path, entry: Any) -> bool:
@@ -381,12 +422,13 @@ def save_final_model(accelerator: Any, model: Any, directory: Path, record: dict
 
 def save_base_model(accelerator: Any, model_args: ModelArguments, prepared: PreparedData, loop_args: LoopArguments
                     ) -> str:
-    """Where an adapter-only ``model/`` finds its base: ``--init_from``, or the untrained model (built from the same
-    seed and config as every fold's starting point, so it holds exactly the weights the adapters were trained on)
-    saved once into ``base_model/`` with its processor."""
+    """Where an adapter-only ``model/`` finds its base: ``--init_from``, or the model every fold starts from (built
+    from the same seed and config, so it holds exactly the weights the adapters were trained on) saved once into
+    ``base_model/`` with its processor: the untrained model, or ``--init_from`` with the class heads rebuilt for
+    other classes (`adapt_label_set`)."""
     from accelerate.utils import set_seed
 
-    if model_args.init_from:
+    if model_args.init_from and _keeps_classes(model_args.init_from, prepared.labels):
         return model_args.init_from
     if prepared.subject_adapters:
         raise ConfigError(f"--save_adapters_only with {model_args.model}: its base model depends on the training "
@@ -447,8 +489,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     output_dir = Path(loop_args.output_dir)
     prepared = prepare_dataset(model_args, data_args, accelerator)
-    folds = build_folds(prepared.dataset, data_args.protocol, data_args.folds, data_args.fold_seed,
-                        data_args.test_fraction)
+    folds = limit_train_subjects(build_folds(prepared.dataset, data_args.protocol, data_args.folds,
+                                             data_args.fold_seed, data_args.test_fraction),
+                                 data_args.max_train_subjects, data_args.train_subjects_seed)
     fold_ids = select_folds(len(folds), data_args.fold, data_args.max_folds)
     fingerprint = run_fingerprint(model_args, data_args, loop_args)
     check_resumable(output_dir, fold_ids, run_arguments(model_args, data_args, loop_args), loop_args)

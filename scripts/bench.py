@@ -1,7 +1,9 @@
 """Benchmarks: ``python scripts/bench.py render [--scan PATH] [--views 5] [--size 224] [--repeats 20]``,
 ``python scripts/bench.py train [--size small|base] [--num-threads N] [--device cuda]`` (model throughput) and
-``python scripts/bench.py hard`` (accuracy of the three 3D models' small configs on the hard synthetic setting) and
-``python scripts/bench.py sequence`` (4D: per-frame render speed, cached sequence read vs render).
+``python scripts/bench.py hard`` (accuracy of the three 3D models' small configs on the hard synthetic setting),
+``python scripts/bench.py curve [--pretrained MODEL_DIR]`` (learning curve: accuracy against 10/20/40/54 training
+subjects, from scratch vs fine-tuned, with and without augmentation) and ``python scripts/bench.py sequence`` (4D:
+per-frame render speed, cached sequence read vs render).
 
 Each subcommand lives in its own pair of functions (``add_<name>_parser`` and ``run_<name>``).
 """
@@ -455,6 +457,158 @@ def run_hard(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+# ------------------------------------------------------------------------------------------------------ curve
+#: Training subjects per point of the learning curve (BU-3DFE P1 trains on 54 subjects per fold).
+CURVE_SUBJECTS = (10, 20, 40, 54)
+#: The four arms: (name, start from the pretrained model, with augmentation).
+CURVE_ARMS = (("scratch", False, False), ("scratch+aug", False, True), ("pretrained", True, False),
+              ("pretrained+aug", True, True))
+
+
+def add_curve_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("curve", help="learning curve: accuracy against training subjects, from scratch "
+                                                 "vs fine-tuned from a pretrained model, with and without "
+                                                 "augmentation, on a held-out generator setting")
+    parser.add_argument("--config", default=HARD_MODELS["facet_vlm"],
+                        help="scripts/train.py config of every run (model, schedule, augmentation)")
+    parser.add_argument("--pretrained", default=None,
+                        help="the model the pretrained arms fine-tune (--init_from); default: the first trained "
+                             "model of the config's model found in facet_vlm.registry.LOCAL_MODEL_DIRS. It must "
+                             "not have been trained on this data set (other seed and generator options), and its "
+                             "architecture must be the one --config's model_config describes")
+    parser.add_argument("--subjects-list", nargs="+", type=int, default=list(CURVE_SUBJECTS),
+                        help="training subjects per point (--max_train_subjects of the fold)")
+    parser.add_argument("--augment", default=None,
+                        help="augmentation JSON of the +aug arms (default: the config's 'augment'); the other arms "
+                             "train with --augment '{}' (none)")
+    parser.add_argument("--subjects", type=int, default=60, help="generated subjects (BU-3DFE P1 uses 60)")
+    parser.add_argument("--seed", type=int, default=HARD_REPORT_SEED, help="generator seed of the evaluation set")
+    parser.add_argument("--options", default=json.dumps(HARD_REPORT_OPTIONS),
+                        help="JSON of facet_vlm.data.synthetic.generate options (default: the held-out hard setting "
+                             "of `bench.py hard`)")
+    parser.add_argument("--protocol", default="bu3dfe-p1-10fold")
+    parser.add_argument("--fold", type=int, default=0, help="protocol fold (0-based)")
+    parser.add_argument("--train-args", default="",
+                        help="further scripts/train.py arguments of every run, one string (e.g. '--num_epochs 5')")
+    parser.add_argument("--finetune-args", default="",
+                        help="further scripts/train.py arguments of the pretrained arms only (e.g. a lower "
+                             "'--learning_rate 3e-4')")
+    parser.add_argument("--cache-dir", default=".cache/facet_vlm", help="generated data and render caches")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_curve"))
+    parser.add_argument("--num-proc", type=int, default=1, help="processes for generation and rendering")
+    parser.set_defaults(run=run_curve)
+
+
+def run_curve(args: argparse.Namespace) -> None:
+    """Every arm at every number of training subjects is one ``scripts/train.py`` run (a subprocess; a finished run
+    is reused by a rerun) on fold ``--fold`` of the generated set; prints the table and writes ``curve.json``,
+    ``curve.md`` and ``curve.png`` to ``--output-dir``. The subsets are nested (``--max_train_subjects``), and the
+    test subjects are the fold's in every run."""
+    import shlex
+    import subprocess
+
+    from facet_vlm.arguments import load_config_file
+    from facet_vlm.registry import find_local_model
+
+    root = Path(__file__).resolve().parent
+    config_path = Path(args.config) if Path(args.config).is_file() else root.parent / args.config
+    config = load_config_file(config_path)
+    model = config.get("model", "facet_vlm")
+    pretrained = args.pretrained or find_local_model(model)
+    augment = args.augment if args.augment is not None else config.get("augment")
+    if not augment or not json.loads(augment):
+        sys.exit(f"bench curve: {args.config} has no 'augment'; pass the +aug arms' --augment JSON")
+    arms = [arm for arm in CURVE_ARMS if pretrained or not arm[1]]
+    if not pretrained:
+        print(f"bench curve: no --pretrained and no trained {model} model found locally; running the from-scratch "
+              "arms only")
+    base = [sys.executable, str(root / "train.py"), "--config", str(config_path), "--dataset", "synthetic",
+            "--synthetic_subjects", str(args.subjects), "--synthetic_seed", str(args.seed),
+            "--synthetic_options", args.options, "--intensities", "3", "4", "--protocol", args.protocol,
+            "--fold", str(args.fold), "--cache_dir", args.cache_dir, "--num_proc", str(args.num_proc),
+            "--final_model", "none", "--eval_each_epoch", "false", "--report_to", "none",
+            *shlex.split(args.train_args)]
+    results = {"config": str(args.config), "model": model, "pretrained": str(pretrained) if pretrained else None,
+               "augment": json.loads(augment), "generator_seed": args.seed, "generator_options":
+               json.loads(args.options), "subjects": args.subjects, "protocol": args.protocol, "fold": args.fold,
+               "train_args": args.train_args, "finetune_args": args.finetune_args,
+               "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "runs": []}
+    for name, from_pretrained, augmented in arms:
+        for count in args.subjects_list:
+            out = args.output_dir / name / f"subjects_{count}"
+            command = [*base, "--max_train_subjects", str(count), "--augment", augment if augmented else "{}",
+                       "--output_dir", str(out)]
+            if from_pretrained:
+                command += ["--init_from", str(pretrained), *shlex.split(args.finetune_args)]
+            start = time.perf_counter()
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                sys.exit(f"{name}, {count} subjects: scripts/train.py failed:\n{done.stderr[-3000:]}")
+            scored = json.loads((out / "all_results.json").read_text())
+            record = json.loads((out / f"fold_{args.fold}" / "results.json").read_text())
+            run = {"arm": name, "pretrained": from_pretrained, "augment": augmented, "max_train_subjects": count,
+                   "train_subjects": len(record["train_subjects"]), "test_subjects": len(record["test_subjects"]),
+                   "accuracy": scored["accuracy"], "macro_f1": scored.get("macro_f1"),
+                   "seconds": time.perf_counter() - start}
+            results["runs"].append(run)
+            print(f"{name:<15} {run['train_subjects']:>3} subjects: {100 * run['accuracy']:5.1f} % "
+                  f"({run['seconds']:.0f} s)", flush=True)
+    write_curve_report(results, args.output_dir)
+
+
+def curve_table(results: dict) -> str:
+    """The learning curve as a markdown table: one row per number of training subjects, one column per arm."""
+    arms = list(dict.fromkeys(run["arm"] for run in results["runs"]))
+    counts = sorted({run["train_subjects"] for run in results["runs"]})
+    accuracy = {(run["arm"], run["train_subjects"]): run["accuracy"] for run in results["runs"]}
+    lines = ["| training subjects | " + " | ".join(arms) + " |", "|---:|" + "---:|" * len(arms)]
+    for count in counts:
+        cells = [f"{100 * accuracy[arm, count]:.1f} %" if (arm, count) in accuracy else "–" for arm in arms]
+        lines.append(f"| {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_curve_report(results: dict, output_dir: Path) -> None:
+    """``curve.json``, ``curve.md`` (settings and table) and ``curve.png`` (accuracy against training subjects)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "curve.json").write_text(json.dumps(results, indent=2))
+    tests = sorted({run["test_subjects"] for run in results["runs"]})
+    settings = (f"{results['model']} ({results['config']}), {results['protocol']} fold {results['fold']} "
+                f"({'/'.join(map(str, tests))} test subjects) of a generated set of {results['subjects']} subjects "
+                f"(seed {results['generator_seed']}, options `{json.dumps(results['generator_options'])}`); "
+                f"pretrained: `{results['pretrained']}`; +aug: `{json.dumps(results['augment'])}`; "
+                f"OMP_NUM_THREADS={results['omp_num_threads']}"
+                + (f"; train args `{results['train_args']}`" if results["train_args"] else "")
+                + (f"; fine-tune args `{results['finetune_args']}`" if results["finetune_args"] else ""))
+    table = curve_table(results)
+    (output_dir / "curve.md").write_text(f"Test accuracy against training subjects: {settings}.\n\n{table}\n")
+    print(f"\n{table}\n\n{settings}")
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no curve.png (pip install matplotlib)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for arm in dict.fromkeys(run["arm"] for run in results["runs"]):
+        points = sorted((run["train_subjects"], 100 * run["accuracy"]) for run in results["runs"] if run["arm"] == arm)
+        axis.plot(*zip(*points), marker="o", label=arm)
+    axis.set_xticks(sorted({run["train_subjects"] for run in results["runs"]}))
+    axis.set_ylim(0, 100)
+    axis.set_xlabel("training subjects")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(f"{results['model']}: {results['protocol']} fold {results['fold']}, generated set "
+                   f"(seed {results['generator_seed']})", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / "curve.png", dpi=120)
+    plt.close(figure)
+    print(f"wrote {output_dir / 'curve.json'}, curve.md and curve.png")
+
+
 # ----------------------------------------------------------------------------------------------------- sequence
 def add_sequence_parser(subparsers: argparse._SubParsersAction) -> None:
     """``bench.py sequence``: frames rendered per second and a cached sequence read vs rendering it
@@ -472,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     add_render_parser(subparsers)
     add_train_parser(subparsers)
     add_hard_parser(subparsers)
+    add_curve_parser(subparsers)
     add_sequence_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)

@@ -5,6 +5,7 @@
     python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
     python scripts/predict.py --model outputs/4d/model F001/Happy sequence.zip        (4D: folders or .zip files)
     python scripts/predict.py --model outputs/4d/model --sequence F001/Happy/*.wrl    (4D: the frames of one)
+    python scripts/predict.py scan.wrl        (no --model: the trained model found locally, see LOCAL_MODEL_DIRS)
 
 The model folder says which it is (`facet_vlm.registry`): the 3D models (FACET-VLM, CoupleFER, AFNet-M) run the
 ``expression-recognition`` pipeline on scans (any format facet_vlm.io.read_face reads), the physio-prompt model
@@ -21,15 +22,18 @@ from pathlib import Path
 from facet_vlm.cli import EXIT_BAD_DATA, add_debug_argument, run_cli
 from facet_vlm.errors import ConfigError, FacetVLMError
 from facet_vlm.evaluation import plot_pulse
-from facet_vlm.pipelines import load_model, pipeline, resolve_source
-from facet_vlm.registry import MODEL_REGISTRY
+from facet_vlm.pipelines import default_local_model, load_model, pipeline, resolve_source
+from facet_vlm.registry import MODEL_REGISTRY, SCAN_TASK, VIDEO_TASK
 
 
 def main(argv: list[str] | None = None) -> int:
     """Predict every input; an input that fails is reported (one line on stderr) and the others still are. Returns
     the exit code: 0, or `EXIT_BAD_DATA` when an input failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="A model folder (scripts/train.py's model/) or a Hub id.")
+    parser.add_argument("--model", default=None,
+                        help="A model folder (scripts/train.py's model/) or a Hub id; default: the trained model "
+                             "found locally (facet_vlm.registry.LOCAL_MODEL_DIRS, or $FACET_VLM_LOCAL_MODELS), "
+                             "a 3D model first.")
     parser.add_argument("paths", nargs="+", help="Scans (3D models) or face videos (the physio-prompt model).")
     parser.add_argument("--top_k", type=int, default=None, help="Print only the K most likely classes.")
     parser.add_argument("--batch_size", type=int, default=1)
@@ -44,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
 
+    if args.model is None:
+        args.model = str(default_model())
+        print(f"using the trained model found locally: {args.model}", file=sys.stderr)
     source = resolve_source(args.model)
     model = load_model(source)
     entry = MODEL_REGISTRY[model.config.model_type]
@@ -56,6 +63,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(failed)} of {len(args.paths)} inputs failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_BAD_DATA
     return 0
+
+
+def default_model() -> Path:
+    """The local model ``--model`` defaults to: a 3D model (`default_local_model` of the scan task), else a video
+    model; the ConfigError names the folders searched for the 3D models."""
+    try:
+        return default_local_model(SCAN_TASK)
+    except ConfigError as scan_error:
+        try:
+            return default_local_model(VIDEO_TASK)
+        except ConfigError:
+            raise scan_error from None
 
 
 def report_failure(path: str, error: FacetVLMError, as_json: bool) -> None:

@@ -117,3 +117,47 @@ def test_pipeline_refuses_a_model_of_the_other_task(physio_dir):
 
     with pytest.raises(ConfigError, match="video-emotion-recognition"):
         pipeline("expression-recognition", model=physio_dir)
+
+
+def test_pipeline_and_predict_script_default_to_the_trained_model_found_locally(tmp_path, monkeypatch):
+    """No model named: the pipeline and scripts/predict.py run the first saved model of the local search list (here
+    from FACET_VLM_LOCAL_MODELS, relative to the current directory); with none there, a ConfigError names the
+    folders searched."""
+    import trimesh
+
+    from facet_vlm import Face, FacetVLMConfig, FacetVLMForExpressionRecognition, FacetVLMProcessor
+    from facet_vlm.errors import ConfigError
+    from facet_vlm.pipelines import pipeline
+    from facet_vlm.registry import find_local_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACET_VLM_LOCAL_MODELS", os.pathsep.join(["empty/{name}", "runs/pretrain_{name}/model"]))
+    with pytest.raises(ConfigError, match="no trained model found locally.*runs/pretrain_facet_vlm/model"):
+        pipeline("expression-recognition")
+    config = FacetVLMConfig(vision_config={**TOWER, "image_size": 32, "patch_size": 8}, text_config=TOWER,
+                            projection_dim=32, cvsa_heads=2, mtgf_heads=2)
+    torch.manual_seed(0)
+    model = FacetVLMForExpressionRecognition(config).eval()
+    (tmp_path / "empty" / "facet_vlm").mkdir(parents=True)  # a folder without a model is passed over
+    model.save_pretrained(tmp_path / "runs" / "pretrain_facet_vlm" / "model")
+    FacetVLMProcessor.from_config(config).save_pretrained(tmp_path / "runs" / "pretrain_facet_vlm" / "model")
+    assert find_local_model("facet_vlm") == Path("runs/pretrain_facet_vlm/model")
+    assert find_local_model("couplefer") is None  # a folder of another model type does not count
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=75.0)
+    face = Face(sphere.vertices, sphere.faces)
+    classify = pipeline("expression-recognition")
+    with torch.no_grad():
+        expected = model(**FacetVLMProcessor.from_config(config)(faces=[face])).logits.softmax(-1)[0]
+    assert classify(face)[0]["score"] == pytest.approx(expected.max().item(), abs=1e-5)
+
+    scan = tmp_path / "sphere.ply"
+    sphere.export(scan)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "predict.py"), "--json", str(scan)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using the trained model found locally: runs/pretrain_facet_vlm/model" in result.stderr
+    prediction = json.loads(result.stdout.strip().splitlines()[-1])
+    assert prediction["scores"][0]["score"] == pytest.approx(classify(str(scan))[0]["score"], abs=1e-5)

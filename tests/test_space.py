@@ -55,6 +55,7 @@ def running_space(log: Path, **variables: str):
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "MAX_UPLOAD_MB": "5"}
     for variable in ("FACET_VLM_MODEL", "COUPLEFER_MODEL", "AFNET_M_MODEL", "PHYSIO_PROMPT_MODEL"):
         env.pop(variable, None)
+    env["FACET_VLM_LOCAL_MODELS"] = ""  # no trained model of this machine unless a test names one
     env.update(variables)
     with open(log, "w") as log_file:
         process = subprocess.Popen([sys.executable, str(APP)], cwd=APP.parent, env=env, stdout=log_file,
@@ -242,6 +243,35 @@ def test_space_serves_a_configured_model(scan_dir, tmp_path):
         radios = [component for component in client.config["components"] if component.get("type") == "radio"]
         assert [value for value, _ in radios[0]["props"]["choices"]] == ["FACET-VLM"]
         assert "Offline demo" not in json.dumps(client.config)
+        served = _confidences(client.predict(handle_file(str(bundle)), api_name="/predict"))
+    scan = next(path for path in _scan_with_companions(scan_dir) if path.suffix == ".wrl")
+    expected = {row["label"]: row["score"] for row in pipeline("expression-recognition", model=model_dir)(scan)}
+    assert served == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_space_serves_the_trained_model_found_locally_and_names_it(scan_dir, tmp_path):
+    """No *_MODEL variable, a saved AFNet-M in a folder of the local search list: the Space serves it (not the random
+    demo), names its folder on the page, and /predict gives that model's probabilities."""
+    from gradio_client import Client, handle_file
+
+    from couple import AFNetMConfig, AFNetMForExpressionRecognition
+    from facet_vlm.pipelines import pipeline
+    from facet_vlm.registry import model_entry
+
+    config = AFNetMConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], fusion_stages=[0, 1],
+                          image_size=32, mask_hidden_size=8, fusion_hidden_size=8, template_size=16)
+    model_dir = tmp_path / "outputs" / "pretrain_afnet_m" / "model"
+    AFNetMForExpressionRecognition(config).save_pretrained(model_dir)
+    model_entry("afnet_m").processor_class.from_config(config).save_pretrained(model_dir)
+    search = f"{tmp_path}/missing/{{name}}/model:{tmp_path}/outputs/pretrain_{{name}}/model"
+    bundle = _zip_of(scan_dir, tmp_path)
+    with running_space(tmp_path / "space.log", FACET_VLM_LOCAL_MODELS=search) as url:
+        client = Client(url, verbose=False)
+        radios = [component for component in client.config["components"] if component.get("type") == "radio"]
+        assert [value for value, _ in radios[0]["props"]["choices"]] == ["AFNet-M"]
+        page = json.dumps(client.config)
+        assert "Offline demo" not in page and str(model_dir) in page and "found locally" in page
         served = _confidences(client.predict(handle_file(str(bundle)), api_name="/predict"))
     scan = next(path for path in _scan_with_companions(scan_dir) if path.suffix == ".wrl")
     expected = {row["label"]: row["score"] for row in pipeline("expression-recognition", model=model_dir)(scan)}

@@ -268,3 +268,24 @@ def test_lora_run_saves_an_adapter_folder_that_loads_on_its_base(tmp_path, scans
     folder = build_hub_folder(output / "model", tmp_path / "hub", "facet-vlm-tests/tiny-adapter",
                               base_model="facet-vlm-tests/tiny-base")
     assert "base_model: facet-vlm-tests/tiny-base" in (folder / "README.md").read_text()
+
+
+def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():
+    from facet_vlm.data.folds import limit_train_subjects
+
+    folds = build_folds(subject_table(60, 2), "bu3dfe-p1-10fold", seed=0)
+    small = limit_train_subjects(folds, 10, seed=0)
+    large = limit_train_subjects(folds, 40, seed=0)
+    assert limit_train_subjects(folds, 10, seed=0) == small  # deterministic
+    assert limit_train_subjects(folds, 10, seed=1) != small  # and drawn by the seed
+    assert limit_train_subjects(folds, None) == folds and limit_train_subjects(folds, 54) == folds
+    for (train, test), (few, few_test), (more, _) in zip(folds, small, large):
+        assert len(train) == 54 and len(few) == 10 and len(more) == 40
+        assert few_test == test  # the test subjects are untouched ...
+        assert set(few) <= set(more) <= set(train)  # ... nested subsets of the fold's training subjects ...
+        assert not set(more) & set(test)  # ... never a test subject
+    assert small[0][0] != small[1][0]  # each fold draws its own subset
+    with pytest.raises(ConfigError, match="max_train_subjects"):
+        limit_train_subjects(folds, 0)
+    _, data_args, _ = parse_args(["--max_train_subjects", "20", "--train_subjects_seed", "3"])
+    assert (data_args.max_train_subjects, data_args.train_subjects_seed) == (20, 3)

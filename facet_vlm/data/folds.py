@@ -171,6 +171,27 @@ def build_folds(dataset: Any, protocol: str = "subject-kfold", k: int = 10, seed
     return folds
 
 
+def limit_train_subjects(folds: list[tuple[list[str], list[str]]], max_subjects: int | None, seed: int = 0
+                         ) -> list[tuple[list[str], list[str]]]:
+    """Folds whose training part keeps at most `max_subjects` of its subjects (learning curves: how accuracy grows
+    with the number of training subjects); the test part is unchanged, so no test subject is ever added.
+
+    The kept subjects are the first `max_subjects` of a permutation of the fold's sorted training subjects drawn by
+    ``(seed, fold index)``: the choice is deterministic, and a smaller subset is contained in a larger one (10 of
+    the subjects for 10 are among the 20 for 20), so that the points of a curve differ only in the added subjects.
+    `max_subjects` None (or at least the fold's count) keeps every training subject.
+    """
+    if max_subjects is None:
+        return folds
+    if max_subjects < 1:
+        raise ConfigError(f"--max_train_subjects must be >= 1, got {max_subjects}")
+    limited = []
+    for index, (train, test) in enumerate(folds):
+        order = np.random.default_rng([seed, index]).permutation(len(train))
+        limited.append((sorted(train[i] for i in order[:max_subjects]), test))
+    return limited
+
+
 def parse_bu3dfe_protocol(protocol: str) -> tuple[str, int]:
     """``"bu3dfe-p1-10fold"`` → ``("p1", 10)``."""
     parts = protocol.lower().split("-")

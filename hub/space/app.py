@@ -13,9 +13,13 @@ The video tab takes a face clip (.mp4/.avi upload or a webcam recording) and sho
 rate and the rPPG pulse signal.
 
 Models come from environment variables holding a local folder or a Hub id, one per entry of `facet_vlm.registry`:
-``FACET_VLM_MODEL``, ``COUPLEFER_MODEL``, ``AFNET_M_MODEL`` and ``PHYSIO_PROMPT_MODEL``. When no 3D model (or no
-video model) is set the app runs offline with a tiny, randomly initialised FACET-VLM (or physio model) and says so:
-the UI and the API work, the predictions are meaningless. The example faces are
+``FACET_VLM_MODEL``, ``COUPLEFER_MODEL``, ``AFNET_M_MODEL`` and ``PHYSIO_PROMPT_MODEL``. A model whose variable is not
+set is the trained model found on this machine, if any: the first folder of `facet_vlm.registry.LOCAL_MODEL_DIRS`
+(``outputs/pretrain_<name>/model``, then ``outputs/<name>_synthetic_small/model``, relative to the current directory;
+``FACET_VLM_LOCAL_MODELS`` replaces the list) that holds a saved model of that kind. The page names the folder or Hub
+id of every model it serves. When there is no 3D model (or no video model) at all, the app runs offline with a tiny,
+randomly initialised FACET-VLM (or physio model) and says so: the UI and the API work, the predictions are
+meaningless. The example faces are
 generated at start-up by `facet_vlm.data.synthetic`, so the Space ships no binary scans. Nothing here contacts the
 internet unless a Hub id is configured.
 
@@ -41,7 +45,7 @@ import numpy as np
 from facet_vlm.errors import ConfigError, FacetVLMError
 from facet_vlm.face import Face
 from facet_vlm.pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline, pipeline
-from facet_vlm.registry import MODEL_REGISTRY
+from facet_vlm.registry import LOCAL_MODEL_DIRS, MODEL_REGISTRY, find_local_model
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -64,11 +68,14 @@ WORK_MAX_AGE_S = 3600
 #: Rendered view size shown in the gallery.
 PREVIEW_SIZE = 192
 OFFLINE_NOTE = ("**Offline demo:** no model is configured (set `FACET_VLM_MODEL`, `COUPLEFER_MODEL` or "
-                "`AFNET_M_MODEL` to a folder or Hub id), so this runs a tiny, **randomly initialised** FACET-VLM. "
-                "The interface works; the predicted probabilities are meaningless.")
-VIDEO_OFFLINE_NOTE = ("**Offline video model:** `PHYSIO_PROMPT_MODEL` is not set, so this tab runs a tiny, "
-                      "**randomly initialised** physio-prompt model. The heart rate and the pulse are measured from "
-                      "the video (rPPG) and are real; the valence and arousal scores are meaningless.")
+                "`AFNET_M_MODEL` to a folder or Hub id) and no trained model was found locally (in "
+                f"{', '.join(f'`{folder}`' for folder in LOCAL_MODEL_DIRS)}; see the README to train one), so this "
+                "runs a tiny, **randomly initialised** FACET-VLM. The interface works; the predicted probabilities "
+                "are meaningless.")
+VIDEO_OFFLINE_NOTE = ("**Offline video model:** `PHYSIO_PROMPT_MODEL` is not set and no trained physio-prompt model "
+                      "was found locally, so this tab runs a tiny, **randomly initialised** physio-prompt model. The "
+                      "heart rate and the pulse are measured from the video (rPPG) and are real; the valence and "
+                      "arousal scores are meaningless.")
 #: System fonts only: the page loads nothing from the internet.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
@@ -93,22 +100,44 @@ def tiny_random_pipeline(seed: int = 0) -> ExpressionRecognitionPipeline:
     return pipeline("expression-recognition", model=FacetVLMForExpressionRecognition(config))
 
 
-def load_models(environ: dict[str, str] | None = None) -> tuple[dict[str, ExpressionRecognitionPipeline], bool]:
-    """The configured models by UI name and whether the app fell back to the random offline model."""
+def model_sources(variables: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """UI name -> (folder or Hub id, how it was chosen) of every model to serve: its environment variable, else the
+    trained model of that kind found locally (`facet_vlm.registry.find_local_model`); models with neither are left
+    out."""
     environ = os.environ if environ is None else environ
-    models = {}
-    for name, variable in MODEL_ENV.items():
-        source = environ.get(variable)
-        if not source:
-            continue
+    names = {entry.title: entry.name for entry in MODEL_REGISTRY.values()}
+    sources = {}
+    for title, variable in variables.items():
+        if environ.get(variable):
+            sources[title] = (environ[variable], f"set by `{variable}`")
+        elif (found := find_local_model(names[title], environ)) is not None:
+            sources[title] = (str(found), f"trained model found locally (`{variable}` is not set)")
+    return sources
+
+
+def load_pipelines(task: str, variables: dict[str, str], environ: dict[str, str] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The pipelines of `model_sources` by UI name and, by UI name, a line saying which model each one runs."""
+    models, notes = {}, {}
+    for title, (source, reason) in model_sources(variables, environ).items():
         try:
-            models[name] = pipeline("expression-recognition", model=source)
+            models[title] = pipeline(task, model=source)
         except (FacetVLMError, OSError, ValueError) as error:
-            raise ConfigError(f"{variable}={source}: cannot load the model ({error}); set it to a folder written "
-                              "by save_pretrained or a Hub id, or unset it for the offline demo") from error
+            raise ConfigError(f"{title} model {source} ({reason.replace('`', '')}): cannot load it ({error}); use "
+                              "a folder written by save_pretrained or a Hub id, or unset it for the offline "
+                              "demo") from error
+        notes[title] = f"**{title}**: `{source}` ({reason})"
+    return models, notes
+
+
+def load_models(environ: dict[str, str] | None = None
+                ) -> tuple[dict[str, ExpressionRecognitionPipeline], dict[str, str], bool]:
+    """The 3D models by UI name, a line per model saying which folder it runs, and whether the app fell back to the
+    random offline model (no model configured and none found locally)."""
+    models, notes = load_pipelines("expression-recognition", MODEL_ENV, environ)
     if models:
-        return models, False
-    return {"FACET-VLM (random, offline demo)": tiny_random_pipeline()}, True
+        return models, notes, False
+    return {"FACET-VLM (random, offline demo)": tiny_random_pipeline()}, {}, True
 
 
 def tiny_random_video_pipeline(seed: int = 0) -> VideoEmotionRecognitionPipeline:
@@ -125,20 +154,13 @@ def tiny_random_video_pipeline(seed: int = 0) -> VideoEmotionRecognitionPipeline
                     processor=PhysioPromptProcessor.from_config(config))
 
 
-def load_video_models(environ: dict[str, str] | None = None) -> tuple[dict[str, VideoEmotionRecognitionPipeline],
-                                                                     bool]:
-    """The configured face-video models by UI name and whether the app fell back to the random offline model."""
-    environ = os.environ if environ is None else environ
-    models = {}
-    for name, variable in VIDEO_MODEL_ENV.items():
-        if environ.get(variable):
-            try:
-                models[name] = pipeline("video-emotion-recognition", model=environ[variable])
-            except (FacetVLMError, OSError, ValueError) as error:
-                raise ConfigError(f"{variable}={environ[variable]}: cannot load the model ({error})") from error
+def load_video_models(environ: dict[str, str] | None = None
+                      ) -> tuple[dict[str, VideoEmotionRecognitionPipeline], dict[str, str], bool]:
+    """`load_models` for the face-video models."""
+    models, notes = load_pipelines("video-emotion-recognition", VIDEO_MODEL_ENV, environ)
     if models:
-        return models, False
-    return {"Physio prompt (random, offline demo)": tiny_random_video_pipeline()}, True
+        return models, notes, False
+    return {"Physio prompt (random, offline demo)": tiny_random_video_pipeline()}, {}, True
 
 
 def make_examples(out_dir: Path) -> dict[str, Path]:
@@ -378,9 +400,11 @@ def probabilities(model: ExpressionRecognitionPipeline, face: Face) -> dict[str,
 
 def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[str, Path],
                offline: bool, video_models: dict[str, VideoEmotionRecognitionPipeline] | None = None,
-               video_offline: bool = False) -> gr.Blocks:
+               video_offline: bool = False, notes: dict[str, str] | None = None,
+               video_notes: dict[str, str] | None = None) -> gr.Blocks:
     """The Blocks UI and its API endpoints (/analyze for the UI, /predict for one file, /analyze_video when there
-    are video models): the 3D tab here, the video tab in `video_tab`."""
+    are video models): the 3D tab here, the video tab in `video_tab`. `notes` / `video_notes` (from `load_models`)
+    say which folder or Hub id each model runs."""
     model_names = list(models)
 
     def pick_model(name: str | None) -> ExpressionRecognitionPipeline:
@@ -439,6 +463,8 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
                     "the expression probabilities.")
         if offline:
             gr.Markdown(OFFLINE_NOTE, elem_id="offline-note")
+        elif notes:
+            gr.Markdown("Models: " + "; ".join(notes.values()) + ".", elem_id="model-sources")
         with gr.Tab("3D scan"):
             files, example, model_choice, run, summary, label, viewer, gallery = scan_tab(examples, model_names)
         outputs = [gallery, viewer, label, summary]
@@ -448,7 +474,7 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
             sequence_tab(pick_model, model_choice)
         if video_models:
             with gr.Tab("Face video"):
-                video_tab(video_models, video_offline)
+                video_tab(video_models, video_offline, video_notes)
 
         api_file = gr.File(visible=False)
         api_label = gr.Label(visible=False)
@@ -510,7 +536,8 @@ def sequence_tab(pick_model: Any, model_choice: Any) -> None:
     run.click(analyze_sequence, [archive, model_choice], [strip, label, plot, summary], api_name="analyze_sequence")
 
 
-def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool) -> None:
+def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
+              notes: dict[str, str] | None = None) -> None:
     """The face-video tab (inside the Blocks context): a clip in; valence, arousal, heart rate and pulse out."""
     from facet_vlm.evaluation import plot_pulse
 
@@ -537,6 +564,8 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool)
                 "webcam; the model reads the face and the pulse in the skin colour.")
     if offline:
         gr.Markdown(VIDEO_OFFLINE_NOTE, elem_id="video-offline-note")
+    elif notes:
+        gr.Markdown("Models: " + "; ".join(notes.values()) + ".", elem_id="video-model-sources")
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Face video", sources=["upload", "webcam"])
@@ -556,10 +585,10 @@ def launch_demo(demo: gr.Blocks, **kwargs: Any):
     return demo.launch(max_file_size=f"{MAX_UPLOAD_MB:g}mb", theme=THEME, **kwargs)
 
 
-MODELS, OFFLINE = load_models()
-VIDEO_MODELS, VIDEO_OFFLINE = load_video_models()
+MODELS, NOTES, OFFLINE = load_models()
+VIDEO_MODELS, VIDEO_NOTES, VIDEO_OFFLINE = load_video_models()
 EXAMPLES = make_examples(WORK_DIR / "examples")
-demo = build_demo(MODELS, EXAMPLES, OFFLINE, VIDEO_MODELS, VIDEO_OFFLINE)
+demo = build_demo(MODELS, EXAMPLES, OFFLINE, VIDEO_MODELS, VIDEO_OFFLINE, NOTES, VIDEO_NOTES)
 
 if __name__ == "__main__":
     launch_demo(demo)
