@@ -168,7 +168,7 @@ class DataArguments:
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
     augment: str | None = field(default=None, metadata={
         "help": "JSON object of training-time augmentation of FACET-VLM's cached renders (facet_vlm.geometry.augment."
-                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; still scans only."})
+                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; sequences get one draw per clip."})
     synthetic_format: str = field(default="bu3dfe", metadata={
         "help": "Layout of a generated --dataset synthetic set: bu3dfe (still scans), bu4dfe (expression sequences), "
                 "bp4d (task sequences) or 4dme (micro/macro clips with onset/apex/offset)."})
