@@ -285,9 +285,11 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
         raise ConfigError(f"--num_frames {selection.num_frames} exceeds the model's num_frames={config.num_frames} "
                           "(learned frame positions); lower it or set model_config num_frames")
     with accelerator.main_process_first():
-        prepared, rendered = prepare_sequence_features(index, cache_dir, feature_fn, selection,
+        dtype = getattr(data_args, "frame_cache_dtype", "float32")
+        prepared, rendered = prepare_sequence_features(index, cache_dir, feature_fn, selection, dtype=dtype,
                                                        num_proc=data_args.num_proc,
-                                                       progress=accelerator.is_local_main_process)
+                                                       progress=accelerator.is_local_main_process,
+                                                       as_stored=dtype == "float16")
     logger.info("%d sequences, %d frames each (%s): %d frames rendered, the rest from the cache", len(prepared),
                 selection.num_frames, selection.mode, rendered)
     spec = {**feature_fn.spec, "frames": asdict(selection)}
