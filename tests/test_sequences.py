@@ -412,3 +412,12 @@ def test_sequence_bench_reports_render_and_float16_read_figures():
     for label in ("cached read (stacked, as stored)", "cached read + float32 tensor"):
         line = next(line for line in done.stdout.splitlines() if label in line)
         assert float(line.split("= ")[1].split("x")[0]) > 0
+
+
+def test_frame_cache_dtype_argument_is_checked():
+    from facet_vlm.arguments import DataArguments
+    from facet_vlm.errors import ConfigError
+
+    assert DataArguments(frame_cache_dtype="float16").frame_cache_dtype == "float16"
+    with pytest.raises(ConfigError, match="frame_cache_dtype"):
+        DataArguments(frame_cache_dtype="bfloat16")
