@@ -509,14 +509,16 @@ def run_sequence_hard(args: argparse.Namespace) -> None:
             sys.exit(f"{model}: scripts/train.py failed:\n{done.stderr[-3000:]}")
         metrics = json.loads((out / "all_results.json").read_text())
         results["models"][model] = {"accuracy": metrics["accuracy"], "uar": metrics.get("uar"),
-                                    "num_samples": metrics.get("num_samples"), "seconds": time.perf_counter() - start}
+                                    "num_samples": metrics.get("num_samples"),
+                                    "num_test_samples": metrics.get("pooled", {}).get("num_samples"),
+                                    "seconds": time.perf_counter() - start}
         print(f"{model}: {100 * metrics['accuracy']:.1f} % ({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"\nhard 4D setting: BU-4DFE layout, seed {args.seed}, options {args.options}; the configs' holdout; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"{'config':<10} " + " ".join(f"{m:>10}" for m in results["models"]))
     print(f"{'accuracy':<10} " + " ".join(f"{100 * r['accuracy']:9.1f}%" for r in results["models"].values()))
     print(f"{'UAR':<10} " + " ".join(f"{100 * (r['uar'] or 0):9.1f}%" for r in results["models"].values()))
-    print(f"{'sequences':<10} " + " ".join(f"{r['num_samples'] or 0:10d}" for r in results["models"].values()))
+    print(f"{'test seqs':<10} " + " ".join(f"{r['num_test_samples'] or 0:10d}" for r in results["models"].values()))
     print(f"{'seconds':<10} " + " ".join(f"{r['seconds']:10.0f}" for r in results["models"].values()))
     print("(seconds include generation on the first config and rendering of the frames it needs; both are cached)")
     if args.json:

@@ -220,7 +220,8 @@ def test_sequence_hard_bench_prints_the_temporal_model_beside_its_apex_baseline(
     result = json.loads((tmp_path / "result.json").read_text())
     assert list(result["models"]) == ["temporal", "apex"] and result["options"] == options
     for name, numbers in result["models"].items():
-        assert numbers["num_samples"] == 18 and 0.0 <= numbers["accuracy"] <= 1.0
+        assert numbers["num_samples"] == 18 and 0 < numbers["num_test_samples"] < 18
+        assert 0.0 <= numbers["accuracy"] <= 1.0
         frames = json.loads((tmp_path / "out" / name / "fold_0" / "results.json").read_text())["features"]["frames"]
         assert frames["mode"] == ("apex" if name == "apex" else
                                   json.loads((CONFIGS / "facet_vlm_4d_synthetic_small.json").read_text())["frame_mode"])
