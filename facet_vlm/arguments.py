@@ -179,7 +179,7 @@ class DataArguments:
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
     augment: str | None = field(default=None, metadata={
         "help": "JSON object of training-time augmentation of FACET-VLM's cached renders (facet_vlm.geometry.augment."
-                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; still scans only."})
+                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; sequences get one draw per clip."})
     synthetic_format: str = field(default="bu3dfe", metadata={
         "help": "Layout of a generated --dataset synthetic set: bu3dfe (still scans), bu4dfe (expression sequences), "
                 "bp4d (task sequences) or 4dme (micro/macro clips with onset/apex/offset)."})
@@ -189,6 +189,10 @@ class DataArguments:
         "help": "Sequence data sets: uniform | onset_apex_offset | apex (facet_vlm.data.sequences.FrameSelection)."})
     short_policy: str = field(default="repeat", metadata={
         "help": "Sequence data sets: a clip shorter than --num_frames repeats frames (repeat) or is refused."})
+    frame_cache_dtype: str = field(default="float32", metadata={
+        "help": "Sequence data sets: storage of the per-frame render cache, float32 | float16 (half the bytes to read; "
+                "rows carry float16 and the collator converts each batch to float32; values within float16 "
+                "precision). A different dtype is a different cache (frames are rendered again)."})
 
     def __post_init__(self) -> None:
         for name in ("feature_overrides", "synthetic_options", "augment"):
@@ -200,6 +204,8 @@ class DataArguments:
                     raise ConfigError(f"--{name} is not a JSON object: {error}") from error
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"--{name} must be a JSON object")
+        if self.frame_cache_dtype not in ("float32", "float16"):
+            raise ConfigError(f"--frame_cache_dtype must be float32 or float16, got {self.frame_cache_dtype!r}")
         if self.folds < 2 and self.protocol == "subject-kfold":
             raise ConfigError(f"--folds must be >= 2 for subject-kfold, got {self.folds}")
         if not 0 < self.test_fraction < 1:

@@ -36,6 +36,7 @@ DEFAULT_CLASS_DESCRIPTIONS = {
 DEFAULT_VIEW_ANGLES = ((0.0, 0.0), (30.0, 0.0), (-30.0, 0.0), (0.0, 20.0), (0.0, -20.0))
 TEXT_BACKENDS = ("transformers", "open_clip")
 PATCH_STEMS = ("linear", "conv")
+FRAME_REFERENCES = ("none", "subtract_first", "append_first")
 
 
 def ensemble_prompts(
@@ -94,6 +95,12 @@ class FacetVLMConfig(PretrainedConfig):
         dropout (`float`, defaults to 0.0): dropout inside CVSA, MTGF and the temporal transformer.
         num_frames (`int`, defaults to 16): largest number of frames T of a 4D sequence (learned positions).
         temporal_layers (`int`, defaults to 2): temporal transformer depth for 4D inputs.
+        frame_reference (`str`, defaults to `"none"`): what the temporal transformer sees of frame t of a 4D
+            sequence, per stream (the fused face embedding and every MTGF class embedding) x_t: `"none"` x_t;
+            `"subtract_first"` x_t - x_1, the change since the first frame (our choice for subject-independent 4D
+            FER: a clip starts neutral, so the difference keeps the expression's deformation and cancels what the
+            first frame shares with the others, the subject's identity); `"append_first"` a linear map of the
+            concatenation [x_t, x_t - x_1] back to the embedding size (both the frame and its change).
         consistency_weight (`float`, defaults to 0.5): weight of the multiview consistency loss; 0 disables it. The
             loss runs on each view's own embedding and prediction, taken before CVSA mixes the views: every view's
             prediction is pulled toward the (detached) fused prediction.
@@ -179,6 +186,7 @@ class FacetVLMConfig(PretrainedConfig):
         dropout: float = 0.0,
         num_frames: int = 16,
         temporal_layers: int = 2,
+        frame_reference: str = "none",
         consistency_weight: float = 0.5,
         use_consistency_margin: bool = True,
         consistency_margin: float = 0.5,
@@ -233,6 +241,7 @@ class FacetVLMConfig(PretrainedConfig):
         self.dropout = dropout
         self.num_frames = num_frames
         self.temporal_layers = temporal_layers
+        self.frame_reference = frame_reference
         self.consistency_weight = consistency_weight
         self.use_consistency_margin = use_consistency_margin
         self.consistency_margin = consistency_margin
@@ -334,6 +343,8 @@ class FacetVLMConfig(PretrainedConfig):
             fail("consistency_weight and consistency_margin must be >= 0")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             fail("dropout and label_smoothing must lie in [0, 1)")
+        if self.frame_reference not in FRAME_REFERENCES:
+            fail(f"frame_reference must be one of {FRAME_REFERENCES}, got {self.frame_reference!r}")
         if self.patch_stem not in PATCH_STEMS:
             fail(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
         if self.patch_stem == "conv":

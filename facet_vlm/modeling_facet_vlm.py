@@ -342,24 +342,41 @@ class MultiviewTextGuidedFusion(nn.Module):
 
 
 class FacetVLMTemporalTransformer(nn.Module):
-    """Temporal model for 4D input: learned frame positions + `temporal_layers` transformer layers + attention
-    pooling over frames (so that the apex of an expression can dominate)."""
+    """Temporal model for 4D input: the frames relative to the first one (`config.frame_reference`), learned frame
+    positions, `temporal_layers` transformer layers and attention pooling over frames (so that the apex of an
+    expression can dominate)."""
 
     def __init__(self, config: FacetVLMConfig):
         super().__init__()
         self.num_frames = config.num_frames
-        self.position_embedding = nn.Embedding(config.num_frames, config.projection_dim)
+        self.frame_reference = config.frame_reference
+        dim = config.projection_dim
+        self.reference_projection = nn.Linear(2 * dim, dim) if config.frame_reference == "append_first" else None
+        self.position_embedding = nn.Embedding(config.num_frames, dim)
         self.layers = nn.ModuleList(
             [FacetVLMEncoderLayer(config, config.cvsa_heads) for _ in range(config.temporal_layers)]
         )
         self.pool = FacetVLMAttentionPool(config)
+
+    def frame_inputs(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, T, D) -> what the transformer sees of each frame (N, T, D), by `config.frame_reference`:
+        the frames themselves, their change since the first frame, or a projection of both."""
+        if self.frame_reference == "none":
+            return frames
+        if frames.shape[1] < 2:
+            raise ValueError(f"frame_reference={self.frame_reference!r} compares frames with the first one and needs "
+                             f"at least 2 frames, got {frames.shape[1]}")
+        change = frames - frames[:, :1]
+        if self.frame_reference == "subtract_first":
+            return change
+        return self.reference_projection(torch.cat([frames, change], dim=-1))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (N, T, D) -> (N, D)."""
         num_frames = frames.shape[1]
         if num_frames > self.num_frames:
             raise ValueError(f"got {num_frames} frames but the config allows num_frames={self.num_frames}")
-        hidden_states = frames + self.position_embedding.weight[:num_frames]
+        hidden_states = self.frame_inputs(frames) + self.position_embedding.weight[:num_frames]
         for layer in self.layers:
             hidden_states = layer(hidden_states)
         return self.pool(hidden_states)

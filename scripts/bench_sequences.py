@@ -5,8 +5,10 @@
 Generates one synthetic BP4D-layout subject (`generate_sequences`), takes the T1 sequence, and measures
 (1) read_face + align + render_views per frame (frames/s and views/s), (2) filling the per-frame cache
 (`FrameCache.ensure`: the same work plus writing), and (3) reading the whole sequence back stacked as
-(T, V, C, H, W) from the cache (`FrameCache.stack`), each as the median of `repeats` runs. `bench_sequences`
-returns the numbers for `scripts/bench.py`.
+(T, V, C, H, W) from the cache (`FrameCache.stack`), each as the median of `repeats` runs. With ``--dtype float16``
+the cache stores float16 and the read returns the stored float16 (``as_stored``: what the training rows carry; the
+collator converts the batch); the read followed by that conversion to a float32 tensor is timed too.
+`bench_sequences` returns the numbers for `scripts/bench.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from facet_vlm.data import generate_sequences, load_bp4d
 from facet_vlm.geometry.cache import multiview_features
@@ -48,11 +52,15 @@ def bench_sequences(frames: int = 8, views: int = 5, size: int = 224,
         fill = _median_seconds(lambda: FrameCache(Path(tmp) / f"cache{next(cache_dirs)}", feature,
                                                   dtype=dtype).ensure(paths), repeats)
         cache = FrameCache(Path(tmp) / "cache0", feature, dtype=dtype)
-        read = _median_seconds(lambda: cache.stack(paths), repeats)
+        as_stored = dtype == "float16"
+        read = _median_seconds(lambda: cache.stack(paths, as_stored), repeats)
+        read_float32 = _median_seconds(lambda: torch.from_numpy(cache.stack(paths, as_stored)["views"]).float(),
+                                       repeats)
         shape = cache.stack(paths)["views"].shape
     return {"frames": frames, "views": views, "size": size, "shape": shape,
             "render_s": render, "frames_per_s": frames / render, "views_per_s": frames * views / render,
-            "cache_fill_s": fill, "cached_read_s": read, "read_speedup": render / read}
+            "cache_fill_s": fill, "cached_read_s": read, "read_speedup": render / read,
+            "cached_read_float32_s": read_float32, "read_float32_speedup": render / read_float32}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +81,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"  render (read + align + views): {result['render_s'] * 1000:.0f} ms = {result['frames_per_s']:.1f} "
           f"frames/s, {result['views_per_s']:.0f} views/s")
     print(f"  fill the per-frame cache: {result['cache_fill_s'] * 1000:.0f} ms")
-    print(f"  cached read (stacked): {result['cached_read_s'] * 1000:.1f} ms = {result['read_speedup']:.1f}x faster "
-          "than rendering")
+    print(f"  cached read (stacked, as stored): {result['cached_read_s'] * 1000:.1f} ms = "
+          f"{result['read_speedup']:.1f}x faster than rendering")
+    print(f"  cached read + float32 tensor: {result['cached_read_float32_s'] * 1000:.1f} ms = "
+          f"{result['read_float32_speedup']:.1f}x faster than rendering")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,3 +78,34 @@ def test_training_collator_augments_and_the_evaluation_collator_does_not():
     assert torch.equal(train["labels"], plain["labels"])
     assert DataArguments(augment='{"mirror_prob": 0.5, "max_shift": 2}').augment == {"mirror_prob": 0.5,
                                                                                      "max_shift": 2}
+
+
+def test_a_sequence_gets_one_draw_for_all_its_frames():
+    torch.manual_seed(0)
+    frames = torch.rand(6, 4, 5, 7, 16, 16)  # different content per frame: the draw must still be shared
+    augmenter = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=0.5, max_shift=2, max_holes=3)
+    out = augmenter(frames)
+    assert out.shape == frames.shape and not torch.equal(out, frames)
+    # the same transformation in every frame: the augmentation of a static clip is static
+    static = frames[:, :1].expand(-1, 4, -1, -1, -1, -1).contiguous()
+    torch.manual_seed(1)
+    augmented = augmenter(static)
+    assert torch.equal(augmented, augmented[:, :1].expand_as(augmented))
+    assert not torch.equal(augmented, static)
+    # frame by frame it is the still augmentation of that frame with the clip's draw
+    torch.manual_seed(1)
+    first_frames = augmenter(static[:, 0])
+    assert torch.equal(augmented[:, 0], first_frames)
+    # mirroring flips every frame: twice mirrored is the clip itself, normal x negated in each frame
+    mirror = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=1.0, max_shift=0)
+    mirrored = mirror(frames)
+    for t in range(4):
+        assert torch.equal(mirrored[:, t], mirror_views(frames[:, t], DEFAULT_VIEWS, CHANNELS))
+
+
+def test_depth_noise_is_drawn_per_frame_of_a_sequence():
+    torch.manual_seed(0)
+    static = torch.full((2, 3, 5, 7, 8, 8), 0.5)
+    noisy = ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=0.0, max_shift=0, depth_noise=0.05)(static)
+    assert not torch.equal(noisy[:, 0, :, 3], noisy[:, 1, :, 3])
+    assert torch.equal(noisy[:, :, :, :3], static[:, :, :, :3]) and torch.equal(noisy[:, :, :, 4:], static[:, :, :, 4:])

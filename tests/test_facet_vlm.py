@@ -73,6 +73,7 @@ def test_config_defaults_are_the_label_module_data():
         ({"id2label": {0: "anger"}}, "2 classes"),
         ({"text_backend": "jax"}, "text_backend"),
         ({"prompt_templates": ["no slot"]}, "template"),
+        ({"frame_reference": "last"}, "frame_reference"),
     ],
 )
 def test_config_rejects_bad_values(overrides, field):
@@ -107,6 +108,33 @@ def test_forward_backward_shapes_3d_and_4d():
         model(renders(1, 5))
     with pytest.raises(ValueError, match="channels"):
         model(renders(1)[:, :, :6])
+
+
+def test_frame_reference_compares_every_frame_with_the_first():
+    frames = torch.randn(3, 4, 32)
+    static = frames[:, :1].expand(-1, 4, -1)
+    subtract = tiny_model(frame_reference="subtract_first").facet_vlm.temporal
+    assert torch.equal(subtract.frame_inputs(static), torch.zeros_like(static))
+    torch.testing.assert_close(subtract.frame_inputs(frames), frames - frames[:, :1])
+    append = tiny_model(frame_reference="append_first").facet_vlm.temporal
+    expected = append.reference_projection(torch.cat([frames, frames - frames[:, :1]], dim=-1))
+    torch.testing.assert_close(append.frame_inputs(frames), expected)
+    assert torch.equal(tiny_model().facet_vlm.temporal.frame_inputs(frames), frames)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        subtract(frames[:, :1])
+
+
+def test_subtracting_the_first_frame_ignores_what_all_frames_share():
+    """Two different faces held still look the same to the temporal model; with frame_reference "none" they do not."""
+    first = renders(1, 1, seed=1).expand(-1, 3, -1, -1, -1, -1)
+    second = renders(1, 1, seed=2).expand(-1, 3, -1, -1, -1, -1)
+    model = tiny_model(frame_reference="subtract_first")
+    with torch.no_grad():
+        torch.testing.assert_close(model(first).logits, model(second).logits)
+        assert not torch.allclose(model(first).face_embeds, model(renders(1, 3, seed=3)).face_embeds)
+    plain = tiny_model()
+    with torch.no_grad():
+        assert not torch.allclose(plain(first).logits, plain(second).logits)
 
 
 def test_loss_decreases_on_a_fixed_batch():

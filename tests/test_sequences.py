@@ -11,6 +11,7 @@ from pathlib import Path
 import evaluate
 import numpy as np
 import pytest
+import torch
 from datasets import Array2D
 
 import facet_vlm
@@ -29,6 +30,7 @@ from facet_vlm.data import (
     sequence_frames,
     sort_frames,
 )
+from facet_vlm.data.prepare import FeatureCollator
 from facet_vlm.errors import DatasetLayoutError, UnsupportedFormatError
 from facet_vlm.geometry import render_views
 from facet_vlm.geometry.align import align
@@ -321,6 +323,25 @@ def test_cached_views_stack_to_t_v_c_h_w_and_equal_a_fresh_render(generated, tmp
     np.testing.assert_allclose(uncached["views"], row["views"], atol=2e-3)
 
 
+def test_a_float16_cache_reads_as_stored_within_float16_precision(generated, tmp_path):
+    root, _ = generated
+    dataset = load_bp4d(root).select([0, 9])
+    feature = multiview_features([(0.0, 0.0), (30.0, 0.0)], size=16, channels=("depth", "normal"))
+    full, _ = prepare_sequence_features(dataset, tmp_path / "f32", feature, FrameSelection(num_frames=3))
+    half, _ = prepare_sequence_features(dataset, tmp_path / "f16", feature, FrameSelection(num_frames=3),
+                                        dtype="float16", as_stored=True)
+    for index in range(2):
+        stored, reference = half[index]["views"], full[index]["views"]
+        assert stored.dtype == np.float16 and reference.dtype == np.float32 and stored.shape == reference.shape
+        np.testing.assert_array_equal(stored, reference.astype(np.float16))  # the same values, rounded once
+        np.testing.assert_allclose(stored.astype(np.float32), reference, rtol=1e-3, atol=1e-3)
+    cache = FrameCache(tmp_path / "f16", feature, dtype="float16")
+    frames = half[0]["selected_frames"]
+    np.testing.assert_array_equal(cache.stack(frames)["views"], cache.stack(frames, as_stored=True)["views"])
+    batch = FeatureCollator(["views"])([{"views": half[i]["views"], "labels": 0} for i in range(2)])
+    assert batch["views"].dtype == torch.float32
+
+
 def test_an_interrupted_render_resumes(generated, tmp_path):
     root, _ = generated
     dataset = load_4dme(root)
@@ -376,3 +397,27 @@ def test_uf1_matches_a_hand_computed_value():
     assert uf1.compute(predictions=predictions, references=references)["uf1"] == pytest.approx(expected)
     assert uf1.compute(predictions=predictions, references=references, num_labels=4)["uf1"] == pytest.approx(expected)
     assert uf1.compute(predictions=[1, 1], references=[0, 0], num_labels=2)["uf1"] == 0.0
+
+
+def test_sequence_bench_reports_render_and_float16_read_figures():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "bench.py"), "sequence", "--frames", "4",
+                           "--views", "2", "--size", "16", "--vertices", "1000", "--repeats", "1",
+                           "--dtype", "float16"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(4, 2, 7, 16, 16) (float16 cache)" in done.stdout
+    for label in ("cached read (stacked, as stored)", "cached read + float32 tensor"):
+        line = next(line for line in done.stdout.splitlines() if label in line)
+        assert float(line.split("= ")[1].split("x")[0]) > 0
+
+
+def test_frame_cache_dtype_argument_is_checked():
+    from facet_vlm.arguments import DataArguments
+    from facet_vlm.errors import ConfigError
+
+    assert DataArguments(frame_cache_dtype="float16").frame_cache_dtype == "float16"
+    with pytest.raises(ConfigError, match="frame_cache_dtype"):
+        DataArguments(frame_cache_dtype="bfloat16")

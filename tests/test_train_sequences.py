@@ -205,3 +205,25 @@ def test_pipeline_and_predict_take_a_sequence_as_folder_zip_or_frame_list(bu4dfe
     (broken / "002.wrl").write_bytes(b"")
     with pytest.raises(SequenceError, match="002.wrl"):
         classifier(str(broken))
+
+
+def test_sequence_hard_bench_prints_the_temporal_model_beside_its_apex_baseline(tmp_path):
+    import shlex
+
+    options = {**SMALL_MESHES, "sequence_frames": 4, "nuisance": "hard"}
+    train_args = ["--max_steps", "2", "--batch_size", "4", "--test_fraction", "0.34",
+                  "--model_config", json.dumps(TINY_FACET)]
+    done = run_script(REPO / "scripts" / "bench.py", "sequence-hard", "--subjects", "3", "--seed", "5",
+                      "--options", json.dumps(options), "--cache-dir", str(tmp_path / "cache"),
+                      "--output-dir", str(tmp_path / "out"), "--json", str(tmp_path / "result.json"),
+                      "--train-args", shlex.join(train_args), timeout=600)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert list(result["models"]) == ["temporal", "apex"] and result["options"] == options
+    for name, numbers in result["models"].items():
+        assert numbers["num_samples"] == 18 and 0 < numbers["num_test_samples"] < 18
+        assert 0.0 <= numbers["accuracy"] <= 1.0
+        frames = json.loads((tmp_path / "out" / name / "fold_0" / "results.json").read_text())["features"]["frames"]
+        assert frames["mode"] == ("apex" if name == "apex" else
+                                  json.loads((CONFIGS / "facet_vlm_4d_synthetic_small.json").read_text())["frame_mode"])
+    table = done.stdout[done.stdout.index("hard 4D setting"):]
+    assert "seed 5" in table and "temporal" in table and "apex" in table and table.count("%") >= 4

@@ -261,7 +261,8 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
     - A temporal model (FACET-VLM): each row's T frames are chosen by `frame_selection`, every chosen frame is
       rendered once into the per-frame cache (`facet_vlm.geometry.sequence_cache.prepare_sequence_features`,
       resumable, shared by every sampling with the same processor settings) and stacked on access into
-      ``pixel_values`` (T, V, C, H, W); the collator stacks rows into (N, T, V, C, H, W).
+      ``pixel_values`` (T, V, C, H, W); the collator stacks rows into (N, T, V, C, H, W). ``--augment`` applies
+      to training batches, the same draw to every frame of a sequence (`facet_vlm.geometry.augment`).
     - A static model (CoupleFER, AFNet-M): one row per sequence whose ``path`` is its apex frame (the annotated
       apex, else the frame farthest from the first: `facet_vlm.data.sequences.apex_rows`), prepared as a still
       scan. The feature spec records ``"frames": "apex"``.
@@ -284,13 +285,22 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
         raise ConfigError(f"--num_frames {selection.num_frames} exceeds the model's num_frames={config.num_frames} "
                           "(learned frame positions); lower it or set model_config num_frames")
     with accelerator.main_process_first():
-        prepared, rendered = prepare_sequence_features(index, cache_dir, feature_fn, selection,
+        dtype = getattr(data_args, "frame_cache_dtype", "float32")
+        prepared, rendered = prepare_sequence_features(index, cache_dir, feature_fn, selection, dtype=dtype,
                                                        num_proc=data_args.num_proc,
-                                                       progress=accelerator.is_local_main_process)
+                                                       progress=accelerator.is_local_main_process,
+                                                       as_stored=dtype == "float16")
     logger.info("%d sequences, %d frames each (%s): %d frames rendered, the rest from the cache", len(prepared),
                 selection.num_frames, selection.mode, rendered)
     spec = {**feature_fn.spec, "frames": asdict(selection)}
-    return PreparedData(prepared, labels, spec, FeatureCollator(["pixel_values"]), label_set_name)
+    train_collate_fn = None
+    if data_args.augment:
+        from ..geometry.augment import ViewAugmenter
+
+        train_collate_fn = FeatureCollator(["pixel_values"],
+                                           ViewAugmenter.from_processor(feature_fn.processor, data_args.augment))
+    return PreparedData(prepared, labels, spec, FeatureCollator(["pixel_values"]), label_set_name,
+                        train_collate_fn=train_collate_fn)
 
 
 def config_for_inputs(entry: Any, model_args: Any, labels: Sequence[str]) -> Any:

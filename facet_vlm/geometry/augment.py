@@ -13,6 +13,11 @@ the background; see `facet_vlm.geometry.render`):
 
 `ViewAugmenter` chains them with per-sample probabilities; it draws from torch's global RNG, whose state Accelerate
 saves in checkpoints. The amounts are our choice (in pixels and depth units); a config sets them.
+
+Sequences (B, T, V, C, H, W) are augmented as one sample each: the frames of a view are stacked along the channels,
+so that the mirroring, the shift and the holes of a view are the same in every frame of the sequence (our choice: the
+augmentation transforms the clip as a whole, and a temporal model comparing frames sees no change that the
+augmentation made). Only the depth noise is drawn per frame, as a scanner's noise is.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from ..errors import ConfigError
 from .render import CHANNEL_SIZES
 
 
-def _offsets(channels: Sequence[str]) -> dict[str, int]:
+def _offsets(channels: Sequence[str]) -> dict[str, list[int]]:
+    """The first channel index of every group, per group name (a name repeats when frames are stacked)."""
     offsets, start = {}, 0
     for name in channels:
         if name not in CHANNEL_SIZES:
             raise ConfigError(f"unknown channel {name!r}; known: {', '.join(CHANNEL_SIZES)}")
-        offsets[name] = start
+        offsets.setdefault(name, []).append(start)
         start += CHANNEL_SIZES[name]
     return offsets
 
@@ -53,9 +59,8 @@ def mirror_views(pixel_values: torch.Tensor, view_angles: Sequence[Sequence[floa
                  channels: Sequence[str]) -> torch.Tensor:
     """The renders (B, V, C, H, W) of the left-right mirrored faces (see the module docstring)."""
     mirrored = pixel_values[:, mirror_partners(view_angles)].flip(-1)
-    offsets = _offsets(channels)
-    if "normal" in offsets:
-        mirrored[:, :, offsets["normal"]] *= -1.0
+    for start in _offsets(channels).get("normal", []):
+        mirrored[:, :, start] *= -1.0
     return mirrored
 
 
@@ -93,19 +98,21 @@ def punch_holes(pixel_values: torch.Tensor, max_holes: int, radius: tuple[float,
 
 def jitter_depth(pixel_values: torch.Tensor, channels: Sequence[str], std: float) -> torch.Tensor:
     """Add N(0, std) to the depth channel where it is foreground (depth > 0), clipped to [0, 1]."""
-    offsets = _offsets(channels)
-    if std <= 0 or "depth" not in offsets:
+    starts = _offsets(channels).get("depth", [])
+    if std <= 0 or not starts:
         return pixel_values
     out = pixel_values.clone()
-    depth = out[:, :, offsets["depth"]]
-    noisy = (depth + std * torch.randn_like(depth)).clamp(0.0, 1.0)
-    out[:, :, offsets["depth"]] = torch.where(depth > 0, noisy, depth)
+    for start in starts:
+        depth = out[:, :, start]
+        noisy = (depth + std * torch.randn_like(depth)).clamp(0.0, 1.0)
+        out[:, :, start] = torch.where(depth > 0, noisy, depth)
     return out
 
 
 @dataclass
 class ViewAugmenter:
-    """Random augmentation of a batch of renders (B, V, C, H, W); every sample draws its own.
+    """Random augmentation of a batch of renders (B, V, C, H, W) or sequences of renders (B, T, V, C, H, W); every
+    sample draws its own, and all frames of a sequence share it (but the depth noise; see the module docstring).
 
     Args:
         view_angles: (yaw, pitch) of the V views (mirroring needs them symmetric in yaw).
@@ -138,17 +145,27 @@ class ViewAugmenter:
         return {key: value for key, value in asdict(self).items() if key not in ("view_angles", "channels")}
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dim() == 6:
+            batch, frames, views, channels, height, width = pixel_values.shape
+            stacked = pixel_values.transpose(1, 2).reshape(batch, views, frames * channels, height, width)
+            out = self._augment(stacked, list(self.channels) * frames)
+            return out.view(batch, views, frames, channels, height, width).transpose(1, 2).contiguous()
         if pixel_values.dim() != 5:
-            raise ConfigError(f"augmentation takes renders (B, V, C, H, W), got shape {tuple(pixel_values.shape)}")
+            raise ConfigError("augmentation takes renders (B, V, C, H, W) or sequences (B, T, V, C, H, W), got shape "
+                              f"{tuple(pixel_values.shape)}")
+        return self._augment(pixel_values, self.channels)
+
+    def _augment(self, pixel_values: torch.Tensor, channels: Sequence[str]) -> torch.Tensor:
+        """Augment (B, V, C, H, W) whose channels are the groups `channels` (every frame's, for a sequence)."""
         out = pixel_values
         if self.mirror_prob > 0:
             flip = torch.rand(out.shape[0]) < self.mirror_prob
             if flip.any():
                 out = out.clone()
-                out[flip] = mirror_views(out[flip], self.view_angles, self.channels)
+                out[flip] = mirror_views(out[flip], self.view_angles, channels)
         out = shift_views(out, self.max_shift)
         out = punch_holes(out, self.max_holes, self.hole_radius)
-        return jitter_depth(out, self.channels, self.depth_noise)
+        return jitter_depth(out, channels, self.depth_noise)
 
     @classmethod
     def from_processor(cls, processor, settings: dict) -> ViewAugmenter:

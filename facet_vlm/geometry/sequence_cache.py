@@ -151,9 +151,11 @@ class FrameCache:
             bar.close()
         return len(missing)
 
-    def stack(self, paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
-        """The cached features of the frames of one sample, stacked: ``{name: (T, *shape)}`` (floating ones as
-        float32). float32 frames are read straight into the stacked array (one copy from the file)."""
+    def stack(self, paths: Sequence[str | os.PathLike], as_stored: bool = False) -> dict[str, np.ndarray]:
+        """The cached features of the frames of one sample, stacked: ``{name: (T, *shape)}``, floating ones as
+        float32, or with ``as_stored=True`` in the stored dtype (float16 for a float16 cache: half the bytes to
+        move, and the conversion is left to the batch, e.g. `FeatureCollator`'s ``.float()`` in torch). Frames
+        whose stored dtype is the returned one are read straight into the stacked array (one copy from the file)."""
         folders = [self.location(path) for path in paths]
         for path, folder in zip(paths, folders):
             if not folder.is_dir():
@@ -168,7 +170,8 @@ class FrameCache:
                               else np.lib.format.read_array_header_2_0)
                     shape, fortran, dtype = header(handle)
                     if stacked is None:
-                        stacked = np.empty((len(folders), *shape), np.float32 if dtype == np.float16 else dtype)
+                        wanted = np.float32 if dtype == np.float16 and not as_stored else dtype
+                        stacked = np.empty((len(folders), *shape), wanted)
                     if tuple(shape) != stacked.shape[1:] or fortran:
                         raise FacetVLMError(f"cached {file.stem} has shape {shape}, expected {stacked.shape[1:]}",
                                             paths[index])
@@ -183,12 +186,13 @@ class FrameCache:
 class _StackFrames:
     """The lazy `datasets` transform: add each row's stacked frame features (picklable)."""
 
-    def __init__(self, cache: FrameCache, column: str):
+    def __init__(self, cache: FrameCache, column: str, as_stored: bool = False):
         self.cache = cache
         self.column = column
+        self.as_stored = as_stored
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        stacked = [self.cache.stack(paths) for paths in batch[self.column]]
+        stacked = [self.cache.stack(paths, self.as_stored) for paths in batch[self.column]]
         out = dict(batch)
         for name in stacked[0] if stacked else ():
             out[name] = [item[name] for item in stacked]
@@ -197,7 +201,8 @@ class _StackFrames:
 
 def prepare_sequence_features(dataset, cache_dir: str | os.PathLike, feature_fn: Any, selection: Any = None, *,
                               spec: dict[str, Any] | None = None, dtype: str = "float32", num_proc: int = 1,
-                              selected_column: str = "selected_frames", progress: bool = False):
+                              selected_column: str = "selected_frames", progress: bool = False,
+                              as_stored: bool = False):
     """Select each sequence row's frames, render the frames not cached yet, and return the rows with their
     stacked features.
 
@@ -211,11 +216,13 @@ def prepare_sequence_features(dataset, cache_dir: str | os.PathLike, feature_fn:
         num_proc: worker processes for rendering.
         selected_column: name of the added column holding each row's selected frame paths.
         progress: show a progress bar while rendering.
+        as_stored: rows carry floating features in the cache's dtype (float16 with ``dtype="float16"``) instead of
+            float32 (`FrameCache.stack`); the collator converts the batch.
 
     Returns:
         ``(dataset, rendered)``: the dataset with `selected_column` added and a transform that adds every feature
-        as a (T, ...) float32 array on access (``dataset[i]["views"]``: (T, V, C, H, W)); `rendered` is the
-        number of frames rendered by this call (0 when everything was cached).
+        as a (T, ...) float32 (or, `as_stored`, stored-dtype) array on access (``dataset[i]["views"]``:
+        (T, V, C, H, W)); `rendered` is the number of frames rendered by this call (0 when everything was cached).
 
     Raises:
         SequenceError: a selected frame that is missing, empty or cannot be read (the message names the frame),
@@ -232,7 +239,7 @@ def prepare_sequence_features(dataset, cache_dir: str | os.PathLike, feature_fn:
     if selected_column in dataset.column_names:
         dataset = dataset.remove_columns(selected_column)
     dataset = dataset.add_column(selected_column, selected)
-    return dataset.with_transform(_StackFrames(cache, selected_column)), rendered
+    return dataset.with_transform(_StackFrames(cache, selected_column, as_stored)), rendered
 
 
 def sequence_features(frames: Sequence[str | os.PathLike], feature_fn: Any, selection: Any = None,
