@@ -5,7 +5,9 @@ the real readers end to end: many subjects with distinct face shapes and skin to
 basic expressions built from facial action units at four intensities plus neutral, scanner noise, small holes and
 pose jitter. ``nuisance="hard"`` (`NUISANCE_PRESETS`) is a harder evaluation setting: per-subject expression styles,
 strong left/right asymmetry, movements that are no expression (talking, blinks, ...), +-12 degree pose, more noise
-and larger holes.
+and larger holes. ``nuisance="pretrain"`` varies what a real population and its scanners vary, for pretraining on
+many subjects: face shape and appearance, mesh density and topology (irregular meshes, decimation, holes), scanner
+noise, pose, lighting and per-subject expression styles.
 
 Layout under ``out_dir`` (one folder per format, each exactly like the real release)::
 
@@ -131,7 +133,8 @@ class SyntheticSettings:
 
 #: Nuisance fields that version 1 of the generator did not have (the hard setting of issue 17).
 _LATER_NUISANCE_FIELDS = ("style_weight", "style_coactivation", "style_extra_aus", "subject_asymmetry",
-                          "movement_prob", "movement_amount")
+                          "movement_prob", "movement_amount", "shape_spread", "texture_spread", "vertex_range",
+                          "remesh_prob", "decimate_prob", "decimate_keep", "ripple_mm", "light_deg", "white_balance")
 
 
 def as_nuisance(value: Nuisance | str | dict | None) -> Nuisance:
@@ -338,10 +341,18 @@ def _new_stats() -> dict:
 def subject_model(index: int, settings: SyntheticSettings | None = None) -> tuple[SubjectIdentity, FaceModel]:
     """Subject `index`'s identity and face model, exactly as `generate` builds them."""
     settings = settings or SyntheticSettings()
+    nuisance = settings.nuisance
     identity = subject_identity(index, settings.seed)
-    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race)
-    model = FaceModel(params, vertices=settings.vertices, texture_size=settings.texture_size,
-                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)))
+    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race,
+                            nuisance.shape_spread, nuisance.texture_spread)
+    vertices = settings.vertices
+    if tuple(nuisance.vertex_range) != (1.0, 1.0):
+        vertices = max(200, int(round(vertices * np.random.default_rng([settings.seed, index, 5]).uniform(
+            *nuisance.vertex_range))))
+    remesh = nuisance.remesh_prob > 0 and np.random.default_rng([settings.seed, index, 6]).random() < \
+        nuisance.remesh_prob
+    model = FaceModel(params, vertices=vertices, texture_size=settings.texture_size,
+                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)), remesh=remesh)
     return identity, model
 
 
@@ -373,7 +384,15 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
     asymmetry = None
     if nuisance.subject_asymmetry:
         asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
-    return model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+    scan = model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+    decimation = np.random.default_rng([settings.seed, index, 21, *keys])
+    if fmt == "bu3dfe" and nuisance.decimate_prob > 0 and decimation.random() < nuisance.decimate_prob:
+        from ..geometry.perturb import decimate
+
+        keep = float(decimation.uniform(*nuisance.decimate_keep))
+        scan.face = decimate(scan.face, keep, seed=int(decimation.integers(2 ** 31)), max_edge_factor=1.5)
+        scan.face.meta["decimated"] = round(keep, 3)
+    return scan
 
 
 def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
