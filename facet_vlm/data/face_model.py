@@ -513,8 +513,8 @@ class Nuisance:
     decimate_prob: float = 0.0  # chance that a mesh scan (BU-3DFE layout) is decimated ...
     decimate_keep: tuple[float, float] = (0.4, 1.0)  # ... to a share of its vertices drawn from this range
     #   (`facet_vlm.geometry.perturb.decimate`: random vertices kept, re-triangulated)
-    ripple_mm: float = 0.0  # structured scanner noise: a depth ripple (stripes of 8-30 mm period, random
-    #   direction and phase) of amplitude up to this per scan
+    ripple_mm: float = 0.0  # structured scanner noise: a depth ripple in the scanner's frame (stripes of 8-30 mm
+    #   period, random direction and phase) of amplitude up to this per scan (mesh and range image)
     light_deg: float = 0.0  # per-scan lighting direction: the texture is relit by a light up to this many degrees
     #   off the frontal one (shading from the subject's neutral geometry)
     white_balance: float = 0.0  # per-scan colour cast: each channel's gain in [1 - x, 1 + x]
@@ -753,8 +753,6 @@ class FaceModel:
         points = points @ pose[:, :3].T + pose[:, 3]
         marks = marks @ pose[:, :3].T + pose[:, 3]
         points += rng.normal(0.0, 1.0, points.shape) * (nuisance.noise_mm * np.array([1 / 3, 1 / 3, 1.0]))
-        if nuisance.ripple_mm > 0:
-            points[:, 2] += _ripple(rng, base[:, :2], nuisance.ripple_mm)
         keep = np.ones(len(points), dtype=bool)
         for _ in range(int(rng.integers(nuisance.holes[0], nuisance.holes[1] + 1))):
             centre = base[rng.integers(len(base)), :2]
@@ -777,8 +775,9 @@ class FaceModel:
         return SyntheticScan(face=face, xyz_grid=xyz_grid, uv_grid=uv_grid)
 
 
-def _ripple(rng: np.random.Generator, xy: np.ndarray, amplitude: float) -> np.ndarray:
-    """Depth ripple (mm) at parametric points: stripes of 8-30 mm period, random direction, phase and amplitude."""
+def ripple(rng: np.random.Generator, xy: np.ndarray, amplitude: float) -> np.ndarray:
+    """Depth ripple (mm) at scanner (x, y) points: stripes of 8-30 mm period, random direction, phase and amplitude
+    up to `amplitude` (structured scanner noise, `Nuisance.ripple_mm`)."""
     angle, period, phase = rng.uniform(0.0, np.pi), rng.uniform(8.0, 30.0), rng.uniform(0.0, 2.0 * np.pi)
     along = xy[:, 0] * np.cos(angle) + xy[:, 1] * np.sin(angle)
     return rng.uniform(0.0, amplitude) * np.sin(2.0 * np.pi * along / period + phase)

@@ -45,6 +45,7 @@ from .face_model import (
     add_movement,
     jitter_activations,
     pose_matrix,
+    ripple,
     sample_subject,
     styled_activations,
     subject_style,
@@ -385,6 +386,16 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
     if nuisance.subject_asymmetry:
         asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
     scan = model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+    if nuisance.ripple_mm > 0:  # its own random stream, so that the other draws stay as they are
+        stripes = np.random.default_rng([settings.seed, index, 22, *keys])
+        state = stripes.bit_generator.state
+        vertices = scan.face.vertices.copy()
+        vertices[:, 2] += ripple(stripes, vertices[:, :2].astype(np.float64), nuisance.ripple_mm)
+        scan.face.vertices = vertices.astype(np.float32)
+        stripes.bit_generator.state = state  # the same stripes on the range image
+        grid = scan.xyz_grid
+        grid[..., 2] += ripple(stripes, grid[..., :2].reshape(-1, 2).astype(np.float64),
+                               nuisance.ripple_mm).reshape(grid.shape[:2]).astype(np.float32)
     decimation = np.random.default_rng([settings.seed, index, 21, *keys])
     if fmt == "bu3dfe" and nuisance.decimate_prob > 0 and decimation.random() < nuisance.decimate_prob:
         from ..geometry.perturb import decimate
