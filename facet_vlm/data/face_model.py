@@ -18,6 +18,7 @@ surface and displacement, so they follow the deformed face exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -709,6 +710,15 @@ class FaceModel:
     def shape(self) -> tuple[int, int]:
         return self.mask.shape
 
+    @cached_property
+    def surface_slopes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """dz/dx, dz/dy and sqrt(1 + both squared) of the neutral face on a coarse 64 x 64 texture-aligned grid."""
+        coarse = 64
+        cx, cy = np.meshgrid(np.linspace(self.x0, self.x1, coarse), np.linspace(self.y1, self.y0, coarse))
+        dz_dy, dz_dx = np.gradient(base_depth(self.params, cx, cy), -(self.y1 - self.y0) / (coarse - 1),
+                                   (self.x1 - self.x0) / (coarse - 1))
+        return dz_dx, dz_dy, np.sqrt(1.0 + dz_dx ** 2 + dz_dy ** 2)
+
     def texel_grid(self, x_range: tuple[float, float], y_range: tuple[float, float]):
         """Texture window covering a parametric box: (row slice, col slice, X, Y) with texel-centre coordinates."""
         size = self.texture_size
@@ -980,23 +990,15 @@ def _scan_texture(model: FaceModel, acts: dict[int, float], rng: np.random.Gener
     return image
 
 
-def _light_shading(model: FaceModel, direction: np.ndarray) -> np.ndarray:
-    """Lambertian shading (S, S) of the subject's neutral geometry under a light from `direction` (unit, +z toward
-    the camera), computed on a coarse grid (it is smooth) and upsampled to the texture."""
-    p = model.params
-    coarse = 128
-    cx, cy = np.meshgrid(np.linspace(model.x0, model.x1, coarse), np.linspace(model.y1, model.y0, coarse))
-    dz_dy, dz_dx = np.gradient(base_depth(p, cx, cy), -(model.y1 - model.y0) / (coarse - 1),
-                               (model.x1 - model.x0) / (coarse - 1))
-    norm = np.sqrt(1.0 + dz_dx ** 2 + dz_dy ** 2)
-    lambert = np.clip((-dz_dx * direction[0] - dz_dy * direction[1] + direction[2]) / norm, 0.0, 1.0)
-    size = model.texture_size
-    return cv2.resize((0.35 + 0.65 * lambert).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def _relight(model: FaceModel, image: np.ndarray, rng: np.random.Generator, max_deg: float) -> np.ndarray:
-    """The texture lit from a random direction up to `max_deg` off the frontal light instead of from the front."""
+    """The texture lit from a random direction up to `max_deg` off the frontal light instead of from the front:
+    multiplied by the ratio of the two Lambertian shadings of the subject's neutral geometry (computed on a coarse
+    grid, it is smooth, and upsampled to the texture)."""
     tilt, turn = np.radians(rng.uniform(0.0, max_deg)), rng.uniform(0.0, 2.0 * np.pi)
-    direction = np.array([np.sin(tilt) * np.cos(turn), np.sin(tilt) * np.sin(turn), np.cos(tilt)])
-    ratio = _light_shading(model, direction) / _light_shading(model, np.array([0.0, 0.0, 1.0]))
+    dz_dx, dz_dy, norm = model.surface_slopes
+    shading = 0.35 + 0.65 * np.clip((-dz_dx * np.sin(tilt) * np.cos(turn) - dz_dy * np.sin(tilt) * np.sin(turn)
+                                     + np.cos(tilt)) / norm, 0.0, 1.0)
+    frontal = 0.35 + 0.65 * np.clip(1.0 / norm, 0.0, 1.0)
+    size = model.texture_size
+    ratio = cv2.resize((shading / frontal).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
     return _to_uint8(image.astype(np.float32) / 255.0 * ratio[..., None])
