@@ -25,9 +25,11 @@ What image operations cannot do (turn the head, coarsen the mesh) happens on the
 `RenderAugmentation` draws a pose jitter (a rotation of the aligned face about its nose tip) and a decimation per
 (scan, variant), and `AugmentedFeatures` renders variant k of every scan through the render cache, whose key
 includes the variant index, so K variants cost K renders of the data set once and nothing per epoch. Rendering on
-the fly instead would cost a read, an alignment and a render per sample and step (about 30-80 ms, against ~12 ms per
-training sample of the small FACET-VLM on this CPU), so the variants are cached; the training collator picks the
-original or one of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).
+the fly instead would cost a read, an alignment and a render per sample and step: 35 ms for a 2000-vertex generated
+scan into FACET-VLM's 5 views of 64 px (78 ms for a 15k-triangle scan at 224 px, see `facet_vlm.geometry.cache`),
+against 16 ms per training sample of the small FACET-VLM (both measured on the shared 2-core CPU, one thread,
+loaded), i.e. 3x slower training; so the variants are cached, and the training collator picks the original or one
+of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).
 """
 
 from __future__ import annotations
