@@ -197,6 +197,10 @@ class DataArguments:
                     raise ConfigError(f"--{name} is not a JSON object: {error}") from error
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"--{name} must be a JSON object")
+        if self.render_augment:  # checked now, not after the data set is generated and rendered
+            from .geometry.augment import RenderAugmentation
+
+            RenderAugmentation.from_settings(self.render_augment)
         if self.folds < 2 and self.protocol == "subject-kfold":
             raise ConfigError(f"--folds must be >= 2 for subject-kfold, got {self.folds}")
         if not 0 < self.test_fraction < 1:

@@ -71,6 +71,11 @@ def test_render_augmentation_variants_differ_are_deterministic_and_off_is_a_no_o
     assert features.spec["variant"] == 2 and features(raw)["n"] == keyed.num_vertices
     with pytest.raises(ConfigError, match="unknown render augmentation"):
         RenderAugmentation.from_settings({"variants": 1, "spin": 3})
+    from facet_vlm.arguments import DataArguments
+
+    assert DataArguments(render_augment='{"variants": 2}').render_augment == {"variants": 2}
+    with pytest.raises(ConfigError, match="variants must be >= 0"):
+        DataArguments(render_augment='{"variants": -1}')
 
 
 def test_zoom_equals_the_render_of_the_scaled_face_and_keeps_it_centred(face):
