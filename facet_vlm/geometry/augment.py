@@ -27,8 +27,8 @@ What image operations cannot do (turn the head, coarsen the mesh) happens on the
 includes the variant index, so K variants cost K renders of the data set once and nothing per epoch. Rendering on
 the fly instead would cost a read, an alignment and a render per sample and step: 35 ms for a 2000-vertex generated
 scan into FACET-VLM's 5 views of 64 px (78 ms for a 15k-triangle scan at 224 px, see `facet_vlm.geometry.cache`),
-against 16 ms per training sample of the small FACET-VLM (both measured on the shared 2-core CPU, one thread,
-loaded), i.e. 3x slower training; so the variants are cached, and the training collator picks the original or one
+against 16-19 ms per training sample of the small FACET-VLM (both measured on the shared 2-core CPU, one
+thread, loaded), i.e. about 3x slower training; so the variants are cached, and the training collator picks the original or one
 of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).
 """
 
