@@ -28,8 +28,8 @@ includes the variant index, so K variants cost K renders of the data set once an
 the fly instead would cost a read, an alignment and a render per sample and step: 35 ms for a 2000-vertex generated
 scan into FACET-VLM's 5 views of 64 px (78 ms for a 15k-triangle scan at 224 px, see `facet_vlm.geometry.cache`),
 against 16-19 ms per training sample of the small FACET-VLM (both measured on the shared 2-core CPU, one
-thread, loaded), i.e. about 3x slower training; so the variants are cached, and the training collator picks the original or one
-of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).
+thread, loaded), i.e. about 3x slower training; so the variants are cached, and the training collator picks the
+original or one of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ from ..face import Face
 from .render import CHANNEL_SIZES, view_rotation
 
 
-def _offsets(channels: Sequence[str]) -> dict[str, int]:
+def _offsets(channels: Sequence[str], sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """Where each channel group starts; `sizes` adds groups the renderer does not make (region masks)."""
+    known = {**CHANNEL_SIZES, **(sizes or {})}
     offsets, start = {}, 0
     for name in channels:
-        if name not in CHANNEL_SIZES:
-            raise ConfigError(f"unknown channel {name!r}; known: {', '.join(CHANNEL_SIZES)}")
+        if name not in known:
+            raise ConfigError(f"unknown channel {name!r}; known: {', '.join(known)}")
         offsets[name] = start
-        start += CHANNEL_SIZES[name]
+        start += known[name]
     return offsets
 
 
@@ -112,9 +114,10 @@ def punch_holes(pixel_values: torch.Tensor, max_holes: int, radius: tuple[float,
     return pixel_values * keep.view(batch, views, 1, size_y, size_x)
 
 
-def jitter_depth(pixel_values: torch.Tensor, channels: Sequence[str], std: float) -> torch.Tensor:
+def jitter_depth(pixel_values: torch.Tensor, channels: Sequence[str], std: float,
+                 sizes: dict[str, int] | None = None) -> torch.Tensor:
     """Add N(0, std) to the depth channel where it is foreground (depth > 0), clipped to [0, 1]."""
-    offsets = _offsets(channels)
+    offsets = _offsets(channels, sizes)
     if std <= 0 or "depth" not in offsets:
         return pixel_values
     out = pixel_values.clone()
@@ -124,7 +127,8 @@ def jitter_depth(pixel_values: torch.Tensor, channels: Sequence[str], std: float
     return out
 
 
-def zoom_views(pixel_values: torch.Tensor, channels: Sequence[str], scales: torch.Tensor) -> torch.Tensor:
+def zoom_views(pixel_values: torch.Tensor, channels: Sequence[str], scales: torch.Tensor,
+               sizes: dict[str, int] | None = None) -> torch.Tensor:
     """Every view of sample b scaled by ``scales[b]`` about the image centre (nearest-pixel resampling, so the
     background stays exactly 0); depth is scaled about the nose tip's 0.5 too, as the render of the scaled face."""
     if bool((scales == 1).all()):
@@ -136,7 +140,7 @@ def zoom_views(pixel_values: torch.Tensor, channels: Sequence[str], scales: torc
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / per_view
     grid = torch.nn.functional.affine_grid(theta, list(flat.shape), align_corners=False)
     out = torch.nn.functional.grid_sample(flat, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    offsets = _offsets(channels)
+    offsets = _offsets(channels, sizes)
     if "depth" in offsets:
         depth = out[:, offsets["depth"]]
         scaled = (0.5 + (depth - 0.5) * per_view.view(-1, 1, 1)).clamp(1e-3, 1.0)
@@ -144,12 +148,13 @@ def zoom_views(pixel_values: torch.Tensor, channels: Sequence[str], scales: torc
     return out.view(batch, views, num_channels, size_y, size_x)
 
 
-def random_zoom(pixel_values: torch.Tensor, channels: Sequence[str], max_zoom: float) -> torch.Tensor:
+def random_zoom(pixel_values: torch.Tensor, channels: Sequence[str], max_zoom: float,
+                sizes: dict[str, int] | None = None) -> torch.Tensor:
     """`zoom_views` by a factor drawn per sample from [1 - max_zoom, 1 + max_zoom] (0: unchanged)."""
     if max_zoom <= 0:
         return pixel_values
     scales = 1.0 + (2.0 * torch.rand(pixel_values.shape[0]) - 1.0) * max_zoom
-    return zoom_views(pixel_values, channels, scales)
+    return zoom_views(pixel_values, channels, scales, sizes)
 
 
 def mirror_points(points: torch.Tensor) -> torch.Tensor:
@@ -320,36 +325,20 @@ class ImageAugmenter:
         names = [name for name in self.inputs if name in batch]
         sizes = [batch[name].shape[1] for name in names]
         channels = [channel for name in names for channel in self.inputs[name]]
-        stacked = torch.cat([batch[name] for name in names], dim=1)[:, None]  # (B, 1, C, H, W): one view
-        render_channels = [c for c in channels if c != "mask"]
-        offsets, start = {}, 0
-        for name, size in zip(names, sizes):
-            group = self.inputs[name]
-            for channel in group:
-                offsets[channel] = start
-                start += CHANNEL_SIZES.get(channel, size)
-        flip = torch.rand(stacked.shape[0]) < self.mirror_prob if self.mirror_prob > 0 else None
-        out = stacked
+        masks = {channel: size for name, size in zip(names, sizes) for channel in self.inputs[name]
+                 if channel == "mask"}  # the region masks: one group of all their channels
+        out = torch.cat([batch[name] for name in names], dim=1)[:, None]  # (B, 1, C, H, W): one view
+        offsets = _offsets(channels, masks)
+        flip = torch.rand(out.shape[0]) < self.mirror_prob if self.mirror_prob > 0 else None
         if flip is not None and flip.any():
             out = out.clone()
             out[flip] = out[flip].flip(-1)
             if "normal" in offsets:
                 out[flip, :, offsets["normal"]] *= -1.0
-        if self.max_zoom > 0:
-            scales = 1.0 + (2.0 * torch.rand(out.shape[0]) - 1.0) * self.max_zoom
-            zoomed = zoom_views(out, ["texture"], scales)  # geometry only; depth is rescaled below
-            if "depth" in offsets:
-                depth = zoomed[:, :, offsets["depth"]]
-                scaled = (0.5 + (depth - 0.5) * scales.view(-1, 1, 1, 1)).clamp(1e-3, 1.0)
-                zoomed[:, :, offsets["depth"]] = torch.where(depth > 0, scaled, depth)
-            out = zoomed
+        out = random_zoom(out, channels, self.max_zoom, masks)
         out = shift_views(out, self.max_shift)
         out = punch_holes(out, self.max_holes, self.hole_radius)
-        if self.depth_noise > 0 and "depth" in render_channels:
-            depth = out[:, :, offsets["depth"]]
-            noisy = (depth + self.depth_noise * torch.randn_like(depth)).clamp(0.0, 1.0)
-            out = out.clone()
-            out[:, :, offsets["depth"]] = torch.where(depth > 0, noisy, depth)
+        out = jitter_depth(out, channels, self.depth_noise, masks)
         result = dict(batch)
         for name, part in zip(names, torch.split(out[:, 0], sizes, dim=1)):
             result[name] = part.contiguous()
