@@ -482,8 +482,9 @@ def landmarks_2d(p: SubjectParams, acts: dict[int, float]) -> np.ndarray:
 class Nuisance:
     """Scanner and session variation applied to every scan (see the field comments for units).
 
-    The fields after `landmark_noise_mm` make a harder evaluation setting (`NUISANCE_PRESETS["hard"]`); they are
-    off by default, and then the generator's output is exactly what it was before they existed.
+    The fields after `landmark_noise_mm` make a harder evaluation setting (`NUISANCE_PRESETS["hard"]`) and a varied
+    population for pretraining (`NUISANCE_PRESETS["pretrain"]`: the fields from `shape_spread` on); they are off by
+    default, and then the generator's output is exactly what it was before they existed.
     """
 
     noise_mm: float = 0.15  # Gaussian depth noise of the scanner (xy noise is a third of it)
@@ -547,7 +548,7 @@ class Nuisance:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Nuisance:
-        """A named setting of `NUISANCE_PRESETS` ("default", "hard") with some fields replaced."""
+        """A named setting of `NUISANCE_PRESETS` ("default", "hard", "pretrain") with some fields replaced."""
         if name not in NUISANCE_PRESETS:
             raise ConfigError(f"unknown nuisance preset {name!r}; known: {', '.join(NUISANCE_PRESETS)}")
         unknown = sorted(set(overrides) - {item.name for item in fields(cls)})

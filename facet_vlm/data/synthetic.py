@@ -139,8 +139,8 @@ _LATER_NUISANCE_FIELDS = ("style_weight", "style_coactivation", "style_extra_aus
 
 
 def as_nuisance(value: Nuisance | str | dict | None) -> Nuisance:
-    """A `Nuisance` from itself, a preset name ("default", "hard"), a dict of fields (optionally with "preset": a
-    name whose fields the others replace), or None (the default)."""
+    """A `Nuisance` from itself, a preset name ("default", "hard", "pretrain"), a dict of fields (optionally with
+    "preset": a name whose fields the others replace), or None (the default)."""
     if value is None:
         return Nuisance()
     if isinstance(value, Nuisance):
@@ -224,8 +224,9 @@ def generate(
         vertices: approximate vertices per scan (also sets the range-image resolution).
         texture_size: side of the square texture images.
         nuisance: scanner, session and subject variation (noise, holes, pose jitter, expression styles, ...):
-            a `Nuisance`, a preset name ("hard": the hard evaluation setting, see `NUISANCE_PRESETS`) or a dict of
-            fields, optionally with "preset"; `Nuisance()` by default.
+            a `Nuisance`, a preset name ("hard": the hard evaluation setting; "pretrain": the varied population for
+            pretraining; see `NUISANCE_PRESETS`) or a dict of fields, optionally with "preset"; `Nuisance()` by
+            default.
 
     Returns:
         A `SyntheticSummary` (print ``summary.table()``); ``summary.roots[fmt]`` is what the loaders take.
