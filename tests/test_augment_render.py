@@ -4,6 +4,7 @@ single-view models' images and points (facet_vlm.geometry.augment)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import datasets
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from couple.processing_couple import AFNetMProcessor
 from facet_vlm.data.prepare import FeatureCollator
-from facet_vlm.data.synthetic import SyntheticSettings, make_scan
+from facet_vlm.data.synthetic import SyntheticSettings, generate, make_scan
 from facet_vlm.errors import ConfigError
 from facet_vlm.geometry import align, render_views
 from facet_vlm.geometry.augment import (
@@ -166,3 +167,20 @@ def test_training_collator_picks_cached_variants():
     assert torch.equal(FeatureCollator(["pixel_values"])(rows)["pixel_values"], torch.zeros(8, 1, 1, 2, 2))
     assert isinstance(ViewAugmenter(((0.0, 0.0),), CHANNELS, max_zoom=0.1).augment_batch(
         {"pixel_values": torch.zeros(1, 1, 7, 4, 4)}), dict)
+
+
+@pytest.mark.parametrize("model", ["afnet_m", "couplefer"])
+def test_training_with_both_switches_renders_one_cache_per_variant(model, tmp_path):
+    from tests.test_train import run_train, tiny_config  # the end-to-end helpers of scripts/train.py's tests
+
+    generate(tmp_path / "scans", subjects=3, intensities=1, include_neutral=False, vertices=800, texture_size=32,
+             progress=False)
+    augment = {"mirror_prob": 0.5, "max_shift": 1, "max_zoom": 0.1}
+    if model == "couplefer":
+        augment.update(point_rotation_deg=[5.0, 5.0, 3.0], point_noise=0.01)
+    config = tiny_config(tmp_path, model, tmp_path / "scans", tmp_path / "cache", augment=augment,
+                         render_augment={"variants": 2, "pose_deg": [10.0, 8.0, 5.0], "decimate_prob": 0.5})
+    run_train("--config", str(config))
+    specs = [json.loads(path.read_text())["spec"] for path in (tmp_path / "cache" / "features").glob("*/spec.json")]
+    assert sorted(spec.get("variant", 0) for spec in specs) == [0, 1, 2]
+    assert json.loads((tmp_path / "run" / "all_results.json").read_text())["fold_results"][0]["num_samples"] > 0
