@@ -21,6 +21,7 @@ from facet_vlm.geometry.augment import (
     ImageAugmenter,
     RenderAugmentation,
     ViewAugmenter,
+    augmenter_for,
     jitter_points,
     mirror_points,
     pose_face,
@@ -167,6 +168,17 @@ def test_training_collator_picks_cached_variants():
     assert torch.equal(FeatureCollator(["pixel_values"])(rows)["pixel_values"], torch.zeros(8, 1, 1, 2, 2))
     assert isinstance(ViewAugmenter(((0.0, 0.0),), CHANNELS, max_zoom=0.1).augment_batch(
         {"pixel_values": torch.zeros(1, 1, 7, 4, 4)}), dict)
+
+
+def test_each_model_gets_the_augmenter_of_its_inputs():
+    from couple.processing_couple import CoupleFERProcessor
+    from facet_vlm.processing_facet_vlm import FacetVLMProcessor
+
+    assert isinstance(augmenter_for(FacetVLMProcessor(image_size=32), {"max_zoom": 0.1}), ViewAugmenter)
+    images = augmenter_for(CoupleFERProcessor(image_size=32), {"point_noise": 0.01})
+    assert isinstance(images, ImageAugmenter) and set(images.inputs) == {"pixel_values"}
+    with pytest.raises(ConfigError, match="makes none"):
+        augmenter_for(object(), {})
 
 
 @pytest.mark.parametrize("model", ["afnet_m", "couplefer"])

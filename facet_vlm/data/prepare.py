@@ -257,9 +257,9 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
     train_collate_fn = None
     render_augment = getattr(data_args, "render_augment", None)
     if data_args.augment or render_augment:
-        from ..geometry.augment import ViewAugmenter
+        from ..geometry.augment import augmenter_for
 
-        augmenter = ViewAugmenter.from_processor(processor, data_args.augment) if data_args.augment else None
+        augmenter = augmenter_for(processor, data_args.augment) if data_args.augment else None
         variants = render_variants(index, cache_dir, feature_fn, render_augment, data_args, accelerator)
         rows = {str(path): i for i, path in enumerate(column(index, "path"))}
         train_collate_fn = FeatureCollator(input_names, augmenter, variants, rows)

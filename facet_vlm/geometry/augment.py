@@ -252,19 +252,26 @@ class ViewAugmenter:
         return {**batch, "pixel_values": self(batch["pixel_values"])}
 
     @classmethod
-    def from_processor(cls, processor, settings: dict) -> ViewAugmenter | ImageAugmenter:
-        """The augmenter for a processor's inputs: a `ViewAugmenter` for multiview renders (FACET-VLM's
-        `view_angles` and `channels`), an `ImageAugmenter` for the frontal images (and points) of AFNet-M and
-        CoupleFER."""
+    def from_processor(cls, processor, settings: dict) -> ViewAugmenter:
+        """An augmenter for the renders of a processor with `view_angles` and `channels` (FACET-VLM's)."""
         if not hasattr(processor, "view_angles") or not hasattr(processor, "channels"):
-            if type(processor).__name__ in IMAGE_AUGMENTER_INPUTS:
-                return ImageAugmenter.from_settings(type(processor).__name__, settings)
-            raise ConfigError(f"augmentation works on rendered scans; {type(processor).__name__} makes none")
+            raise ConfigError(f"augmentation works on multiview renders; {type(processor).__name__} makes none")
         known = {"mirror_prob", "max_shift", "max_holes", "hole_radius", "depth_noise", "max_zoom"}
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"unknown augmentation settings {unknown}; known: {sorted(known)}")
         return cls(view_angles=processor.view_angles, channels=processor.channels, **settings)
+
+
+def augmenter_for(processor, settings: dict) -> ViewAugmenter | ImageAugmenter:
+    """The augmenter of a processor's inputs: a `ViewAugmenter` for multiview renders (FACET-VLM's processor, with
+    `view_angles` and `channels`), an `ImageAugmenter` for the frontal images (and points) of AFNet-M and CoupleFER."""
+    name = type(processor).__name__
+    if name in IMAGE_AUGMENTER_INPUTS:
+        return ImageAugmenter.from_settings(name, settings)
+    if hasattr(processor, "view_angles") and hasattr(processor, "channels"):
+        return ViewAugmenter.from_processor(processor, settings)
+    raise ConfigError(f"augmentation works on rendered scans; {name} makes none")
 
 
 #: The inputs of the single-view processors and their channel groups ("mask": region masks, moved with the image).
