@@ -178,8 +178,17 @@ class DataArguments:
         "help": "JSON object overriding the processor settings of input preparation (e.g. "
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
     augment: str | None = field(default=None, metadata={
-        "help": "JSON object of training-time augmentation of FACET-VLM's cached renders (facet_vlm.geometry.augment."
-                "ViewAugmenter), e.g. '{\"mirror_prob\": 0.5, \"max_shift\": 2}'; sequences get one draw per clip."})
+        "help": "JSON object of training-time augmentation of the cached renders "
+                "(facet_vlm.geometry.augment): FACET-VLM's views (ViewAugmenter: mirror_prob, max_shift, max_zoom, "
+                "max_holes, hole_radius, depth_noise), AFNet-M's and CoupleFER's frontal images (ImageAugmenter: the "
+                "same, plus point_rotation_deg and point_noise for CoupleFER's points), e.g. "
+                "'{\"mirror_prob\": 0.5, \"max_shift\": 2, \"max_zoom\": 0.08}'; sequences (FACET-VLM) get "
+                "one draw per clip."})
+    render_augment: str | None = field(default=None, metadata={
+        "help": "JSON object of mesh-level augmentation rendered into K cached variants per scan "
+                "(facet_vlm.geometry.augment.RenderAugmentation: variants, pose_deg [yaw, pitch, roll], "
+                "decimate_prob, decimate_keep [low, high], seed), e.g. '{\"variants\": 2, \"pose_deg\": [10, 8, 5]}'; "
+                "training picks the original or a variant per sample; still scans only."})
     synthetic_format: str = field(default="bu3dfe", metadata={
         "help": "Layout of a generated --dataset synthetic set: bu3dfe (still scans), bu4dfe (expression sequences), "
                 "bp4d (task sequences) or 4dme (micro/macro clips with onset/apex/offset)."})
@@ -195,7 +204,7 @@ class DataArguments:
                 "precision). A different dtype is a different cache (frames are rendered again)."})
 
     def __post_init__(self) -> None:
-        for name in ("feature_overrides", "synthetic_options", "augment"):
+        for name in ("feature_overrides", "synthetic_options", "augment", "render_augment"):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -206,6 +215,10 @@ class DataArguments:
                 raise ConfigError(f"--{name} must be a JSON object")
         if self.frame_cache_dtype not in ("float32", "float16"):
             raise ConfigError(f"--frame_cache_dtype must be float32 or float16, got {self.frame_cache_dtype!r}")
+        if self.render_augment:  # checked now, not after the data set is generated and rendered
+            from .geometry.augment import RenderAugmentation
+
+            RenderAugmentation.from_settings(self.render_augment)
         if self.folds < 2 and self.protocol == "subject-kfold":
             raise ConfigError(f"--folds must be >= 2 for subject-kfold, got {self.folds}")
         if not 0 < self.test_fraction < 1:
@@ -343,7 +356,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown arguments {unknown}; see scripts/train.py --help", path)
-    for key in ("model_config", "feature_overrides", "synthetic_options", "augment"):
+    for key in ("model_config", "feature_overrides", "synthetic_options", "augment", "render_augment"):
         if isinstance(values.get(key), dict):
             values[key] = json.dumps(values[key])
     return values

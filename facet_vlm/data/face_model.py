@@ -18,6 +18,7 @@ surface and displacement, so they follow the deformed face exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -66,6 +67,10 @@ STANDARD_LANDMARKS = ("nose_tip", "left_eye_outer", "left_eye_inner", "right_eye
                       "mouth_left", "mouth_right", "upper_lip", "lower_lip", "chin", "left_brow_inner",
                       "left_brow_outer", "right_brow_inner", "right_brow_outer")
 BND_NAMES = [f"bnd_{i:02d}" for i in range(83)]
+
+#: Largest random move of a grid point of a remeshed subject (`FaceModel(remesh=True)`), in grid steps: below 0.5,
+#: so that every point stays in its grid cell (the range-image form keeps one point per cell).
+REMESH_JITTER = 0.4
 
 _MOUTH_GAP_TAU = 0.6  # mm: width of the lip-parting transition; sharp, so the mouth opens instead of stretching
 
@@ -150,20 +155,29 @@ class SubjectParams:
         return 0.95 * self.half_width_at(y) * r
 
 
-def sample_subject(rng: np.random.Generator, sex: str, race: str) -> SubjectParams:
-    """Draw a random person; males are on average larger with a stronger brow ridge and a wider jaw."""
+def sample_subject(rng: np.random.Generator, sex: str, race: str, shape_spread: float = 0.0,
+                   texture_spread: float = 0.0) -> SubjectParams:
+    """Draw a random person; males are on average larger with a stronger brow ridge and a wider jaw.
+
+    `shape_spread` widens every range of the face's geometry (lengths, curvatures, protrusions) about its centre by
+    that share of its half-width on each side (0.5: a range [a, b] becomes [a - (b - a) / 4, b + (b - a) / 4]), for a
+    wider identity-shape population. `texture_spread` widens the skin-tone range of the ethnicity the same way and
+    adds up to 8 % x `texture_spread` of per-channel albedo variation. Both draw the same random numbers as without
+    them, so 0 gives exactly the default subject.
+    """
     male = sex == "M"
     u = rng.uniform
-    subnasale = -u(10.0, 14.0)
-    nose_len = u(44.0, 56.0) + (3.0 if male else 0.0)
+    shape = _widened(rng, shape_spread)
+    subnasale = -shape(10.0, 14.0)
+    nose_len = shape(44.0, 56.0) + (3.0 if male else 0.0)
     nasion = subnasale + nose_len
-    eye_y = nasion - u(0.0, 4.0)
-    mouth_y = subnasale - u(14.0, 21.0) - (2.0 if male else 0.0)
-    tone = u(*RACE_TONE_RANGE[race])
+    eye_y = nasion - shape(0.0, 4.0)
+    mouth_y = subnasale - shape(14.0, 21.0) - (2.0 if male else 0.0)
+    tone = float(np.clip(_widened(rng, texture_spread)(*RACE_TONE_RANGE[race]), 0.0, 1.0))
     position = tone * (len(SKIN_TONE_ANCHORS) - 1)
     low = int(min(position, len(SKIN_TONE_ANCHORS) - 2))
     skin = SKIN_TONE_ANCHORS[low] * (1 - (position - low)) + SKIN_TONE_ANCHORS[low + 1] * (position - low)
-    skin = np.clip(skin * rng.normal(1.0, 0.02, 3), 0.0, 1.0).astype(np.float32)
+    skin = np.clip(skin * rng.normal(1.0, 0.02 + 0.08 * texture_spread, 3), 0.0, 1.0).astype(np.float32)
     if tone > 0.45 or rng.random() < 0.55:
         hair = np.array([0.09, 0.07, 0.06]) * u(0.6, 1.6)
     else:
@@ -174,41 +188,41 @@ def sample_subject(rng: np.random.Generator, sex: str, race: str) -> SubjectPara
     params = SubjectParams(
         sex=sex,
         race=race,
-        half_width=u(70.0, 78.0) if male else u(66.0, 73.0),
-        jaw=u(0.68, 0.82) if male else u(0.6, 0.74),
-        head_depth=u(70.0, 90.0),
-        forehead_slope=u(0.0025, 0.0045),
-        chin_slope=u(0.0015, 0.0028),
-        eye_x=u(29.0, 34.0),
+        half_width=shape(70.0, 78.0) if male else shape(66.0, 73.0),
+        jaw=shape(0.68, 0.82) if male else shape(0.6, 0.74),
+        head_depth=shape(70.0, 90.0),
+        forehead_slope=shape(0.0025, 0.0045),
+        chin_slope=shape(0.0015, 0.0028),
+        eye_x=shape(29.0, 34.0),
         eye_y=eye_y,
-        eye_width=u(26.0, 31.0),
-        eye_upper=u(4.5, 6.5),
-        eye_lower=u(3.0, 4.5),
-        canthal_tilt=u(-1.0, 3.0),
-        brow_y=eye_y + u(13.0, 19.0),
-        brow_ridge=u(3.5, 7.0) if male else u(1.5, 4.0),
-        brow_arch=u(1.0, 4.0),
-        brow_thickness=u(4.5, 7.0) if male else u(3.5, 5.5),
+        eye_width=shape(26.0, 31.0),
+        eye_upper=shape(4.5, 6.5),
+        eye_lower=shape(3.0, 4.5),
+        canthal_tilt=shape(-1.0, 3.0),
+        brow_y=eye_y + shape(13.0, 19.0),
+        brow_ridge=shape(3.5, 7.0) if male else shape(1.5, 4.0),
+        brow_arch=shape(1.0, 4.0),
+        brow_thickness=shape(4.5, 7.0) if male else shape(3.5, 5.5),
         nasion_y=nasion,
         subnasale_y=subnasale,
-        nose_projection=u(19.0, 26.0) if male else u(16.0, 23.0),
-        nose_root=u(2.0, 7.0),
-        nose_width=u(30.0, 42.0),
-        bridge_width=u(4.0, 6.5),
-        tip_width=u(6.5, 9.5),
+        nose_projection=shape(19.0, 26.0) if male else shape(16.0, 23.0),
+        nose_root=shape(2.0, 7.0),
+        nose_width=shape(30.0, 42.0),
+        bridge_width=shape(4.0, 6.5),
+        tip_width=shape(6.5, 9.5),
         mouth_y=mouth_y,
-        mouth_width=u(46.0, 58.0) if male else u(44.0, 54.0),
-        upper_lip=u(5.5, 9.0),
-        lower_lip=u(7.5, 12.0),
-        lip_projection=u(3.0, 7.0),
-        mouth_curve=u(-1.5, 1.0),
-        cheek=u(3.0, 8.0),
-        socket_depth=u(8.0, 12.0),
-        chin_projection=u(7.0, 13.0) if male else u(6.0, 11.0),
-        chin_width=u(11.0, 17.0),
-        chin_y=mouth_y - u(40.0, 50.0) - (3.0 if male else 0.0),
-        top_y=eye_y + u(68.0, 82.0),
-        hairline_y=eye_y + u(55.0, 95.0),
+        mouth_width=shape(46.0, 58.0) if male else shape(44.0, 54.0),
+        upper_lip=shape(5.5, 9.0),
+        lower_lip=shape(7.5, 12.0),
+        lip_projection=shape(3.0, 7.0),
+        mouth_curve=shape(-1.5, 1.0),
+        cheek=shape(3.0, 8.0),
+        socket_depth=shape(8.0, 12.0),
+        chin_projection=shape(7.0, 13.0) if male else shape(6.0, 11.0),
+        chin_width=shape(11.0, 17.0),
+        chin_y=mouth_y - shape(40.0, 50.0) - (3.0 if male else 0.0),
+        top_y=eye_y + shape(68.0, 82.0),
+        hairline_y=eye_y + shape(55.0, 95.0),
         skin_tone=float(tone),
         skin_rgb=skin,
         lip_tint=np.array([u(0.82, 0.92), u(0.55, 0.68), u(0.58, 0.7)], dtype=np.float32),
@@ -219,6 +233,18 @@ def sample_subject(rng: np.random.Generator, sex: str, race: str) -> SubjectPara
         au_gain={au: u(0.85, 1.15) for au in ACTION_UNITS},
     )
     return params
+
+
+def _widened(rng: np.random.Generator, spread: float):
+    """``uniform(a, b)`` over [a, b] widened by `spread` x (b - a) / 2 on each side (plain ``rng.uniform`` at 0)."""
+    if spread <= 0:
+        return rng.uniform
+
+    def draw(low: float, high: float) -> float:
+        margin = 0.5 * spread * (high - low)
+        return rng.uniform(low - margin, high + margin)
+
+    return draw
 
 
 def base_depth(p: SubjectParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -456,8 +482,9 @@ def landmarks_2d(p: SubjectParams, acts: dict[int, float]) -> np.ndarray:
 class Nuisance:
     """Scanner and session variation applied to every scan (see the field comments for units).
 
-    The fields after `landmark_noise_mm` make a harder evaluation setting (`NUISANCE_PRESETS["hard"]`); they are
-    off by default, and then the generator's output is exactly what it was before they existed.
+    The fields after `landmark_noise_mm` make a harder evaluation setting (`NUISANCE_PRESETS["hard"]`) and a varied
+    population for pretraining (`NUISANCE_PRESETS["pretrain"]`: the fields from `shape_spread` on); they are off by
+    default, and then the generator's output is exactly what it was before they existed.
     """
 
     noise_mm: float = 0.15  # Gaussian depth noise of the scanner (xy noise is a third of it)
@@ -478,6 +505,21 @@ class Nuisance:
     subject_asymmetry: float = 0.0  # per-subject left/right bias in [-x, x], added to the per-scan draw
     movement_prob: float = 0.0  # chance that a scan also shows a movement that is no expression (see MOVEMENTS)
     movement_amount: tuple[float, float] = (0.5, 1.0)  # range of the movement's strength
+    shape_spread: float = 0.0  # per-subject face shape: widen every geometry range by this share of its half-width
+    #   on each side (see `sample_subject`), for a wider population of identities
+    texture_spread: float = 0.0  # per-subject appearance: widen the skin-tone range, add albedo variation
+    vertex_range: tuple[float, float] = (1.0, 1.0)  # per-subject mesh density: `vertices` times a factor drawn
+    #   from this range (a scanner's resolution)
+    remesh_prob: float = 0.0  # chance that a subject's mesh is irregular: grid points moved at random by up to
+    #   `REMESH_JITTER` of a grid step and re-triangulated (Delaunay), another vertex layout and topology
+    decimate_prob: float = 0.0  # chance that a mesh scan (BU-3DFE layout) is decimated ...
+    decimate_keep: tuple[float, float] = (0.4, 1.0)  # ... to a share of its vertices drawn from this range
+    #   (`facet_vlm.geometry.perturb.decimate`: random vertices kept, re-triangulated)
+    ripple_mm: float = 0.0  # structured scanner noise: a depth ripple in the scanner's frame (stripes of 8-30 mm
+    #   period, random direction and phase) of amplitude up to this per scan (mesh and range image)
+    light_deg: float = 0.0  # per-scan lighting direction: the texture is relit by a light up to this many degrees
+    #   off the frontal one (shading from the subject's neutral geometry)
+    white_balance: float = 0.0  # per-scan colour cast: each channel's gain in [1 - x, 1 + x]
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -488,6 +530,16 @@ class Nuisance:
             raise ConfigError(f"Nuisance.movement_prob must be a probability in [0, 1], got {self.movement_prob}")
         if self.style_weight > 1:
             raise ConfigError(f"Nuisance.style_weight must lie in [0, 1] (a factor 1 +- it), got {self.style_weight}")
+        for name in ("remesh_prob", "decimate_prob"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"Nuisance.{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.decimate_keep[0] <= self.decimate_keep[1] <= 1:
+            raise ConfigError(f"Nuisance.decimate_keep must be a range inside (0, 1], got {self.decimate_keep}")
+        if not 0 < self.vertex_range[0] <= self.vertex_range[1]:
+            raise ConfigError(f"Nuisance.vertex_range must be a positive range (low <= high), got {self.vertex_range}")
+        if self.white_balance >= 1 or self.light_deg >= 90:
+            raise ConfigError(f"Nuisance.white_balance must be < 1 and light_deg < 90, got {self.white_balance}, "
+                              f"{self.light_deg}")
 
     @property
     def has_style(self) -> bool:
@@ -496,7 +548,7 @@ class Nuisance:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Nuisance:
-        """A named setting of `NUISANCE_PRESETS` ("default", "hard") with some fields replaced."""
+        """A named setting of `NUISANCE_PRESETS` ("default", "hard", "pretrain") with some fields replaced."""
         if name not in NUISANCE_PRESETS:
             raise ConfigError(f"unknown nuisance preset {name!r}; known: {', '.join(NUISANCE_PRESETS)}")
         unknown = sorted(set(overrides) - {item.name for item in fields(cls)})
@@ -523,12 +575,24 @@ MOVEMENTS: dict[str, dict[int, float]] = {
 #: movements in 60 % of the scans, +-12 degree yaw/pitch (6 roll), 3x the scanner noise, more and larger holes,
 #: 2x the AU jitter and leak and of lighting change, 2x the landmark error. The amounts are our choice (no data set
 #: publishes them); `Nuisance.preset("hard", asymmetry=0.4, ...)` varies them.
+#: "pretrain" is meant for pretraining populations (issue 12): every kind of variation a real population and its
+#: scanners show, each drawn from a range wider than the default's: face shape (ranges widened by 0.6) and
+#: appearance, mesh density (0.5-1.5x the vertices), irregular meshes for half of the subjects, decimation of half of
+#: the scans (to 35-90 % of the vertices), holes, scanner noise with ripples, +-15/12/8 degree pose, relighting and
+#: colour casts, per-subject expression styles and asymmetry, movements that are no expression in 30 % of the scans.
+#: The amounts are our choice; it is not the hard evaluation setting (a model pretrained on it is tested elsewhere).
 NUISANCE_PRESETS: dict[str, Nuisance] = {
     "default": Nuisance(),
     "hard": Nuisance(noise_mm=0.45, holes=(2, 8), hole_radius_mm=(2.0, 8.0), pose_deg=(12.0, 12.0, 6.0),
                      translate_mm=5.0, au_jitter=0.2, au_leak=0.2, asymmetry=0.3, lighting=0.15,
                      landmark_noise_mm=0.8, style_weight=0.6, style_coactivation=0.4, style_extra_aus=2,
                      subject_asymmetry=0.2, movement_prob=0.6, movement_amount=(0.5, 1.0)),
+    "pretrain": Nuisance(noise_mm=0.3, holes=(0, 6), hole_radius_mm=(1.5, 8.0), pose_deg=(15.0, 12.0, 8.0),
+                         translate_mm=5.0, au_jitter=0.2, au_leak=0.15, asymmetry=0.25, lighting=0.2,
+                         landmark_noise_mm=0.8, style_weight=0.5, style_coactivation=0.35, style_extra_aus=2,
+                         subject_asymmetry=0.15, movement_prob=0.3, movement_amount=(0.3, 1.0), shape_spread=0.6,
+                         texture_spread=1.0, vertex_range=(0.5, 1.5), remesh_prob=0.5, decimate_prob=0.5,
+                         decimate_keep=(0.35, 0.9), ripple_mm=0.3, light_deg=35.0, white_balance=0.08),
 }
 
 
@@ -603,9 +667,13 @@ class FaceModel:
         vertices: approximate number of mesh vertices (real BU-3DFE F3D scans have a few thousand).
         texture_size: side of the square texture image in pixels.
         seed: seeds the subject's texture details (skin noise, brow hairs).
+        remesh: move the grid points at random by up to `REMESH_JITTER` of a grid step and triangulate them anew
+            (Delaunay in x, y): an irregular mesh with another vertex layout and topology. The range-image form keeps
+            one point per grid cell.
     """
 
-    def __init__(self, params: SubjectParams, vertices: int = 6000, texture_size: int = 512, seed: int = 0):
+    def __init__(self, params: SubjectParams, vertices: int = 6000, texture_size: int = 512, seed: int = 0,
+                 remesh: bool = False):
         if vertices < 200:
             raise ConfigError(f"vertices must be at least 200, got {vertices}")
         if texture_size < 32:
@@ -623,11 +691,18 @@ class FaceModel:
         xs = np.linspace(self.x0, self.x1, cols)
         ys = np.linspace(self.y1, self.y0, rows)  # row 0 at the top, as in a range image
         self.grid_x, self.grid_y = np.meshgrid(xs, ys)
+        if remesh:
+            jitter = np.random.default_rng([seed, 1]).uniform(-REMESH_JITTER, REMESH_JITTER, (2,) + self.grid_x.shape)
+            self.grid_x = self.grid_x + jitter[0] * (xs[1] - xs[0])
+            self.grid_y = self.grid_y + jitter[1] * (ys[0] - ys[1])
         self.mask = np.abs(self.grid_x) <= p.outline_at(self.grid_y)
         self.grid_z = base_depth(p, self.grid_x, self.grid_y)
         self.index = np.full(self.mask.shape, -1, dtype=np.int64)
         self.index[self.mask] = np.arange(int(self.mask.sum()))
-        self.faces = _grid_triangles(self.index)
+        if remesh:
+            self.faces = _delaunay_triangles(self.grid_x[self.mask], self.grid_y[self.mask], 2.5 * step)
+        else:
+            self.faces = _grid_triangles(self.index)
         self.uv = np.stack([(self.grid_x[self.mask] - self.x0) / (self.x1 - self.x0),
                             (self.grid_y[self.mask] - self.y0) / (self.y1 - self.y0)], axis=-1).astype(np.float32)
         self.texture = _subject_texture(self, np.random.default_rng(seed))
@@ -635,6 +710,15 @@ class FaceModel:
     @property
     def shape(self) -> tuple[int, int]:
         return self.mask.shape
+
+    @cached_property
+    def surface_slopes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """dz/dx, dz/dy and sqrt(1 + both squared) of the neutral face on a coarse 64 x 64 texture-aligned grid."""
+        coarse = 64
+        cx, cy = np.meshgrid(np.linspace(self.x0, self.x1, coarse), np.linspace(self.y1, self.y0, coarse))
+        dz_dy, dz_dx = np.gradient(base_depth(self.params, cx, cy), -(self.y1 - self.y0) / (coarse - 1),
+                                   (self.x1 - self.x0) / (coarse - 1))
+        return dz_dx, dz_dy, np.sqrt(1.0 + dz_dx ** 2 + dz_dy ** 2)
 
     def texel_grid(self, x_range: tuple[float, float], y_range: tuple[float, float]):
         """Texture window covering a parametric box: (row slice, col slice, X, Y) with texel-centre coordinates."""
@@ -702,6 +786,14 @@ class FaceModel:
         return SyntheticScan(face=face, xyz_grid=xyz_grid, uv_grid=uv_grid)
 
 
+def ripple(rng: np.random.Generator, xy: np.ndarray, amplitude: float) -> np.ndarray:
+    """Depth ripple (mm) at scanner (x, y) points: stripes of 8-30 mm period, random direction, phase and amplitude
+    up to `amplitude` (structured scanner noise, `Nuisance.ripple_mm`)."""
+    angle, period, phase = rng.uniform(0.0, np.pi), rng.uniform(8.0, 30.0), rng.uniform(0.0, 2.0 * np.pi)
+    along = xy[:, 0] * np.cos(angle) + xy[:, 1] * np.sin(angle)
+    return rng.uniform(0.0, amplitude) * np.sin(2.0 * np.pi * along / period + phase)
+
+
 def random_pose(rng: np.random.Generator, nuisance: Nuisance, center=(0.0, 0.0, -80.0)) -> np.ndarray:
     """A small random rigid motion (3x4) rotating about `center` (behind the face, near the head's centre)."""
     yaw, pitch, roll = np.radians(rng.uniform(-1.0, 1.0, 3) * np.asarray(nuisance.pose_deg))
@@ -727,6 +819,22 @@ def _grid_triangles(index: np.ndarray) -> np.ndarray:
     c, d = index[:-1, 1:], index[1:, 1:]  # top-right, bottom-right
     tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
     return tris[np.all(tris >= 0, axis=1)]
+
+
+def _delaunay_triangles(x: np.ndarray, y: np.ndarray, max_edge: float) -> np.ndarray:
+    """Counter-clockwise (seen from +z) Delaunay triangles of points (x, y), without those with an edge longer than
+    `max_edge` (they would bridge the concave outline)."""
+    from scipy.spatial import Delaunay
+
+    points = np.stack([x, y], axis=-1)
+    tris = Delaunay(points).simplices.astype(np.int64)
+    corners = points[tris]
+    edges = np.linalg.norm(corners[:, [1, 2, 0]] - corners, axis=-1)
+    tris = tris[edges.max(axis=1) <= max_edge]
+    a, b, c = (points[tris[:, k]] for k in range(3))
+    clockwise = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]) < 0
+    tris[clockwise] = tris[clockwise][:, [0, 2, 1]]
+    return tris
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -873,6 +981,25 @@ def _scan_texture(model: FaceModel, acts: dict[int, float], rng: np.random.Gener
         inside = _blend(np.broadcast_to(cavity, window.shape), (0.88, 0.86, 0.78), teeth)
         image[rows, cols] = _to_uint8(window * (1.0 - interior[..., None]) + inside * interior[..., None])
     gain = 1.0 + rng.uniform(-nuisance.lighting, nuisance.lighting) + rng.normal(0.0, 0.01, 3)
+    if nuisance.white_balance > 0:
+        gain = gain * rng.uniform(1.0 - nuisance.white_balance, 1.0 + nuisance.white_balance, 3)
     levels = np.arange(256, dtype=np.float32)[:, None] * gain[None, :]
     table = np.clip(levels + 0.5, 0, 255).astype(np.uint8)  # (256, 3): one lookup table per channel
-    return cv2.LUT(image, table.reshape(256, 1, 3))
+    image = cv2.LUT(image, table.reshape(256, 1, 3))
+    if nuisance.light_deg > 0:
+        image = _relight(model, image, rng, nuisance.light_deg)
+    return image
+
+
+def _relight(model: FaceModel, image: np.ndarray, rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """The texture lit from a random direction up to `max_deg` off the frontal light instead of from the front:
+    multiplied by the ratio of the two Lambertian shadings of the subject's neutral geometry (computed on a coarse
+    grid, it is smooth, and upsampled to the texture)."""
+    tilt, turn = np.radians(rng.uniform(0.0, max_deg)), rng.uniform(0.0, 2.0 * np.pi)
+    dz_dx, dz_dy, norm = model.surface_slopes
+    shading = 0.35 + 0.65 * np.clip((-dz_dx * np.sin(tilt) * np.cos(turn) - dz_dy * np.sin(tilt) * np.sin(turn)
+                                     + np.cos(tilt)) / norm, 0.0, 1.0)
+    frontal = 0.35 + 0.65 * np.clip(1.0 / norm, 0.0, 1.0)
+    size = model.texture_size
+    ratio = cv2.resize((shading / frontal).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    return _to_uint8(image.astype(np.float32) / 255.0 * ratio[..., None])

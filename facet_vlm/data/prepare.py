@@ -73,13 +73,28 @@ class FeatureCollator:
 
     ``labels`` is (B,) for one target or (B, K) when rows hold a list (the physio model's valence and arousal).
     ``subject_ids`` (training rows of subject-aware models only) are passed on as integers.
+
+    Training only: `augment` is a `facet_vlm.geometry.augment` augmenter (``augment_batch(batch)``, or a function
+    of the renders (B, V, C, H, W)); `variants` are K cached render variants of the rows (`RenderAugmentation`),
+    datasets in the order of `variant_rows` (row path -> position): each row is replaced by a random one of its K
+    variants with probability K / (K + 1), drawn from torch's RNG.
     """
 
-    def __init__(self, input_names: Sequence[str], augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(self, input_names: Sequence[str], augment: Any = None, variants: Sequence[Any] = (),
+                 variant_rows: dict[str, int] | None = None):
         self.input_names = tuple(input_names)
-        self.augment = augment  # training only: renders (B, V, C, H, W) -> augmented (facet_vlm.geometry.augment)
+        self.augment = augment
+        self.variants = [variant.select_columns(list(self.input_names)) for variant in variants]
+        self.variant_rows = variant_rows or {}
+
+    def _with_variants(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        choice = torch.randint(0, len(self.variants) + 1, (len(rows),)).tolist()
+        return [row if k == 0 else {**row, **self.variants[k - 1][self.variant_rows[str(row["path"])]]}
+                for row, k in zip(rows, choice)]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.variants:
+            rows = self._with_variants(rows)
         batch = {}
         for name in self.input_names:
             array = np.stack([np.asarray(row[name]) for row in rows])
@@ -89,7 +104,10 @@ class FeatureCollator:
             batch["subject_ids"] = torch.tensor([int(row["subject_ids"]) for row in rows], dtype=torch.long)
         batch["labels"] = torch.as_tensor(np.asarray([row["labels"] for row in rows]), dtype=torch.long)
         if self.augment is not None:
-            batch["pixel_values"] = self.augment(batch["pixel_values"])
+            if hasattr(self.augment, "augment_batch"):
+                batch = self.augment.augment_batch(batch)
+            else:
+                batch["pixel_values"] = self.augment(batch["pixel_values"])
         return batch
 
 
@@ -237,12 +255,33 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
                                     desc=f"render {model_args.model} inputs")
     input_names = [name for name in prepared.column_names if name not in index.column_names]
     train_collate_fn = None
-    if data_args.augment:
-        from ..geometry.augment import ViewAugmenter
+    render_augment = getattr(data_args, "render_augment", None)
+    if data_args.augment or render_augment:
+        from ..geometry.augment import augmenter_for
 
-        train_collate_fn = FeatureCollator(input_names, ViewAugmenter.from_processor(processor, data_args.augment))
+        augmenter = augmenter_for(processor, data_args.augment) if data_args.augment else None
+        variants = render_variants(index, cache_dir, feature_fn, render_augment, data_args, accelerator)
+        rows = {str(path): i for i, path in enumerate(column(index, "path"))}
+        train_collate_fn = FeatureCollator(input_names, augmenter, variants, rows)
     return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name,
                         train_collate_fn=train_collate_fn)
+
+
+def render_variants(index: Any, cache_dir: Path, feature_fn: ProcessorFeatures, settings: dict[str, Any] | None,
+                    data_args: Any, accelerator: Any) -> list[Any]:
+    """The K cached render variants of every row (`facet_vlm.geometry.augment.RenderAugmentation`), in row order;
+    each variant has its own cache folder (the variant index is part of its key), so they are rendered once."""
+    from ..geometry.augment import AugmentedFeatures, RenderAugmentation
+    from ..geometry.cache import prepare_features
+
+    augmentation = RenderAugmentation.from_settings(settings)
+    variants = []
+    for variant in range(1, augmentation.variants + 1):
+        features = AugmentedFeatures(feature_fn, augmentation, variant, feature_fn.spec)
+        with accelerator.main_process_first():
+            variants.append(prepare_features(index, cache_dir, features, num_proc=data_args.num_proc,
+                                             desc=f"render variant {variant}/{augmentation.variants}"))
+    return variants
 
 
 def frame_selection(data_args: Any) -> Any:

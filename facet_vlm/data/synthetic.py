@@ -5,7 +5,9 @@ the real readers end to end: many subjects with distinct face shapes and skin to
 basic expressions built from facial action units at four intensities plus neutral, scanner noise, small holes and
 pose jitter. ``nuisance="hard"`` (`NUISANCE_PRESETS`) is a harder evaluation setting: per-subject expression styles,
 strong left/right asymmetry, movements that are no expression (talking, blinks, ...), +-12 degree pose, more noise
-and larger holes.
+and larger holes. ``nuisance="pretrain"`` varies what a real population and its scanners vary, for pretraining on
+many subjects: face shape and appearance, mesh density and topology (irregular meshes, decimation, holes), scanner
+noise, pose, lighting and per-subject expression styles.
 
 Layout under ``out_dir`` (one folder per format, each exactly like the real release)::
 
@@ -43,6 +45,7 @@ from .face_model import (
     add_movement,
     jitter_activations,
     pose_matrix,
+    ripple,
     sample_subject,
     styled_activations,
     subject_style,
@@ -131,12 +134,13 @@ class SyntheticSettings:
 
 #: Nuisance fields that version 1 of the generator did not have (the hard setting of issue 17).
 _LATER_NUISANCE_FIELDS = ("style_weight", "style_coactivation", "style_extra_aus", "subject_asymmetry",
-                          "movement_prob", "movement_amount")
+                          "movement_prob", "movement_amount", "shape_spread", "texture_spread", "vertex_range",
+                          "remesh_prob", "decimate_prob", "decimate_keep", "ripple_mm", "light_deg", "white_balance")
 
 
 def as_nuisance(value: Nuisance | str | dict | None) -> Nuisance:
-    """A `Nuisance` from itself, a preset name ("default", "hard"), a dict of fields (optionally with "preset": a
-    name whose fields the others replace), or None (the default)."""
+    """A `Nuisance` from itself, a preset name ("default", "hard", "pretrain"), a dict of fields (optionally with
+    "preset": a name whose fields the others replace), or None (the default)."""
     if value is None:
         return Nuisance()
     if isinstance(value, Nuisance):
@@ -220,8 +224,9 @@ def generate(
         vertices: approximate vertices per scan (also sets the range-image resolution).
         texture_size: side of the square texture images.
         nuisance: scanner, session and subject variation (noise, holes, pose jitter, expression styles, ...):
-            a `Nuisance`, a preset name ("hard": the hard evaluation setting, see `NUISANCE_PRESETS`) or a dict of
-            fields, optionally with "preset"; `Nuisance()` by default.
+            a `Nuisance`, a preset name ("hard": the hard evaluation setting; "pretrain": the varied population for
+            pretraining; see `NUISANCE_PRESETS`) or a dict of fields, optionally with "preset"; `Nuisance()` by
+            default.
 
     Returns:
         A `SyntheticSummary` (print ``summary.table()``); ``summary.roots[fmt]`` is what the loaders take.
@@ -338,10 +343,18 @@ def _new_stats() -> dict:
 def subject_model(index: int, settings: SyntheticSettings | None = None) -> tuple[SubjectIdentity, FaceModel]:
     """Subject `index`'s identity and face model, exactly as `generate` builds them."""
     settings = settings or SyntheticSettings()
+    nuisance = settings.nuisance
     identity = subject_identity(index, settings.seed)
-    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race)
-    model = FaceModel(params, vertices=settings.vertices, texture_size=settings.texture_size,
-                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)))
+    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race,
+                            nuisance.shape_spread, nuisance.texture_spread)
+    vertices = settings.vertices
+    if tuple(nuisance.vertex_range) != (1.0, 1.0):
+        vertices = max(200, int(round(vertices * np.random.default_rng([settings.seed, index, 5]).uniform(
+            *nuisance.vertex_range))))
+    remesh = nuisance.remesh_prob > 0 and np.random.default_rng([settings.seed, index, 6]).random() < \
+        nuisance.remesh_prob
+    model = FaceModel(params, vertices=vertices, texture_size=settings.texture_size,
+                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)), remesh=remesh)
     return identity, model
 
 
@@ -373,7 +386,25 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
     asymmetry = None
     if nuisance.subject_asymmetry:
         asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
-    return model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+    scan = model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+    if nuisance.ripple_mm > 0:  # its own random stream, so that the other draws stay as they are
+        stripes = np.random.default_rng([settings.seed, index, 22, *keys])
+        state = stripes.bit_generator.state
+        vertices = scan.face.vertices.copy()
+        vertices[:, 2] += ripple(stripes, vertices[:, :2].astype(np.float64), nuisance.ripple_mm)
+        scan.face.vertices = vertices.astype(np.float32)
+        stripes.bit_generator.state = state  # the same stripes on the range image
+        grid = scan.xyz_grid
+        grid[..., 2] += ripple(stripes, grid[..., :2].reshape(-1, 2).astype(np.float64),
+                               nuisance.ripple_mm).reshape(grid.shape[:2]).astype(np.float32)
+    decimation = np.random.default_rng([settings.seed, index, 21, *keys])
+    if fmt == "bu3dfe" and nuisance.decimate_prob > 0 and decimation.random() < nuisance.decimate_prob:
+        from ..geometry.perturb import decimate
+
+        keep = float(decimation.uniform(*nuisance.decimate_keep))
+        scan.face = decimate(scan.face, keep, seed=int(decimation.integers(2 ** 31)), max_edge_factor=1.5)
+        scan.face.meta["decimated"] = round(keep, 3)
+    return scan
 
 
 def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
