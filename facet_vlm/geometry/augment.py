@@ -198,14 +198,12 @@ def jitter_points(points: torch.Tensor, max_degrees: Sequence[float], noise: flo
     return out
 
 
-@dataclass
-class ViewAugmenter:
-    """Random augmentation of a batch of renders (B, V, C, H, W) or sequences of renders (B, T, V, C, H, W); every
-    sample draws its own, and all frames of a sequence share it (but the depth noise; see the module docstring).
+@dataclass(kw_only=True)
+class ImageAmounts:
+    """The image-space amounts of `ViewAugmenter` and `ImageAugmenter` (keyword-only, so that the augmenters' own
+    inputs stay positional), checked once here.
 
     Args:
-        view_angles: (yaw, pitch) of the V views (mirroring needs them symmetric in yaw).
-        channels: channel groups of C, in order (`FacetVLMConfig.channels`).
         mirror_prob: chance that a sample is replaced by its mirror image.
         max_shift: largest translation in pixels (0: none).
         max_holes / hole_radius: up to this many background discs per view, radius range in pixels (0: none).
@@ -214,8 +212,6 @@ class ViewAugmenter:
             1 + max_zoom] per sample (0: none; see `zoom_views`).
     """
 
-    view_angles: Sequence[Sequence[float]]
-    channels: Sequence[str]
     mirror_prob: float = 0.5
     max_shift: int = 2
     max_holes: int = 0
@@ -230,10 +226,28 @@ class ViewAugmenter:
             raise ConfigError("augmentation max_shift, max_holes and depth_noise must be >= 0")
         if not 0.0 <= self.max_zoom < 1.0:
             raise ConfigError(f"augmentation max_zoom must lie in [0, 1), got {self.max_zoom}")
+        self.hole_radius = tuple(float(r) for r in self.hole_radius)
+
+
+@dataclass
+class ViewAugmenter(ImageAmounts):
+    """Random augmentation of a batch of renders (B, V, C, H, W) or sequences of renders (B, T, V, C, H, W); every
+    sample draws its own, and all frames of a sequence share it (but the depth noise; see the module docstring).
+
+    Args:
+        view_angles: (yaw, pitch) of the V views (mirroring needs them symmetric in yaw).
+        channels: channel groups of C, in order (`FacetVLMConfig.channels`).
+        mirror_prob / max_shift / max_holes / hole_radius / depth_noise / max_zoom: see `ImageAmounts`.
+    """
+
+    view_angles: Sequence[Sequence[float]]
+    channels: Sequence[str]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mirror_prob > 0:
             mirror_partners(self.view_angles)
         _offsets(self.channels)
-        self.hole_radius = tuple(float(r) for r in self.hole_radius)
 
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key not in ("view_angles", "channels")}
@@ -271,7 +285,7 @@ class ViewAugmenter:
         """An augmenter for the renders of a processor with `view_angles` and `channels` (FACET-VLM's)."""
         if not hasattr(processor, "view_angles") or not hasattr(processor, "channels"):
             raise ConfigError(f"augmentation works on multiview renders; {type(processor).__name__} makes none")
-        known = {"mirror_prob", "max_shift", "max_holes", "hole_radius", "depth_noise", "max_zoom"}
+        known = set(ImageAmounts.__dataclass_fields__)
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"unknown augmentation settings {unknown}; known: {sorted(known)}")
@@ -298,7 +312,7 @@ IMAGE_AUGMENTER_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 @dataclass
-class ImageAugmenter:
+class ImageAugmenter(ImageAmounts):
     """Random augmentation of the frontal images of AFNet-M and CoupleFER and of CoupleFER's points.
 
     Every image input of a sample (texture, depth + normals, region masks) gets the same mirror, zoom, shift and
@@ -306,25 +320,17 @@ class ImageAugmenter:
 
     Args:
         inputs: image input name -> its channel groups (texture, depth, normal; "mask" for region masks).
-        mirror_prob / max_shift / max_holes / hole_radius / depth_noise / max_zoom: as in `ViewAugmenter`.
+        mirror_prob / max_shift / max_holes / hole_radius / depth_noise / max_zoom: see `ImageAmounts`.
         point_rotation_deg: largest random (yaw, pitch, roll) of the point cloud about the nose tip (0: none).
         point_noise: standard deviation of xyz noise of the points (aligned units: 1 = the crop radius; 0: none).
     """
 
     inputs: dict[str, Sequence[str]]
-    mirror_prob: float = 0.5
-    max_shift: int = 2
-    max_holes: int = 0
-    hole_radius: tuple[float, float] = (1.0, 3.0)
-    depth_noise: float = 0.0
-    max_zoom: float = 0.0
     point_rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     point_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        ViewAugmenter(((0.0, 0.0),), ("texture",), self.mirror_prob, self.max_shift, self.max_holes,
-                      self.hole_radius, self.depth_noise, self.max_zoom)  # the same checks
-        self.hole_radius = tuple(float(r) for r in self.hole_radius)
+        super().__post_init__()
         self.point_rotation_deg = tuple(float(d) for d in self.point_rotation_deg)
         if len(self.point_rotation_deg) != 3 or min(self.point_rotation_deg) < 0 or self.point_noise < 0:
             raise ConfigError("augmentation point_rotation_deg must be 3 angles >= 0 and point_noise >= 0")
