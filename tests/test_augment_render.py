@@ -134,6 +134,16 @@ def test_afnet_images_mirror_with_their_masks_and_geometry(face):
         ImageAugmenter.from_settings("AFNetMProcessor", {"point_noise": 0.01})
 
 
+@pytest.mark.parametrize("settings, message", [({"mirror_prob": 1.5}, "mirror_prob"), ({"max_zoom": 1.0}, "max_zoom"),
+                                               ({"max_holes": -1}, "max_holes")])
+def test_both_augmenters_check_the_image_amounts(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        ImageAugmenter.from_settings("AFNetMProcessor", settings)
+    with pytest.raises(ConfigError, match=message):
+        ViewAugmenter(((0.0, 0.0),), ("depth",), **settings)
+    assert ImageAugmenter.from_settings("CoupleFERProcessor", {"hole_radius": [1, 2]}).hole_radius == (1.0, 2.0)
+
+
 def test_couplefer_points_mirror_with_the_image_and_jitter():
     torch.manual_seed(0)
     points = torch.rand(4, 32, 9) - 0.5
