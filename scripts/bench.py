@@ -397,6 +397,41 @@ def run_train(args: argparse.Namespace) -> None:
 HARD_MODELS = {"afnet_m": "facet_vlm/configs/afnet_m_synthetic_small.json",
                "couplefer": "facet_vlm/configs/couplefer_synthetic_small.json",
                "facet_vlm": "facet_vlm/configs/facet_vlm_synthetic_small.json"}
+def _train_run(command: list[str], out: Path, label: str) -> dict:
+    """Run ``scripts/train.py`` (``command``, writing to ``out``) in a subprocess and return its
+    ``all_results.json`` with the wall time under ``"seconds"``; on failure exit with ``label`` and the tail of its
+    stderr. train.py reuses a finished fold, so a rerun of a benchmark only trains what is missing."""
+    import subprocess
+
+    start = time.perf_counter()
+    done = subprocess.run([*command, "--output_dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    if done.returncode:
+        sys.exit(f"{label}: scripts/train.py failed:\n{done.stderr[-3000:]}")
+    return {**json.loads((out / "all_results.json").read_text()), "seconds": time.perf_counter() - start}
+
+
+def _print_side_by_side(title: str, column: str, models: dict[str, dict], rows: list[tuple[str, str, str]]) -> None:
+    """A table with one column per entry of ``models``: ``rows`` are (label, key, format) with format "percent",
+    "seconds" or "count"; a missing value prints as 0."""
+    def cell(value, kind: str) -> str:
+        value = value or 0
+        if kind == "percent":
+            return f"{100 * value:9.1f}%"
+        return f"{value:10.0f}" if kind == "seconds" else f"{value:10d}"
+
+    print(f"\n{title}")
+    print(f"{column:<10} " + " ".join(f"{name:>10}" for name in models))
+    for label, key, kind in rows:
+        print(f"{label:<10} " + " ".join(cell(result.get(key), kind) for result in models.values()))
+
+
+def _train_args_argument(parser: argparse.ArgumentParser, who: str) -> None:
+    parser.add_argument("--train-args", default="", help=f"more scripts/train.py arguments for {who}, one "
+                                                          "shell-quoted string (e.g. \"--num_threads 1 --augment "
+                                                          "'{}'\"; '--max_steps 2' for a smoke run)")
+
+
 #: The reported hard setting: a seed and generator options that no config was tuned on. Tuning used seed 101 with
 #: {"vertices": 3000, "texture_size": 256, "nuisance": "hard"}; this differs in the seed, the mesh resolution and
 #: five nuisance amounts (stronger asymmetry, pitch, larger holes, more movements, more landmark error).
@@ -419,18 +454,18 @@ def add_hard_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", default=".cache/facet_vlm", help="generated data and render caches")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_hard"))
     parser.add_argument("--num-proc", type=int, default=1, help="processes for generation and rendering")
+    _train_args_argument(parser, "every model and fold")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.set_defaults(run=run_hard)
 
 
 def run_hard(args: argparse.Namespace) -> None:
     """Train every model's small config (its own model and schedule; data, protocol and folds from here) in a
-    subprocess of ``scripts/train.py`` and print accuracy, macro-F1 and wall time per model."""
-    import subprocess
-
+    subprocess of ``scripts/train.py`` per fold and print accuracy (mean over the folds, with the population std when
+    there are several) and wall time per model."""
     root = Path(__file__).resolve().parent
     results = {"seed": args.seed, "options": json.loads(args.options), "subjects": args.subjects,
-               "protocol": args.protocol, "folds": args.folds, "models": {}}
+               "protocol": args.protocol, "folds": args.folds, "train_args": args.train_args, "models": {}}
     for model in args.models:
         out = args.output_dir / model
         command = [sys.executable, str(root / "train.py"), "--config", str(root.parent / HARD_MODELS[model]),
@@ -438,23 +473,23 @@ def run_hard(args: argparse.Namespace) -> None:
                    "--synthetic_seed", str(args.seed), "--synthetic_options", args.options,
                    "--protocol", args.protocol, "--cache_dir", args.cache_dir, "--num_proc", str(args.num_proc),
                    "--final_model", "none", "--eval_each_epoch", "false",
-                   "--report_to", "none"]
-        accuracies = []
-        start = time.perf_counter()
-        for fold in args.folds:
-            done = subprocess.run([*command, "--fold", str(fold), "--output_dir", str(out / f"fold_{fold}")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if done.returncode:
-                sys.exit(f"{model}, fold {fold}: scripts/train.py failed:\n{done.stderr[-3000:]}")
-            accuracies.append(json.loads((out / f"fold_{fold}" / "all_results.json").read_text())["accuracy"])
+                   "--report_to", "none", *shlex.split(args.train_args)]
+        runs = [_train_run([*command, "--fold", str(fold)], out / f"fold_{fold}", f"{model}, fold {fold}")
+                for fold in args.folds]
+        accuracies = [run["accuracy"] for run in runs]
+        seconds = float(sum(run["seconds"] for run in runs))
         results["models"][model] = {"accuracy_per_fold": accuracies, "accuracy": float(np.mean(accuracies)),
-                                    "seconds": time.perf_counter() - start}
-        print(f"{model}: {100 * np.mean(accuracies):.1f} % ({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"\nhard setting: {args.subjects} subjects, seed {args.seed}, options {args.options}; {args.protocol}, "
-          f"folds {args.folds}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"{'model':<10} " + " ".join(f"{m:>10}" for m in results["models"]))
-    print(f"{'accuracy':<10} " + " ".join(f"{100 * r['accuracy']:9.1f}%" for r in results["models"].values()))
-    print(f"{'seconds':<10} " + " ".join(f"{r['seconds']:10.0f}" for r in results["models"].values()))
+                                    "accuracy_std": float(np.std(accuracies)), "seconds": seconds}
+        spread = f" ± {100 * np.std(accuracies):.1f}" if len(accuracies) > 1 else ""
+        print(f"{model}: {100 * np.mean(accuracies):.1f}{spread} % ({seconds:.0f} s)", flush=True)
+    rows = [("accuracy", "accuracy", "percent"), ("seconds", "seconds", "seconds")]
+    if len(args.folds) > 1:
+        rows.insert(1, ("std", "accuracy_std", "percent"))
+    _print_side_by_side(f"hard setting: {args.subjects} subjects, seed {args.seed}, options {args.options}; "
+                        f"{args.protocol}, folds {args.folds}; OMP_NUM_THREADS="
+                        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}"
+                        + (f"; train args {args.train_args}" if args.train_args else ""),
+                        "model", results["models"], rows)
     print("(seconds include generation on the first model and rendering of each model's inputs; both are cached)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -491,8 +526,7 @@ def add_curve_parser(subparsers: argparse._SubParsersAction) -> None:
                              "of `bench.py hard`)")
     parser.add_argument("--protocol", default="bu3dfe-p1-10fold")
     parser.add_argument("--fold", type=int, default=0, help="protocol fold (0-based)")
-    parser.add_argument("--train-args", default="",
-                        help="further scripts/train.py arguments of every run, one string (e.g. '--num_epochs 5')")
+    _train_args_argument(parser, "every run")
     parser.add_argument("--finetune-args", default="",
                         help="further scripts/train.py arguments of the pretrained arms only (e.g. a lower "
                              "'--learning_rate 3e-4')")
@@ -507,9 +541,6 @@ def run_curve(args: argparse.Namespace) -> None:
     is reused by a rerun) on fold ``--fold`` of the generated set; prints the table and writes ``curve.json``,
     ``curve.md`` and ``curve.png`` to ``--output-dir``. The subsets are nested (``--max_train_subjects``), and the
     test subjects are the fold's in every run."""
-    import shlex
-    import subprocess
-
     from facet_vlm.arguments import load_config_file
     from facet_vlm.registry import find_local_model
 
@@ -539,20 +570,15 @@ def run_curve(args: argparse.Namespace) -> None:
     for name, from_pretrained, augmented in arms:
         for count in args.subjects_list:
             out = args.output_dir / name / f"subjects_{count}"
-            command = [*base, "--max_train_subjects", str(count), "--augment", augment if augmented else "{}",
-                       "--output_dir", str(out)]
+            command = [*base, "--max_train_subjects", str(count), "--augment", augment if augmented else "{}"]
             if from_pretrained:
                 command += ["--init_from", str(pretrained), *shlex.split(args.finetune_args)]
-            start = time.perf_counter()
-            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if done.returncode:
-                sys.exit(f"{name}, {count} subjects: scripts/train.py failed:\n{done.stderr[-3000:]}")
-            scored = json.loads((out / "all_results.json").read_text())
+            scored = _train_run(command, out, f"{name}, {count} subjects")
             record = json.loads((out / f"fold_{args.fold}" / "results.json").read_text())
             run = {"arm": name, "pretrained": from_pretrained, "augment": augmented, "max_train_subjects": count,
                    "train_subjects": len(record["train_subjects"]), "test_subjects": len(record["test_subjects"]),
                    "accuracy": scored["accuracy"], "macro_f1": scored.get("macro_f1"),
-                   "seconds": time.perf_counter() - start}
+                   "seconds": scored["seconds"]}
             results["runs"].append(run)
             print(f"{name:<15} {run['train_subjects']:>3} subjects: {100 * run['accuracy']:5.1f} % "
                   f"({run['seconds']:.0f} s)", flush=True)
@@ -633,8 +659,7 @@ def add_sequence_hard_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", default=".cache/facet_vlm", help="generated data and render caches")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_sequence_hard"))
     parser.add_argument("--num-proc", type=int, default=1, help="processes for generation and rendering")
-    parser.add_argument("--train-args", default="", help="more scripts/train.py arguments for both configs, one "
-                                                        "shell-quoted string (e.g. '--max_steps 2' for a smoke run)")
+    _train_args_argument(parser, "both configs")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.set_defaults(run=run_sequence_hard)
 
@@ -642,38 +667,28 @@ def add_sequence_hard_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_sequence_hard(args: argparse.Namespace) -> None:
     """Train the temporal 4D config and its apex-frame baseline (their own model, frames, split and schedule; the
     data from here) in subprocesses of ``scripts/train.py`` and print accuracy, UAR and wall time of each."""
-    import subprocess
-
     root = Path(__file__).resolve().parent
     results = {"seed": args.seed, "options": json.loads(args.options), "subjects": args.subjects,
                "train_args": args.train_args, "models": {}}
     for model in args.models:
-        out = args.output_dir / model
         command = [sys.executable, str(root / "train.py"), "--config", str(root.parent / SEQUENCE_MODELS[model]),
                    "--dataset", "synthetic", "--synthetic_format", "bu4dfe", "--synthetic_seed", str(args.seed),
                    "--synthetic_options", args.options, "--cache_dir", args.cache_dir,
                    "--num_proc", str(args.num_proc), "--final_model", "none", "--eval_each_epoch", "false",
-                   "--report_to", "none", "--output_dir", str(out)]
+                   "--report_to", "none"]
         if args.subjects:
             command += ["--synthetic_subjects", str(args.subjects)]
-        command += shlex.split(args.train_args)
-        start = time.perf_counter()
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode:
-            sys.exit(f"{model}: scripts/train.py failed:\n{done.stderr[-3000:]}")
-        metrics = json.loads((out / "all_results.json").read_text())
+        metrics = _train_run([*command, *shlex.split(args.train_args)], args.output_dir / model, model)
         results["models"][model] = {"accuracy": metrics["accuracy"], "uar": metrics.get("uar"),
                                     "num_samples": metrics.get("num_samples"),
                                     "num_test_samples": metrics.get("pooled", {}).get("num_samples"),
-                                    "seconds": time.perf_counter() - start}
-        print(f"{model}: {100 * metrics['accuracy']:.1f} % ({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"\nhard 4D setting: BU-4DFE layout, seed {args.seed}, options {args.options}; the configs' holdout; "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"{'config':<10} " + " ".join(f"{m:>10}" for m in results["models"]))
-    print(f"{'accuracy':<10} " + " ".join(f"{100 * r['accuracy']:9.1f}%" for r in results["models"].values()))
-    print(f"{'UAR':<10} " + " ".join(f"{100 * (r['uar'] or 0):9.1f}%" for r in results["models"].values()))
-    print(f"{'test seqs':<10} " + " ".join(f"{r['num_test_samples'] or 0:10d}" for r in results["models"].values()))
-    print(f"{'seconds':<10} " + " ".join(f"{r['seconds']:10.0f}" for r in results["models"].values()))
+                                    "seconds": metrics["seconds"]}
+        print(f"{model}: {100 * metrics['accuracy']:.1f} % ({metrics['seconds']:.0f} s)", flush=True)
+    _print_side_by_side(f"hard 4D setting: BU-4DFE layout, seed {args.seed}, options {args.options}; the configs' "
+                        f"holdout; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", "config",
+                        results["models"], [("accuracy", "accuracy", "percent"), ("UAR", "uar", "percent"),
+                                            ("test seqs", "num_test_samples", "count"),
+                                            ("seconds", "seconds", "seconds")])
     print("(seconds include generation on the first config and rendering of the frames it needs; both are cached)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
