@@ -1,4 +1,8 @@
+"""Fixtures of every test module: one thread per test, and the tiny synthetic data and the Space that several
+modules share (a module-scoped fixture is created once per test module that uses it)."""
+
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +19,28 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> Path:
+    """3 subjects x 6 expressions at one intensity, small meshes and textures (BU-3DFE layout)."""
+    from facet_vlm.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, subjects=3, seed=0, formats=("bu3dfe",), intensities=1, include_neutral=False, vertices=1500,
+             texture_size=64, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def space_url(tmp_path_factory):
+    """The Space in offline mode (no model configured: a tiny random FACET-VLM)."""
+    from helpers import running_space
+
+    with running_space(tmp_path_factory.mktemp("space") / "space.log") as url:
+        yield url

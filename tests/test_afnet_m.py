@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
-from test_couplefer import toy_face
+from helpers import toy_face
 
 from couple import AFNetMConfig, AFNetMForExpressionRecognition
 from couple.configuration_afnet_m import REGION_NAMES

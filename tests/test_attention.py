@@ -10,55 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import MODELS
 from torch.overrides import TorchFunctionMode
 from transformers.modeling_layers import GradientCheckpointingLayer
-
-from couple import (
-    CoupleFERConfig,
-    CoupleFERForExpressionRecognition,
-    PhysioPromptConfig,
-    PhysioPromptForEmotionRecognition,
-)
-from facet_vlm import FacetVLMConfig, FacetVLMForExpressionRecognition
-
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-TINY_VISION = {**TINY, "image_size": 32, "patch_size": 8}
-
-
-def facet_vlm(frames: int):
-    config = FacetVLMConfig(vision_config=TINY_VISION, text_config=TINY, projection_dim=32, cvsa_heads=4,
-                            mtgf_heads=2, cvsa_layers=2, temporal_layers=2, num_frames=4, consistency_weight=0.5,
-                            cvsa_use_patch_tokens=True)
-    shape = (2, 5, 7, 32, 32) if frames == 1 else (2, frames, 5, 7, 32, 32)
-    inputs = {"pixel_values": torch.rand(shape), "labels": torch.tensor([0, 3])}
-    attention_calls = 2 + 2 + 1 + 1 + (2 + 1 if frames > 1 else 0)  # vision, CVSA, pool, MTGF (+ temporal, pool)
-    return FacetVLMForExpressionRecognition, config, inputs, attention_calls
-
-
-def couplefer():
-    config = CoupleFERConfig(vision_config=TINY_VISION, point_hidden_size=32, point_intermediate_size=64,
-                             point_num_attention_heads=4, num_point_groups=8, point_group_size=8, projection_dim=16,
-                             num_labels=6, couple_mode="bidirectional")
-    inputs = {"pixel_values": torch.rand(2, 3, 32, 32), "points": torch.randn(2, 64, 6), "labels": torch.tensor([0, 3])}
-    return CoupleFERForExpressionRecognition, config, inputs, 4 * 2  # image, point, 2D->3D and 3D->2D per layer
-
-
-def physio_prompt():
-    config = PhysioPromptConfig(vision_config=TINY_VISION, num_prompts=2, pulse_hidden_size=16,
-                                pulse_conv_channels=4, adapter_bottleneck=8, num_train_subjects=3, num_emotions=5,
-                                specific_adapter_dropout=0.0, head_dropout=0.0, freeze_vision=False)
-    inputs = {"pixel_values": torch.rand(2, 3, 3, 32, 32), "tfr_values": torch.randn(2, 1, 16, 12),
-              "subject_ids": torch.tensor([0, 2]), "labels": torch.tensor([[0, 1, 4], [1, 0, 2]])}
-    return PhysioPromptForEmotionRecognition, config, inputs, 2  # the prompted CLIP layers
-
-
-MODELS = {
-    "facet_vlm_3d": lambda: facet_vlm(1),
-    "facet_vlm_4d": lambda: facet_vlm(3),
-    "couplefer": couplefer,
-    "physio_prompt": physio_prompt,
-}
-
 
 CHECKPOINTED_LAYERS = {
     "facet_vlm_3d": {"CLIPEncoderLayer", "FacetVLMEncoderLayer"},

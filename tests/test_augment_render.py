@@ -193,7 +193,7 @@ def test_each_model_gets_the_augmenter_of_its_inputs():
 
 @pytest.mark.parametrize("model", ["afnet_m", "couplefer"])
 def test_training_with_both_switches_renders_one_cache_per_variant(model, tmp_path):
-    from test_train import run_train, tiny_config  # the end-to-end helpers of scripts/train.py's tests
+    from helpers import run_train, tiny_config  # the end-to-end helpers of scripts/train.py's tests
 
     generate(tmp_path / "scans", subjects=3, intensities=1, include_neutral=False, vertices=800, texture_size=32,
              progress=False)

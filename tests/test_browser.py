@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_space import space_url  # noqa: F401  (the session fixture that serves the Space)
 
 CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1280, 1400)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import toy_face
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from couple import CoupleFERConfig, CoupleFERForExpressionRecognition
@@ -66,7 +66,7 @@ def batch(size: int = 4, seed: int = 0, channels: int = 6) -> dict[str, torch.Te
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Remote code (reused by test_afnet_m.py): the fresh-process loader lives in test_remote_code.py
+# Remote code (reused by test_afnet_m.py): the fresh-process loader lives in helpers.py
 
 MODEL_FILE_IMPORTS = {"__future__", "dataclasses", "math", "torch", "transformers"}
 
@@ -337,26 +337,6 @@ def _geometry_available() -> bool:
         return importlib.util.find_spec("facet_vlm.geometry") is not None
     except ImportError:
         return False
-
-
-def toy_face():
-    """A smooth 160 mm heightfield 'face' with a nose bump, vertex colours and the standard landmarks."""
-    from facet_vlm.face import Face
-    from facet_vlm.geometry.masks import TEMPLATE_MM
-
-    n, half = 40, 80.0
-    xs = np.linspace(-half, half, n)
-    x, y = np.meshgrid(xs, xs)
-    z = 60 * np.exp(-(x**2 + y**2) / (2 * 55.0**2)) + 20 * np.exp(-(x**2 + (y - 5) ** 2) / (2 * 10.0**2))
-    vertices = np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float32)
-    index = np.arange(n * n).reshape(n, n)
-    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
-    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
-    colors = np.clip(np.stack([128 + x, 128 + y, np.full_like(x, 90)], -1), 0, 255).reshape(-1, 3).astype(np.uint8)
-    names = list(TEMPLATE_MM)
-    landmarks = np.array([[TEMPLATE_MM[k][0], 5 + TEMPLATE_MM[k][1], 60.0] for k in names], np.float32)
-    return Face(vertices=vertices, faces=faces.astype(np.int64), colors=colors, landmarks=landmarks,
-                landmark_names=names)
 
 
 @pytest.mark.skipif(not _geometry_available(), reason="facet_vlm.geometry is not written yet")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import TINY_MODELS, cache_dir, fold_record, run_train, scans, tiny_config  # noqa: F401
+from helpers import TINY_MODELS, fold_record, run_train, tiny_config
 
 from facet_vlm.arguments import ModelArguments
 from facet_vlm.labels import label_set

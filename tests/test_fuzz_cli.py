@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import TINY_MODELS, cache_dir, scans, tiny_config  # noqa: F401  (fixtures)
+from helpers import TINY_MODELS, tiny_config
 
 from facet_vlm.arguments import merge_dicts, parse_args
 from facet_vlm.errors import ConfigError, FacetVLMError, FormatError

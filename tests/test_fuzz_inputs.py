@@ -575,7 +575,7 @@ def test_space_refuses_server_files_named_by_the_api(tmp_path):
     upload folder, see `test_require_inside_resolves_links_and_parent_paths`) answers whatever Gradio lets through.
     """
     from gradio_client import Client, handle_file
-    from test_space import running_space
+    from helpers import running_space
 
     private = write(tmp_path / "server" / "private.obj", "v 0 0 0\nv 7 0 0\nv 0 7 0\nf 1 2 3\n")
     uploads = tmp_path / "gradio_uploads"

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 import transformers
-from test_remote_code import load_remote_and_compare
+from helpers import load_remote_and_compare
 
 import facet_vlm  # noqa: F401  (registers every model)
 from facet_vlm.registry import MODEL_REGISTRY, make_processor

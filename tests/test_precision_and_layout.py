@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_attention import MODELS
+from helpers import MODELS
 
 from couple import AFNetMConfig, AFNetMForExpressionRecognition
 

@@ -160,7 +160,7 @@ def test_card_metadata_has_model_index_from_results(published, run_dir):
 def test_remote_code_loads_without_the_package(published, run_dir):
     """AutoModel + trust_remote_code on the published folder, in a process where facet_vlm/couple cannot be imported
     (the helper asserts that), gives the logits of the original model."""
-    from test_remote_code import load_remote_and_compare
+    from helpers import load_remote_and_compare
 
     from facet_vlm import FacetVLMForExpressionRecognition, FacetVLMProcessor
 

@@ -1,103 +1,19 @@
 """A saved model folder must load with `trust_remote_code=True` where this project cannot be imported.
 
-`load_remote_and_compare` is reusable by the tests of other models: save a model with its code, then call it with
-the inputs and the outputs computed in this process.
+`load_remote_and_compare` (in helpers.py) is reusable by the tests of other models: save a model with its code, then
+call it with the inputs and the outputs computed in this process.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
+from helpers import BLOCKED_PACKAGES, load_remote_and_compare
 
-BLOCKED_PACKAGES = ("facet_vlm", "couple")
 #: Modules FACET-VLM's remote code may import (open_clip only inside the open_clip loader, on demand).
 REMOTE_CODE_IMPORTS = {"__future__", "dataclasses", "math", "os", "typing", "torch", "transformers", "open_clip"}
-
-_REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc
-    import json
-    import sys
-
-    BLOCKED = set(json.loads(sys.argv[1]))
-
-
-    class BlockProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"{name} is blocked in this process")
-            return None
-
-
-    sys.meta_path.insert(0, BlockProject())
-    for package in BLOCKED:
-        try:
-            __import__(package)
-        except ImportError:
-            pass
-        else:
-            raise SystemExit(f"{package} is importable although it must be blocked")
-
-    import numpy as np
-    import torch
-    import transformers
-
-    folder, inputs_path, output_path, auto_class, keys = sys.argv[2:7]
-    model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
-    module = type(model).__module__
-    if not module.startswith("transformers_modules"):
-        raise SystemExit(f"model class came from {module}, not from the folder's remote code")
-    inputs = {key: torch.from_numpy(value) for key, value in np.load(inputs_path).items()}
-    with torch.no_grad():
-        output = model(**inputs)
-    np.savez(output_path, **{key: output[key].numpy() for key in json.loads(keys)})
-    print(json.dumps({"class": type(model).__name__, "module": module}))
-    """
-)
-
-
-def load_remote_and_compare(
-    folder: str | os.PathLike,
-    inputs: Mapping[str, np.ndarray | torch.Tensor] | str | os.PathLike,
-    expected: Mapping[str, np.ndarray | torch.Tensor],
-    auto_class: str = "AutoModel",
-    blocked: Sequence[str] = BLOCKED_PACKAGES,
-    atol: float = 1e-5,
-    timeout: float = 300.0,
-) -> dict[str, np.ndarray]:
-    """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a fresh Python
-    process in which the packages `blocked` cannot be imported (a `sys.meta_path` finder refuses them, and the
-    script checks that it does), run it on `inputs` (a dict of arrays or an `.npz` path) and assert that every
-    output named in `expected` matches within `atol`. Returns the remote outputs."""
-    folder = Path(folder)
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs_path = Path(inputs)
-    else:
-        inputs_path = folder.parent / f"{folder.name}_remote_inputs.npz"
-        np.savez(inputs_path, **{key: np.asarray(value) for key, value in inputs.items()})
-    output_path = folder.parent / f"{folder.name}_remote_outputs.npz"
-    script = folder.parent / f"{folder.name}_remote_check.py"
-    script.write_text(_REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "hf_modules")}
-    env.pop("PYTHONPATH", None)
-    command = [sys.executable, str(script), json.dumps(list(blocked)), str(folder), str(inputs_path),
-               str(output_path), auto_class, json.dumps(list(expected))]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder.parent, timeout=timeout)
-    assert result.returncode == 0, f"remote load failed:\n{result.stdout}\n{result.stderr}"
-    remote = dict(np.load(output_path))
-    for key, value in expected.items():
-        local = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        np.testing.assert_allclose(remote[key], local, atol=atol, err_msg=f"output {key!r} differs")
-    return remote
 
 
 def _tiny_model(seed: int = 0):

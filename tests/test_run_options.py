@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_train import TINY_MODELS
+from helpers import TINY_MODELS
 
 from facet_vlm.arguments import DataArguments, LoopArguments, ModelArguments
 from facet_vlm.errors import ConfigError

@@ -7,76 +7,12 @@ the /predict and /analyze endpoints and error handling of bad uploads without an
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "hub" / "space" / "app.py"
-START_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_server(url: str, process: subprocess.Popen, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Space exited with code {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the Space did not answer at {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-
-
-@contextlib.contextmanager
-def running_space(log: Path, **variables: str):
-    """Run hub/space/app.py on a free local port with extra environment `variables`; yield its URL."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "MAX_UPLOAD_MB": "5"}
-    for variable in ("FACET_VLM_MODEL", "COUPLEFER_MODEL", "AFNET_M_MODEL", "PHYSIO_PROMPT_MODEL"):
-        env.pop(variable, None)
-    env["FACET_VLM_LOCAL_MODELS"] = ""  # no trained model of this machine unless a test names one
-    env.update(variables)
-    with open(log, "w") as log_file:
-        process = subprocess.Popen([sys.executable, str(APP)], cwd=APP.parent, env=env, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_for_server(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@pytest.fixture(scope="session")
-def space_url(tmp_path_factory):
-    """The Space in offline mode (no model configured: a tiny random FACET-VLM)."""
-    with running_space(tmp_path_factory.mktemp("space") / "space.log") as url:
-        yield url
+from helpers import APP, running_space
 
 
 @pytest.fixture(scope="module")

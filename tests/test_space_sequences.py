@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_space import running_space
+from helpers import running_space
 
 FRAMES = 3
 

@@ -9,44 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY_MODELS, fold_record, run_train, tiny_config
 
 from facet_vlm.arguments import ModelArguments, parse_args
 from facet_vlm.data.folds import build_folds
 from facet_vlm.errors import ConfigError
 from facet_vlm.training import build_model, weights_digest
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "scripts" / "train.py"
-
-TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-               "image_size": 32, "patch_size": 8}
-TINY_MODELS = {
-    "facet_vlm": {"vision_config": TINY_VISION,
-                  "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                                  "num_attention_heads": 2},
-                  "projection_dim": 32, "cvsa_heads": 2, "mtgf_heads": 2, "cvsa_layers": 1, "temporal_layers": 1},
-    # No 2D<->3D contrastive term: it couples the samples of a batch, so one process and two processes
-    # (half batches each) would optimise different losses.
-    "couplefer": {"vision_config": TINY_VISION, "point_hidden_size": 32, "point_intermediate_size": 64,
-                  "point_num_attention_heads": 2, "num_point_groups": 8, "point_group_size": 8, "projection_dim": 16,
-                  "point_embed_hidden_size": 16, "contrastive_loss_weight": 0.0},
-    "afnet_m": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "fusion_stages": [0, 1],
-                "image_size": 32, "mask_hidden_size": 8, "fusion_hidden_size": 8, "template_size": 16},
-    "physio_prompt": {"vision_config": {**TINY_VISION, "num_attention_heads": 4}, "num_prompts": 2,
-                      "adapter_bottleneck": 8, "pulse_hidden_size": 16, "pulse_conv_channels": 4},
-}
-TINY_FEATURES = {"couplefer": {"num_points": 256}, "physio_prompt": {"num_frames": 4, "tfr_size": [32, 32]}}
-
-
-@pytest.fixture(scope="module")
-def scans(tmp_path_factory) -> Path:
-    """3 subjects x 6 expressions at one intensity, small meshes and textures (BU-3DFE layout)."""
-    from facet_vlm.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, subjects=3, seed=0, formats=("bu3dfe",), intensities=1, include_neutral=False, vertices=1500,
-             texture_size=64, progress=False)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -57,35 +25,6 @@ def videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("videos")
     generate_videos(root, subjects=3, trials_per_subject=4, seconds=3.0, size=32, seed=0)
     return root
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def tiny_config(tmp_path: Path, model: str, data_root: Path, cache_dir: Path, **changes) -> Path:
-    config = {"model": model, "model_config": TINY_MODELS[model], "dataset": f"synthetic:{data_root}",
-              "protocol": "subject-kfold", "folds": 3, "max_folds": 1, "batch_size": 4, "max_steps": 2,
-              "report_to": "none", "cache_dir": str(cache_dir), "output_dir": str(tmp_path / "run")}
-    if model in TINY_FEATURES:
-        config["feature_overrides"] = TINY_FEATURES[model]
-    config.update(changes)
-    path = tmp_path / f"{model}.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def run_train(*args: str, launcher: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = (launcher or [sys.executable]) + [str(TRAIN), *args]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-def fold_record(output_dir: Path, fold: int = 0) -> dict:
-    return json.loads((output_dir / f"fold_{fold}" / "results.json").read_text())
 
 
 @pytest.mark.parametrize("model", ["facet_vlm", "couplefer", "afnet_m", "physio_prompt"])
