@@ -329,6 +329,8 @@ def run_epochs(accelerator: Any, run: FoldRun, prepared: PreparedData, loop_args
     try:
         for epoch in range(run.state["completed_steps"] // run.steps_per_epoch, run.num_epochs):
             run.train_loader.set_epoch(epoch)
+            if hasattr(prepared.train_collate_fn, "set_epoch"):  # the augmentation's draws (FeatureCollator)
+                prepared.train_collate_fn.set_epoch(epoch, loop_args.seed)
             loader = run.train_loader
             done_in_epoch = run.state["completed_steps"] - epoch * run.steps_per_epoch
             if done_in_epoch > 0:

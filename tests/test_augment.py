@@ -80,6 +80,28 @@ def test_training_collator_augments_and_the_evaluation_collator_does_not():
                                                                                      "max_shift": 2}
 
 
+def test_training_collator_draws_per_batch_and_epoch_and_leaves_the_global_rng_alone():
+    from facet_vlm.data.prepare import FeatureCollator
+
+    rng = np.random.default_rng(0)
+    rows = [{"pixel_values": rng.random((5, 7, 8, 8), dtype=np.float32), "labels": i, "path": f"s{i}.wrl"}
+            for i in range(4)]
+    collate = FeatureCollator(["pixel_values"], ViewAugmenter(DEFAULT_VIEWS, CHANNELS, mirror_prob=0.5, max_shift=2,
+                                                              max_holes=2, depth_noise=0.01), seed=3)
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    first = collate(rows)["pixel_values"]
+    assert torch.equal(torch.random.get_rng_state(), before)  # dropout's stream is not moved by the augmentation
+    torch.manual_seed(123)
+    assert torch.equal(collate(rows)["pixel_values"], first)  # the same batch of the same epoch: the same draws
+    collate.set_epoch(1)
+    second_epoch = collate(rows)["pixel_values"]
+    assert not torch.equal(second_epoch, first)
+    collate.set_epoch(1, seed=4)
+    assert not torch.equal(collate(rows)["pixel_values"], second_epoch)
+    assert not torch.equal(collate(rows[:2])["pixel_values"], first[:2])  # another batch, other draws
+
+
 def test_a_sequence_gets_one_draw_for_all_its_frames():
     torch.manual_seed(0)
     frames = torch.rand(6, 4, 5, 7, 16, 16)  # different content per frame: the draw must still be shared

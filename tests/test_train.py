@@ -78,10 +78,14 @@ def check_evaluate_and_predict(output: Path, data_root: Path, cache_dir: Path, r
     assert prediction["expression"] == prediction["scores"][0]["label"]
 
 
-def test_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, scans, cache_dir):
-    # AFNet-M has dropout and batch norm: equality needs the RNG, the optimizer and the data order restored.
+@pytest.mark.parametrize("augment", [None, {"mirror_prob": 0.5, "max_shift": 2, "max_holes": 2, "depth_noise": 0.01}],
+                         ids=["plain", "augmented"])
+def test_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, scans, cache_dir, augment):
+    # AFNet-M has dropout and batch norm: equality needs the RNG, the optimizer and the data order restored; with
+    # augmentation the collator's draws from torch's global RNG must continue where the checkpoint left them.
+    changes = {"augment": augment} if augment else {}
     config = tiny_config(tmp_path, "afnet_m", scans, cache_dir, max_steps=None, num_epochs=2,
-                         checkpointing_steps="2", eval_each_epoch=True)
+                         checkpointing_steps="2", eval_each_epoch=True, **changes)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_train("--config", str(config), "--output_dir", str(whole))
     # 12 training scans / batch 4 = 3 steps per epoch: stop in the middle of epoch 2, after the step-4 checkpoint.

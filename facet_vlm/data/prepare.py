@@ -77,24 +77,43 @@ class FeatureCollator:
     Training only: `augment` is a `facet_vlm.geometry.augment` augmenter (``augment_batch(batch)``, or a function
     of the renders (B, V, C, H, W)); `variants` are K cached render variants of the rows (`RenderAugmentation`),
     datasets in the order of `variant_rows` (row path -> position): each row is replaced by a random one of its K
-    variants with probability K / (K + 1), drawn from torch's RNG.
+    variants with probability K / (K + 1).
+
+    The random draws of a batch come from torch's RNG seeded by (`seed`, the epoch of `set_epoch`, the paths of the
+    batch's rows) inside `torch.random.fork_rng`, so the global RNG (dropout) is left as it was and a batch is
+    augmented the same way however it is reached. Our choice: drawing from the global RNG instead made a resumed run
+    differ from the uninterrupted one, because Accelerate's loader collates the next batch before the current
+    step's checkpoint is saved, so the saved RNG state was one batch ahead.
     """
 
     def __init__(self, input_names: Sequence[str], augment: Any = None, variants: Sequence[Any] = (),
-                 variant_rows: dict[str, int] | None = None):
+                 variant_rows: dict[str, int] | None = None, seed: int = 0):
         self.input_names = tuple(input_names)
         self.augment = augment
         self.variants = [variant.select_columns(list(self.input_names)) for variant in variants]
         self.variant_rows = variant_rows or {}
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """The epoch (and optionally the seed) of the next batches' random draws; the training loop calls it."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def batch_seed(self, rows: list[dict[str, Any]]) -> int:
+        """The seed of a batch's draws: a hash of the seed, the epoch and the rows' paths (their labels when they
+        have no path)."""
+        names = "\n".join(str(row.get("path", row.get("labels"))) for row in rows)
+        digest = hashlib.sha256(f"{self.seed}/{self.epoch}/{names}".encode()).hexdigest()
+        return int(digest[:15], 16)
 
     def _with_variants(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         choice = torch.randint(0, len(self.variants) + 1, (len(rows),)).tolist()
         return [row if k == 0 else {**row, **self.variants[k - 1][self.variant_rows[str(row["path"])]]}
                 for row, k in zip(rows, choice)]
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.variants:
-            rows = self._with_variants(rows)
+    def _stack(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {}
         for name in self.input_names:
             array = np.stack([np.asarray(row[name]) for row in rows])
@@ -103,12 +122,20 @@ class FeatureCollator:
         if "subject_ids" in rows[0]:
             batch["subject_ids"] = torch.tensor([int(row["subject_ids"]) for row in rows], dtype=torch.long)
         batch["labels"] = torch.as_tensor(np.asarray([row["labels"] for row in rows]), dtype=torch.long)
-        if self.augment is not None:
-            if hasattr(self.augment, "augment_batch"):
-                batch = self.augment.augment_batch(batch)
-            else:
-                batch["pixel_values"] = self.augment(batch["pixel_values"])
         return batch
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not self.variants and self.augment is None:
+            return self._stack(rows)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.batch_seed(rows))
+            batch = self._stack(self._with_variants(rows) if self.variants else rows)
+            if self.augment is None:
+                return batch
+            if hasattr(self.augment, "augment_batch"):
+                return self.augment.augment_batch(batch)
+            batch["pixel_values"] = self.augment(batch["pixel_values"])
+            return batch
 
 
 class VideoRowFeatures:

@@ -17,8 +17,9 @@ the background; see `facet_vlm.geometry.render`):
 `ViewAugmenter` chains them with per-sample probabilities (FACET-VLM's views); `ImageAugmenter` does the same for the
 single frontal images of AFNet-M (texture, depth + normals, region masks: one shared draw per sample, so they stay
 registered) and CoupleFER (texture, and its point cloud: mirrored with the image, plus a small random rotation and
-noise). Both draw from torch's global RNG, whose state Accelerate saves in checkpoints. The amounts are our choice
-(in pixels and depth units); a config sets them.
+noise). Both draw from torch's RNG; the training collator (`facet_vlm.data.prepare.FeatureCollator`) seeds it per
+batch from the run's seed, the epoch and the batch's rows, so a resumed run augments as the uninterrupted one. The
+amounts are our choice (in pixels and depth units); a config sets them.
 
 What image operations cannot do (turn the head, coarsen the mesh) happens on the mesh before rendering:
 `RenderAugmentation` draws a pose jitter (a rotation of the aligned face about its nose tip) and a decimation per
