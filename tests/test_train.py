@@ -82,7 +82,7 @@ def check_evaluate_and_predict(output: Path, data_root: Path, cache_dir: Path, r
                          ids=["plain", "augmented"])
 def test_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, scans, cache_dir, augment):
     # AFNet-M has dropout and batch norm: equality needs the RNG, the optimizer and the data order restored; with
-    # augmentation the collator's draws from torch's global RNG must continue where the checkpoint left them.
+    # augmentation the collator must draw the same per batch whether the run was resumed or not (loader prefetch).
     changes = {"augment": augment} if augment else {}
     config = tiny_config(tmp_path, "afnet_m", scans, cache_dir, max_steps=None, num_epochs=2,
                          checkpointing_steps="2", eval_each_epoch=True, **changes)
