@@ -392,11 +392,8 @@ def run_train(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-# ------------------------------------------------------------------------------------------------------ hard
-#: The 3D models' small configs, in the order of the printed table.
-HARD_MODELS = {"afnet_m": "facet_vlm/configs/afnet_m_synthetic_small.json",
-               "couplefer": "facet_vlm/configs/couplefer_synthetic_small.json",
-               "facet_vlm": "facet_vlm/configs/facet_vlm_synthetic_small.json"}
+# ------------------------------------------------------------------------------- scripts/train.py runs
+# Shared by hard, curve and sequence-hard.
 def _train_run(command: list[str], out: Path, label: str) -> dict:
     """Run ``scripts/train.py`` (``command``, writing to ``out``) in a subprocess and return its
     ``all_results.json`` with the wall time under ``"seconds"``; on failure exit with ``label`` and the tail of its
@@ -432,6 +429,11 @@ def _train_args_argument(parser: argparse.ArgumentParser, who: str) -> None:
                                                           "'{}'\"; '--max_steps 2' for a smoke run)")
 
 
+# ------------------------------------------------------------------------------------------------------ hard
+#: The 3D models' small configs, in the order of the printed table.
+HARD_MODELS = {"afnet_m": "facet_vlm/configs/afnet_m_synthetic_small.json",
+               "couplefer": "facet_vlm/configs/couplefer_synthetic_small.json",
+               "facet_vlm": "facet_vlm/configs/facet_vlm_synthetic_small.json"}
 #: The reported hard setting: a seed and generator options that no config was tuned on. Tuning used seed 101 with
 #: {"vertices": 3000, "texture_size": 256, "nuisance": "hard"}; this differs in the seed, the mesh resolution and
 #: five nuisance amounts (stronger asymmetry, pitch, larger holes, more movements, more landmark error).
