@@ -23,7 +23,8 @@ class CoupleFERConfig(PreTrainedConfig):
     Args:
         vision_config (`dict` or `CLIPVisionConfig`, *optional*):
             The image branch, a CLIP vision transformer. Its `num_hidden_layers` is also the depth of the point
-            branch (CouPle needs one image layer per point layer).
+            branch (CouPle needs one image layer per point layer). Its `initializer_factor` is not used: CoupleFER
+            initialises its linear layers from `initializer_range` (or with std 1/sqrt(fan-in)).
         normalize_pixels (`bool`, defaults to `True`):
             Apply CLIP mean/std normalisation inside the model, so that `pixel_values` are plain RGB in [0, 1]
             (what the processor and `facet_vlm.geometry.render_views` produce). Set `False` if you normalise outside.

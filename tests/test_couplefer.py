@@ -66,12 +66,6 @@ def batch(size: int = 4, seed: int = 0, channels: int = 6) -> dict[str, torch.Te
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Remote code (reused by test_afnet_m.py): the fresh-process loader lives in helpers.py
-
-MODEL_FILE_IMPORTS = {"__future__", "dataclasses", "math", "torch", "transformers"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def test_point_patch_helpers_follow_geometry():
