@@ -1,35 +1,46 @@
-"""CoupleFER, AFNet-M and the physio-facial prompt-tuning model as Hugging Face classes.
+"""CoupleFER, AFNet-M and the physio-facial prompt-tuning model as Hugging Face classes, one folder each
+(``couple/couplefer``, ``couple/afnet_m``, ``couple/physio_prompt``).
 
-The models are registered with transformers' Auto classes (and marked for remote code) by `facet_vlm`, from the one
-list of models in `facet_vlm.registry`; ``import couple`` alone registers them too. Importing `facet_vlm.registry`
-first runs `facet_vlm`'s own import, which loads the model files of this package by their module names while this
-package is still being imported, so the two packages never wait on each other.
+The models are registered with transformers' Auto classes by ``import facet_vlm`` (which ``import couple`` runs),
+from the one list of models in `facet_vlm.registry`; every public name below is imported on first access.
 """
 
-from facet_vlm.registry import register_auto_classes
+from __future__ import annotations
 
-from .configuration_afnet_m import AFNetMConfig
-from .configuration_couplefer import CoupleFERConfig
-from .configuration_physio_prompt import PhysioPromptConfig
-from .modeling_afnet_m import AFNetMForExpressionRecognition
-from .modeling_couplefer import CoupleFERForExpressionRecognition, CoupleFERModel
-from .modeling_physio_prompt import PhysioPromptForEmotionRecognition, PhysioPromptOutput, ratings_to_labels
-from .processing_couple import AFNetMProcessor, CoupleFERProcessor
-from .processing_physio_prompt import PhysioPromptProcessor
+import importlib
+from typing import Any
 
-register_auto_classes()  # already done when facet_vlm was imported first; idempotent
+import facet_vlm  # noqa: F401  (registers the models with the Auto classes)
 
-__all__ = [
-    "AFNetMConfig",
-    "AFNetMForExpressionRecognition",
-    "AFNetMProcessor",
-    "CoupleFERConfig",
-    "CoupleFERForExpressionRecognition",
-    "CoupleFERModel",
-    "CoupleFERProcessor",
-    "PhysioPromptConfig",
-    "PhysioPromptForEmotionRecognition",
-    "PhysioPromptOutput",
-    "PhysioPromptProcessor",
-    "ratings_to_labels",
-]
+#: Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "AFNetMConfig": "couple.afnet_m.configuration_afnet_m",
+    "AFNetMForExpressionRecognition": "couple.afnet_m.modeling_afnet_m",
+    "AFNetMModel": "couple.afnet_m.modeling_afnet_m",
+    "AFNetMProcessor": "couple.afnet_m.processing_afnet_m",
+    "CoupleFERConfig": "couple.couplefer.configuration_couplefer",
+    "CoupleFERForExpressionRecognition": "couple.couplefer.modeling_couplefer",
+    "CoupleFERModel": "couple.couplefer.modeling_couplefer",
+    "CoupleFERProcessor": "couple.couplefer.processing_couplefer",
+    "PhysioPromptConfig": "couple.physio_prompt.configuration_physio_prompt",
+    "PhysioPromptForEmotionRecognition": "couple.physio_prompt.modeling_physio_prompt",
+    "PhysioPromptModel": "couple.physio_prompt.modeling_physio_prompt",
+    "PhysioPromptOutput": "couple.physio_prompt.modeling_physio_prompt",
+    "ratings_to_labels": "couple.physio_prompt.modeling_physio_prompt",
+    "PhysioPromptProcessor": "couple.physio_prompt.processing_physio_prompt",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'couple' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)

@@ -1,11 +1,18 @@
 """facet-vlm: 2D+3D and 4D facial expression recognition, and face+pulse video emotion recognition.
 
-``import facet_vlm`` registers every model of `facet_vlm.registry` (also those of the ``couple`` package, which it
-imports) with transformers' `AutoConfig`, `AutoModel`, task Auto class and `AutoProcessor`, and the pipelines
-``expression-recognition`` and ``video-emotion-recognition`` with transformers' `PIPELINE_REGISTRY`.
+``import facet_vlm`` is cheap: it registers the four models of `facet_vlm.registry` with transformers' `AutoConfig`,
+`AutoModel` and task Auto classes (configuration files only; the model code is imported the first time a model is
+used), and every public name below is imported on first access. The pipelines (``expression-recognition``,
+``video-emotion-recognition``) and the processors' `AutoProcessor` entries are registered by `facet_vlm.pipeline`,
+training and the Space, or by calling `facet_vlm.pipelines.register_pipelines` /
+`facet_vlm.registry.register_processors`.
 """
 
-from .configuration_facet_vlm import FacetVLMConfig
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import (
     ConfigError,
     DatasetLayoutError,
@@ -15,44 +22,50 @@ from .errors import (
     UnsafePickleError,
     UnsupportedFormatError,
 )
-from .face import Face
-from .modeling_facet_vlm import (
-    CrossViewSemanticAggregation,
-    FacetVLMForExpressionRecognition,
-    FacetVLMModel,
-    FacetVLMOutput,
-    MultiviewTextGuidedFusion,
-    sample_sequence_frames,
-)
-from .pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline, pipeline, register_pipelines
-from .processing_facet_vlm import FacetVLMProcessor
 from .registry import MODEL_REGISTRY, register_auto_classes
-from .tokenization import clip_token_ids
-
-FacetVLMConfig.prompt_tokenizer = staticmethod(clip_token_ids)
-
-
-register_auto_classes()
-register_pipelines()
-
-
-def _import_couple() -> None:
-    """Import ``couple`` so that its classes are importable from one ``import facet_vlm``; skipped while ``couple``
-    itself is being imported (it imports ``facet_vlm`` for the errors and processors: no circle at run time)."""
-    import sys
-
-    if "couple" not in sys.modules:
-        import couple  # noqa: F401
-
-
-_import_couple()
 
 __version__ = "0.1.0"
 
+_FACET_VLM = "facet_vlm.models.facet_vlm"
+#: Public name -> the module that defines it (imported on first access).
+_LAZY = {
+    "FacetVLMConfig": f"{_FACET_VLM}.configuration_facet_vlm",
+    "CrossViewSemanticAggregation": f"{_FACET_VLM}.modeling_facet_vlm",
+    "FacetVLMForExpressionRecognition": f"{_FACET_VLM}.modeling_facet_vlm",
+    "FacetVLMModel": f"{_FACET_VLM}.modeling_facet_vlm",
+    "FacetVLMOutput": f"{_FACET_VLM}.modeling_facet_vlm",
+    "MultiviewTextGuidedFusion": f"{_FACET_VLM}.modeling_facet_vlm",
+    "sample_sequence_frames": f"{_FACET_VLM}.modeling_facet_vlm",
+    "FacetVLMProcessor": f"{_FACET_VLM}.processing_facet_vlm",
+    "clip_token_ids": f"{_FACET_VLM}.tokenization_facet_vlm",
+    "Face": "facet_vlm.face",
+    "ExpressionRecognitionPipeline": "facet_vlm.pipelines",
+    "VideoEmotionRecognitionPipeline": "facet_vlm.pipelines",
+    "pipeline": "facet_vlm.pipelines",
+    "register_pipelines": "facet_vlm.pipelines",
+    "register_processors": "facet_vlm.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facet_vlm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+register_auto_classes()
+
 __all__ = [
     "ConfigError",
-    "DatasetLayoutError",
     "CrossViewSemanticAggregation",
+    "DatasetLayoutError",
+    "ExpressionRecognitionPipeline",
     "Face",
     "FacetVLMConfig",
     "FacetVLMError",
@@ -60,14 +73,16 @@ __all__ = [
     "FacetVLMModel",
     "FacetVLMOutput",
     "FacetVLMProcessor",
-    "MODEL_REGISTRY",
-    "MultiviewTextGuidedFusion",
     "FormatError",
+    "MODEL_REGISTRY",
     "MissingTextureError",
+    "MultiviewTextGuidedFusion",
     "UnsafePickleError",
     "UnsupportedFormatError",
-    "ExpressionRecognitionPipeline",
     "VideoEmotionRecognitionPipeline",
+    "clip_token_ids",
     "pipeline",
+    "register_pipelines",
+    "register_processors",
     "sample_sequence_frames",
 ]

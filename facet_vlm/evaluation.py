@@ -1,13 +1,17 @@
 """Scoring of the run layer: the evaluation loop, metrics, fold summaries, results tables, plots and result files,
 shared by `scripts/train.py` (`facet_vlm.training`) and `scripts/evaluate_model.py` (`evaluate_saved_model`).
 
-The metrics are local `evaluate` modules (``facet_vlm/metrics/<name>/<name>.py``) loaded by path, so they work
-offline and can be published next to a model. Reported per fold and as mean ± std over the folds:
+Every metric is computed from one confusion matrix (`confusion_matrix`, then `metrics_from_confusion`), so they
+always agree with each other and with the plotted matrix. Reported per fold and as mean ± std over the folds:
 
 - ``accuracy``: correct / all;
 - ``war``: weighted average recall (support-weighted mean of per-class recalls; equals accuracy);
-- ``uar``: unweighted average recall (mean per-class recall over the classes present in the fold's test set);
-- ``macro_f1``: mean per-class F1 over the label set;
+- ``uar``: unweighted average recall (mean per-class recall over the classes present in the references, as
+  scikit-learn's ``balanced_accuracy_score``: a fold missing a class is not penalised for it);
+- ``macro_f1``: mean per-class F1, ``2 TP_c / (2 TP_c + FP_c + FN_c)``, over the classes of the label set that are
+  predicted or true (a class neither predicted nor true has no F1);
+- ``uf1``: the micro-expression metric (MEGC): the same mean F1, computed once over the predictions pooled over every
+  fold (`pooled_metrics`), not averaged over folds;
 - ``confusion_matrix``: rows = true class, columns = predicted class (summed over folds for the plot).
 """
 
@@ -17,7 +21,6 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,38 +39,57 @@ EVALUATION_RESULTS = "evaluation_results.json"
 #: Saved next to the final model: how it was trained, which subjects it saw, how to build its inputs.
 TRAINING_RECORD = "facet_vlm_training.json"
 
-METRICS_DIR = Path(__file__).parent / "metrics"
 SCALAR_METRICS = ("accuracy", "uar", "war", "macro_f1")
-#: Metrics whose `compute` accepts ``num_labels``.
-_TAKES_NUM_LABELS = ("macro_f1", "confusion_matrix")
 
 
-@cache
-def load_metric(name: str) -> Any:
-    """One of the local `evaluate` modules (``accuracy``, ``uar``, ``war``, ``macro_f1``, ``confusion_matrix``)."""
-    import evaluate
+def confusion_matrix(predictions: Sequence[int] | np.ndarray, references: Sequence[int] | np.ndarray,
+                     num_labels: int) -> np.ndarray:
+    """(num_labels, num_labels) int64 counts: rows = true class, columns = predicted class."""
+    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
+    references = np.asarray(references, dtype=np.int64).reshape(-1)
+    if predictions.shape != references.shape:
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if len(references) and (min(predictions.min(), references.min()) < 0
+                            or max(predictions.max(), references.max()) >= num_labels):
+        raise ValueError(f"class ids must lie in [0, {num_labels}), got predictions "
+                         f"[{predictions.min()}, {predictions.max()}], references [{references.min()}, "
+                         f"{references.max()}]")
+    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(matrix, (references, predictions), 1)
+    return matrix
 
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").is_file():
-        known = ", ".join(sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file()))
-        raise KeyError(f"unknown metric {name!r}; known: {known}")
-    return evaluate.load(str(path))
+
+def metrics_from_confusion(matrix: Sequence[Sequence[int]] | np.ndarray) -> dict[str, float]:
+    """accuracy, war, uar, macro_f1 and uf1 (the same formula as macro_f1; see the module doc) of one confusion
+    matrix; NaN where there is nothing to average (no samples)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    total = matrix.sum()
+    true_positive = np.diag(matrix)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    present = support > 0
+    recalls = true_positive[present] / support[present]
+    f1_denominator = support + predicted
+    scored = f1_denominator > 0
+    f1 = 2 * true_positive[scored] / f1_denominator[scored]
+    nan = float("nan")
+    accuracy = float(true_positive.sum() / total) if total else nan
+    return {
+        "accuracy": accuracy,
+        "war": float(np.sum(support[present] * recalls) / total) if total else nan,
+        "uar": float(recalls.mean()) if recalls.size else nan,
+        "macro_f1": float(f1.mean()) if f1.size else nan,
+        "uf1": float(f1.mean()) if f1.size else nan,
+    }
 
 
 def compute_metrics(
     predictions: Sequence[int] | np.ndarray, references: Sequence[int] | np.ndarray, num_labels: int
 ) -> dict[str, Any]:
     """Every scalar metric plus the (num_labels, num_labels) confusion matrix of one evaluation."""
-    predictions = np.asarray(predictions, dtype=np.int64).reshape(-1)
-    references = np.asarray(references, dtype=np.int64).reshape(-1)
-    if predictions.shape != references.shape:
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    results: dict[str, Any] = {}
-    for name in (*SCALAR_METRICS, "confusion_matrix"):
-        kwargs = {"num_labels": num_labels} if name in _TAKES_NUM_LABELS else {}
-        results.update(load_metric(name).compute(predictions=predictions, references=references, **kwargs))
-    results["num_samples"] = int(len(references))
-    return results
+    matrix = confusion_matrix(predictions, references, num_labels)
+    metrics = metrics_from_confusion(matrix)
+    return {**{name: metrics[name] for name in SCALAR_METRICS}, "confusion_matrix": matrix.tolist(),
+            "num_samples": int(matrix.sum())}
 
 
 def summarize_folds(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -87,22 +109,15 @@ def summarize_folds(fold_results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def pooled_metrics(confusion_matrix: Sequence[Sequence[int]] | np.ndarray) -> dict[str, float]:
+def pooled_metrics(matrix: Sequence[Sequence[int]] | np.ndarray) -> dict[str, float]:
     """UF1, UAR and accuracy of the predictions pooled over folds (the summed confusion matrix: rows = true class).
 
     The micro-expression convention (MEGC, 4DME leave-one-subject-out): the metrics are computed once over every
     test sample of every fold, not averaged over folds, since a fold usually holds few clips and misses classes.
     """
-    matrix = np.asarray(confusion_matrix, dtype=np.int64)
-    references = np.repeat(np.arange(matrix.shape[0]), matrix.sum(axis=1))
-    predictions = np.concatenate([np.repeat(np.arange(matrix.shape[1]), row) for row in matrix]) if matrix.size \
-        else np.zeros(0, np.int64)
-    results = {"num_samples": int(matrix.sum())}
-    results.update(load_metric("uf1").compute(predictions=predictions, references=references,
-                                              num_labels=matrix.shape[0]))
-    results.update(load_metric("uar").compute(predictions=predictions, references=references))
-    results.update(load_metric("accuracy").compute(predictions=predictions, references=references))
-    return results
+    metrics = metrics_from_confusion(matrix)
+    return {"num_samples": int(np.asarray(matrix).sum()), "uf1": metrics["uf1"], "uar": metrics["uar"],
+            "accuracy": metrics["accuracy"]}
 
 
 def format_results_table(summary: dict[str, Any], fold_ids: Sequence[int] | None = None, title: str = "") -> str:
@@ -271,7 +286,7 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     from accelerate import Accelerator
 
     from .arguments import DataArguments, ModelArguments
-    from .data.prepare import prepare_dataset
+    from .data.prepare import generate_data, prepare_dataset
     from .pipelines import load_model
 
     if batch_size < 1:
@@ -289,6 +304,7 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
                               feature_overrides=json.dumps(settings) if settings else None,
                               **_frame_arguments(record))
     accelerator = Accelerator()
+    generate_data(model_args, data_args, accelerator)
     prepared = prepare_dataset(model_args, data_args, accelerator)
     labels = list(prepared.labels)
     model_labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]

@@ -415,8 +415,8 @@ def model_class_for(config: dict[str, Any], source: str | Path | None = None):
     names = config.get("architectures") or []
     for name in names:
         entry = entry_for_class(name)
-        if entry is not None and name in (entry.model_name, entry.auto_model_name):
-            return entry.model_class if name == entry.model_name else entry.auto_model_class
+        if entry is not None and name in (entry.model_name, entry.base_model_name):
+            return entry.model_class if name == entry.model_name else entry.base_model_class
     raise PublishError(f"no facet-vlm model class named {names or '(config has no architectures)'}; the run "
                        "directory must hold a model saved with save_pretrained by facet-vlm", source)
 

@@ -1,6 +1,8 @@
-"""transformers pipelines of the library, registered with transformers' `PIPELINE_REGISTRY` on ``import facet_vlm``.
+"""transformers pipelines of the library: `pipeline` builds them directly; `register_pipelines` (run by `pipeline`)
+registers both tasks with transformers' `PIPELINE_REGISTRY`, so that ``transformers.pipeline(task, ...)`` serves them.
 
-    >>> import transformers
+    >>> import facet_vlm, transformers
+    >>> facet_vlm.register_pipelines()
     >>> classifier = transformers.pipeline("expression-recognition", model="runs/exp1/model", trust_remote_code=True)
     >>> classifier("F0001_HA04WH_F3D.wrl", top_k=2)
     [{'label': 'happiness', 'score': 0.91}, {'label': 'surprise', 'score': 0.04}]
@@ -43,6 +45,7 @@ from .registry import (
     entry_for_class,
     find_local_model,
     local_model_dirs,
+    register_processors,
 )
 
 logger = logging.getLogger(__name__)
@@ -231,7 +234,7 @@ def is_sequence_input(item: Any) -> bool:
 def sequence_input(item: Any, processor: Any, selection: Any = None) -> tuple[list[str], Any]:
     """Read one sequence (folder, ``.zip`` or frame paths; `facet_vlm.data.sequences.sequence_frames`) into model
     inputs: with a `FrameSelection`, the selected frames' ``pixel_values`` (1, T, V, C, H, W) of the temporal model
-    (`facet_vlm.geometry.sequence_cache.sequence_features`, uncached); without one, the processor's inputs of the
+    (`facet_vlm.data.sequence_cache.sequence_features`, uncached); without one, the processor's inputs of the
     apex frame (static models). Returns the names of the frames used and the inputs. A ``.zip`` is extracted into
     a temporary folder that is removed afterwards.
 
@@ -242,8 +245,8 @@ def sequence_input(item: Any, processor: Any, selection: Any = None) -> tuple[li
     import tempfile
 
     from .data.prepare import ProcessorFeatures
+    from .data.sequence_cache import sequence_features
     from .data.sequences import apex_frame_index, sequence_frames
-    from .geometry.sequence_cache import sequence_features
 
     scratch = None
     if isinstance(item, str | PathLike) and Path(item).suffix.lower() == ".zip":
@@ -282,10 +285,12 @@ def load_face(item: ScanInput) -> Face:
 
 
 def register_pipelines() -> None:
-    """Register both tasks with transformers' `PIPELINE_REGISTRY` (their Auto classes from `facet_vlm.registry`)."""
+    """Register both tasks with transformers' `PIPELINE_REGISTRY` (their Auto classes from `facet_vlm.registry`) and
+    the processors with `AutoProcessor` (the pipelines load processors through it). Idempotent."""
     import transformers
     from transformers.pipelines import PIPELINE_REGISTRY
 
+    register_processors()
     for task, pipeline_class in ((SCAN_TASK, ExpressionRecognitionPipeline),
                                  (VIDEO_TASK, VideoEmotionRecognitionPipeline)):
         auto_classes = tuple(dict.fromkeys(getattr(transformers, entry.auto_class)
@@ -307,6 +312,7 @@ def pipeline(task: str = SCAN_TASK, model: str | PathLike | torch.nn.Module | No
     """
     if task not in TASKS:
         raise ConfigError(f"unknown pipeline task {task!r}; supported: {', '.join(TASKS)}")
+    register_pipelines()
     if model is None:
         model = default_local_model(task)
         logger.info("%s pipeline: no model given, using the trained model found locally: %s", task, model)
@@ -380,8 +386,8 @@ def load_model(source: str | PathLike, **kwargs: Any) -> torch.nn.Module:
         entry = entry_for_class(name)
         if entry is not None and name == entry.model_name:
             return entry.model_class.from_pretrained(source, **kwargs)
-        if entry is not None and name == entry.auto_model_name:
-            return entry.auto_model_class.from_pretrained(source, **kwargs)
+        if entry is not None and name == entry.base_model_name:
+            return entry.base_model_class.from_pretrained(source, **kwargs)
     raise ConfigError(f"config.json names no facet-vlm model class (architectures={config.get('architectures')})",
                       source)
 

@@ -7,19 +7,23 @@ or tokenizer object to save: rendering a 3D scan or cropping a face video is the
 the sub-processor parts of the mixin: ``save_pretrained`` writes the settings and the class name (under
 ``processor_class``) to ``processor_config.json`` (transformers' `PROCESSOR_NAME`), ``from_pretrained`` takes a
 folder or a Hub id with the usual Hub keyword arguments, ``__call__`` returns a `BatchFeature`.
-`facet_vlm.registry.register_auto_classes` registers each processor with `AutoProcessor`.
+`facet_vlm.registry.register_processors` registers each processor with `AutoProcessor`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar
 
-from transformers import ProcessorMixin
+import numpy as np
+from transformers import BatchFeature, ProcessorMixin
 
 from .errors import ConfigError
+from .face import Face
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 #: Keyword arguments of `from_pretrained` that locate a file on the Hub (the rest are settings overrides).
@@ -114,4 +118,49 @@ class SettingsProcessor(ProcessorMixin):
         return cls.from_config(config, **overrides)
 
 
-__all__ = ["PROCESSOR_CONFIG_NAME", "SettingsProcessor"]
+#: What a scan processor takes: a `Face`, or the path of a scan `facet_vlm.io.read_face` reads.
+FaceLike = Face | str | PathLike
+#: The one view of the single-view processors: frontal (yaw 0, pitch 0).
+FRONTAL_VIEW = ((0.0, 0.0),)
+
+
+class FaceProcessor(SettingsProcessor):
+    """Base of the single-view scan processors (CoupleFER, AFNet-M): load faces, align them, stack per-face arrays
+    into a `BatchFeature`; settings I/O from `SettingsProcessor`. Subclasses implement `process_face`."""
+
+    @staticmethod
+    def load_face(face: FaceLike) -> Face:
+        """A `Face` as is, or read from a scan path with `facet_vlm.io.read_face`, then aligned."""
+        from .geometry import align, is_aligned
+
+        if not isinstance(face, Face):
+            from .io import read_face
+
+            face = read_face(face)
+        return face if is_aligned(face) else align(face)
+
+    def process_face(self, face: Face) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        faces: FaceLike | Sequence[FaceLike],
+        labels: int | Sequence[int] | None = None,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Process one face or a list of faces (or paths) into a batch; `labels` are added as `labels` if given."""
+        single = isinstance(faces, (Face, str, PathLike))
+        faces = [faces] if single else list(faces)
+        if not faces:
+            raise ConfigError(f"{type(self).__name__}: no faces given")
+        arrays = [self.process_face(self.load_face(face)) for face in faces]
+        data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+        if labels is not None:
+            labels = [labels] if np.isscalar(labels) else list(labels)
+            if len(labels) != len(faces):
+                raise ConfigError(f"{len(labels)} labels for {len(faces)} faces")
+            data["labels"] = np.asarray(labels, dtype=np.int64)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+__all__ = ["FRONTAL_VIEW", "FaceLike", "FaceProcessor", "PROCESSOR_CONFIG_NAME", "SettingsProcessor"]

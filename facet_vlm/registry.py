@@ -1,20 +1,22 @@
 """The one list of the library's models: each described once, read by training, evaluation, the pipelines,
 publishing and the Space.
 
-Adding a model = one `ModelEntry` here + its ``configuration_<name>.py``, ``modeling_<name>.py`` and processor file.
+Adding a model = one `ModelEntry` here + its folder with ``configuration_<name>.py``, ``modeling_<name>.py`` and
+``processing_<name>.py`` (FACET-VLM in ``facet_vlm/models/facet_vlm/``, the others in ``couple/<name>/``).
 
 An entry names its classes by module and class name and imports them only when asked (`ModelEntry.config_class`,
-...), from their own files rather than from the package ``__init__``: listing the registry imports no model, and
-`register_auto_classes` works while ``facet_vlm`` or ``couple`` is still being imported (no import circle).
+...), from their own files rather than from a package ``__init__``: listing the registry imports no model.
 
-Auto classes (the choice, the same rule for all four models): the task Auto class
+Auto classes (the same rule for all four models, as in transformers): `AutoModel` loads the *base* model (no class
+head: `FacetVLMModel`, `CoupleFERModel`, `AFNetMModel`, `PhysioPromptModel`), the task Auto class
 (`AutoModelForImageClassification` for the 3D/4D scan models, `AutoModelForVideoClassification` for the physio
-video model) loads the *recognition* model, training loss included. `AutoModel` loads the model that maps inputs
-to class logits without a training loss: FACET-VLM's `FacetVLMModel` (its zero-shot CLIP-style model: the same
-weights and logits as `FacetVLMForExpressionRecognition`), and for the other three models, which define no such
-class, the recognition model itself (CoupleFER's `CoupleFERModel` returns embeddings only, not logits). So
-``AutoModel.from_pretrained(folder)(**inputs).logits`` gives the class scores for every model. `AutoProcessor`
-loads the model's processor (``processor_config.json``).
+video model) the *recognition* model with its head and training loss. A recognition model's folder loads into either.
+`AutoProcessor` loads the model's processor (``processor_config.json``) once `register_processors` has run.
+
+Registration is cheap: `register_auto_classes` (run by ``import facet_vlm``) imports the four configuration files
+only; transformers' Auto mappings get a `LazyClass` for each model class, which imports the modeling file the first
+time the class is used. `register_processors` (run by the pipelines, training and the Space) registers the
+processors with `AutoProcessor`, whose import alone costs more than all the rest of ``import facet_vlm``.
 """
 
 from __future__ import annotations
@@ -42,49 +44,52 @@ class ModelEntry:
 
     Args:
         name: the config's ``model_type`` and the ``--model`` value of ``scripts/train.py``.
-        package: the package that holds the model's files (``facet_vlm`` or ``couple``).
-        config_name / model_name / processor_name: class names.
-        processor_module: module (in `package`) that defines the processor.
+        folder: the package (folder) that holds the model's ``configuration_<name>``, ``modeling_<name>`` and
+            ``processing_<name>`` modules.
+        config_name / model_name / base_model_name / processor_name: class names (`model_name` is the recognition
+            model, `base_model_name` the model without head that `AutoModel` loads).
         data_kind: ``scan`` (a 3D face; FACET-VLM also takes 4D sequences of scans) or ``video`` (a face clip).
         task: the pipeline task (`SCAN_TASK` or `VIDEO_TASK`).
-        auto_class: the task Auto class of transformers the model registers with (besides `AutoModel`).
+        auto_class: the task Auto class of transformers that loads the recognition model.
         title: the model's name in cards and the Space.
-        auto_model_name: the class `AutoModel` maps to (see the module doc); default: `model_name`.
         temporal: the model takes 4D sequences (T frames); a static scan model gets one frame per sequence (its
             apex frame, `facet_vlm.data.sequences.apex_rows`) on a sequence data set.
     """
 
     name: str
-    package: str
+    folder: str
     config_name: str
     model_name: str
+    base_model_name: str
     processor_name: str
-    processor_module: str
     data_kind: DataKind
     task: str
     auto_class: str
     title: str
-    auto_model_name: str = ""
     temporal: bool = False
 
-    def _load(self, module: str, name: str) -> Any:
-        return getattr(importlib.import_module(f"{self.package}.{module}"), name)
+    def module(self, kind: str) -> str:
+        """The full name of the model's ``configuration``, ``modeling`` or ``processing`` module."""
+        return f"{self.folder}.{kind}_{self.name}"
+
+    def _load(self, kind: str, name: str) -> Any:
+        return getattr(importlib.import_module(self.module(kind)), name)
 
     @property
     def config_class(self) -> Any:
-        return self._load(f"configuration_{self.name}", self.config_name)
+        return self._load("configuration", self.config_name)
 
     @property
     def model_class(self) -> Any:
-        return self._load(f"modeling_{self.name}", self.model_name)
+        return self._load("modeling", self.model_name)
 
     @property
-    def auto_model_class(self) -> Any:
-        return self._load(f"modeling_{self.name}", self.auto_model_name or self.model_name)
+    def base_model_class(self) -> Any:
+        return self._load("modeling", self.base_model_name)
 
     @property
     def processor_class(self) -> Any:
-        return self._load(self.processor_module, self.processor_name)
+        return self._load("processing", self.processor_name)
 
     @property
     def is_video(self) -> bool:
@@ -105,19 +110,17 @@ class ModelEntry:
 MODEL_REGISTRY: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in (
-        ModelEntry("facet_vlm", "facet_vlm", "FacetVLMConfig", "FacetVLMForExpressionRecognition",
-                   "FacetVLMProcessor", "processing_facet_vlm", "scan", SCAN_TASK,
-                   "AutoModelForImageClassification", "FACET-VLM", auto_model_name="FacetVLMModel",
-                   temporal=True),
-        ModelEntry("couplefer", "couple", "CoupleFERConfig", "CoupleFERForExpressionRecognition",
-                   "CoupleFERProcessor", "processing_couple", "scan", SCAN_TASK,
-                   "AutoModelForImageClassification", "CoupleFER"),
-        ModelEntry("afnet_m", "couple", "AFNetMConfig", "AFNetMForExpressionRecognition",
-                   "AFNetMProcessor", "processing_couple", "scan", SCAN_TASK,
-                   "AutoModelForImageClassification", "AFNet-M"),
-        ModelEntry("physio_prompt", "couple", "PhysioPromptConfig", "PhysioPromptForEmotionRecognition",
-                   "PhysioPromptProcessor", "processing_physio_prompt", "video", VIDEO_TASK,
-                   "AutoModelForVideoClassification", "Physio-facial prompt tuning"),
+        ModelEntry("facet_vlm", "facet_vlm.models.facet_vlm", "FacetVLMConfig", "FacetVLMForExpressionRecognition",
+                   "FacetVLMModel", "FacetVLMProcessor", "scan", SCAN_TASK, "AutoModelForImageClassification",
+                   "FACET-VLM", temporal=True),
+        ModelEntry("couplefer", "couple.couplefer", "CoupleFERConfig", "CoupleFERForExpressionRecognition",
+                   "CoupleFERModel", "CoupleFERProcessor", "scan", SCAN_TASK, "AutoModelForImageClassification",
+                   "CoupleFER"),
+        ModelEntry("afnet_m", "couple.afnet_m", "AFNetMConfig", "AFNetMForExpressionRecognition", "AFNetMModel",
+                   "AFNetMProcessor", "scan", SCAN_TASK, "AutoModelForImageClassification", "AFNet-M"),
+        ModelEntry("physio_prompt", "couple.physio_prompt", "PhysioPromptConfig",
+                   "PhysioPromptForEmotionRecognition", "PhysioPromptModel", "PhysioPromptProcessor", "video",
+                   VIDEO_TASK, "AutoModelForVideoClassification", "Physio-facial prompt tuning"),
     )
 }
 
@@ -134,7 +137,7 @@ def model_entry(name: str) -> ModelEntry:
 def entry_for_class(class_name: str) -> ModelEntry | None:
     """The entry whose model, config or processor class is called `class_name` (e.g. from ``architectures``)."""
     for entry in MODEL_REGISTRY.values():
-        if class_name in (entry.model_name, entry.config_name, entry.processor_name):
+        if class_name in (entry.model_name, entry.base_model_name, entry.config_name, entry.processor_name):
             return entry
     return None
 
@@ -154,25 +157,53 @@ def make_processor(model_type: str, config: Any, overrides: dict[str, Any] | Non
     return processor
 
 
+class LazyClass:
+    """Stands in for a model or processor class in transformers' Auto mappings until it is first used: attribute
+    access (``from_pretrained``, ``_from_config``, ...) and calls import the class's module then and go to the class.
+    `__name__` and `config_class` (what the Auto classes read when registering and matching names) need no import."""
+
+    def __init__(self, module: str, name: str, config_class: Any):
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = module
+        self.config_class = config_class
+
+    @property
+    def resolved(self) -> Any:
+        """The class itself (its module imported on first use)."""
+        return getattr(importlib.import_module(self.__module__), self.__name__)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.resolved, attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolved(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<lazy class {self.__module__}.{self.__name__}>"
+
+
 def register_auto_classes() -> None:
-    """Register every model with `AutoConfig`, `AutoModel`, its task Auto class and `AutoProcessor`, and mark its
-    classes for remote code, so that ``save_pretrained`` writes the model files and an ``auto_map``."""
+    """Register every model with `AutoConfig`, `AutoModel` (its base model) and its task Auto class (its recognition
+    model). Imports the configuration files only; the model classes are `LazyClass` stand-ins. Idempotent."""
     import transformers
 
     for entry in MODEL_REGISTRY.values():
-        config_class, model_class, processor_class = entry.config_class, entry.model_class, entry.processor_class
+        config_class = entry.config_class
         transformers.AutoConfig.register(entry.name, config_class, exist_ok=True)
-        transformers.AutoModel.register(config_class, entry.auto_model_class, exist_ok=True)
-        getattr(transformers, entry.auto_class).register(config_class, model_class, exist_ok=True)
-        transformers.AutoProcessor.register(config_class, processor_class, exist_ok=True)
-        config_class.register_for_auto_class()
-        # Remote code: config.json's auto_map gets AutoModel for the recognition model (FACET-VLM's
-        # save_pretrained adds both of its classes itself).
-        if entry.auto_model_name:
-            entry.auto_model_class.register_for_auto_class("AutoModel")
-            model_class.register_for_auto_class(entry.auto_class)
-        else:
-            model_class.register_for_auto_class("AutoModel")
+        transformers.AutoModel.register(
+            config_class, LazyClass(entry.module("modeling"), entry.base_model_name, config_class), exist_ok=True)
+        getattr(transformers, entry.auto_class).register(
+            config_class, LazyClass(entry.module("modeling"), entry.model_name, config_class), exist_ok=True)
+
+
+def register_processors() -> None:
+    """Register every model's processor with `AutoProcessor` (as a `LazyClass`). Idempotent."""
+    from transformers import AutoProcessor
+
+    for entry in MODEL_REGISTRY.values():
+        config_class = entry.config_class
+        AutoProcessor.register(config_class, LazyClass(entry.module("processing"), entry.processor_name, config_class),
+                               exist_ok=True)
 
 
 #: Where a trained model of this machine is looked for when none is named (the Space, `facet_vlm.pipeline` without
@@ -234,6 +265,6 @@ def check_model_files(source: str | PathLike) -> dict[str, Any]:
     return config
 
 
-__all__ = ["LOCAL_MODELS_ENV", "LOCAL_MODEL_DIRS", "MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry", "SCAN_TASK",
-           "VIDEO_TASK", "check_model_files", "entry_for_class", "find_local_model", "local_model_dirs",
-           "make_processor", "model_entry", "register_auto_classes"]
+__all__ = ["LOCAL_MODELS_ENV", "LOCAL_MODEL_DIRS", "LazyClass", "MODEL_NAMES", "MODEL_REGISTRY", "ModelEntry",
+           "SCAN_TASK", "VIDEO_TASK", "check_model_files", "entry_for_class", "find_local_model", "local_model_dirs",
+           "make_processor", "model_entry", "register_auto_classes", "register_processors"]

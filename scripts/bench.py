@@ -129,7 +129,7 @@ def _cache_ratio(face: Face, views, size: int, channels, rows: int, dtype: str) 
     """Time a fresh read_face + align + render of a .wrl scan against a read of its features from the cache."""
     import datasets
 
-    from facet_vlm.geometry.cache import multiview_features, prepare_features
+    from facet_vlm.data.cache import multiview_features, prepare_features
     from facet_vlm.io import read_face, write_wrl
 
     feature_fn = multiview_features(views, size, channels)
@@ -191,7 +191,7 @@ def bench_inputs(model_type: str, config, batch: int, generator) -> dict:
         return torch.rand(*shape, generator=generator)
 
     if model_type == "facet_vlm":
-        from facet_vlm.configuration_facet_vlm import CHANNEL_GROUP_WIDTHS
+        from facet_vlm.models.facet_vlm.configuration_facet_vlm import CHANNEL_GROUP_WIDTHS
 
         channels = sum(CHANNEL_GROUP_WIDTHS[name] for name in config.channels)
         size = config.vision_config.image_size

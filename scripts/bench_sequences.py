@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from facet_vlm.data import generate_sequences, load_bp4d
-from facet_vlm.geometry.cache import multiview_features
-from facet_vlm.geometry.sequence_cache import FrameCache
+from facet_vlm.data.cache import multiview_features
+from facet_vlm.data.sequence_cache import FrameCache
 from facet_vlm.io import read_face
 
 

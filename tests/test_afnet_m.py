@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from helpers import toy_face
 
 from couple import AFNetMConfig, AFNetMForExpressionRecognition
-from couple.configuration_afnet_m import REGION_NAMES
-from couple.modeling_afnet_m import AFNetMImportanceFusion, AFNetMMaskAttention, region_template
+from couple.afnet_m.configuration_afnet_m import REGION_NAMES
+from couple.afnet_m.modeling_afnet_m import AFNetMImportanceFusion, AFNetMMaskAttention, region_template
 
 NUM_LABELS = 3
 SIZE = 32

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from couple.processing_couple import AFNetMProcessor
+from couple.afnet_m.processing_afnet_m import AFNetMProcessor
 from facet_vlm.data.prepare import FeatureCollator
 from facet_vlm.data.synthetic import SyntheticSettings, generate, make_scan
 from facet_vlm.errors import ConfigError
@@ -181,8 +181,8 @@ def test_training_collator_picks_cached_variants():
 
 
 def test_each_model_gets_the_augmenter_of_its_inputs():
-    from couple.processing_couple import CoupleFERProcessor
-    from facet_vlm.processing_facet_vlm import FacetVLMProcessor
+    from couple.couplefer.processing_couplefer import CoupleFERProcessor
+    from facet_vlm.models.facet_vlm.processing_facet_vlm import FacetVLMProcessor
 
     assert isinstance(augmenter_for(FacetVLMProcessor(image_size=32), {"max_zoom": 0.1}), ViewAugmenter)
     images = augmenter_for(CoupleFERProcessor(image_size=32), {"point_noise": 0.01})

@@ -10,8 +10,8 @@ import pytest
 import trimesh
 from datasets import Array2D
 
+from facet_vlm.data.cache import multiview_features, point_features, prepare_features
 from facet_vlm.geometry import render_views
-from facet_vlm.geometry.cache import multiview_features, point_features, prepare_features
 from facet_vlm.io import read_face
 
 

@@ -12,7 +12,7 @@ from helpers import toy_face
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from couple import CoupleFERConfig, CoupleFERForExpressionRecognition
-from couple.modeling_couplefer import farthest_point_sampling, knn_indices
+from couple.couplefer.modeling_couplefer import farthest_point_sampling, knn_indices
 
 NUM_LABELS = 4
 IMAGE_SIZE = 16

@@ -18,14 +18,18 @@ from facet_vlm import (
     FacetVLMProcessor,
     labels,
 )
-from facet_vlm.configuration_facet_vlm import DEFAULT_CLASS_DESCRIPTIONS, DEFAULT_LABELS, DEFAULT_PROMPT_TEMPLATES
-from facet_vlm.modeling_facet_vlm import (
-    clip_model_from_open_clip,
+from facet_vlm.models.facet_vlm.configuration_facet_vlm import (
+    DEFAULT_CLASS_DESCRIPTIONS,
+    DEFAULT_LABELS,
+    DEFAULT_PROMPT_TEMPLATES,
+)
+from facet_vlm.models.facet_vlm.convert_open_clip_to_hf import clip_model_from_open_clip
+from facet_vlm.models.facet_vlm.modeling_facet_vlm import (
     multiview_consistency_loss,
     sample_sequence_frames,
     view_agreement_loss,
 )
-from facet_vlm.tokenization import END_TOKEN_ID, START_TOKEN_ID, clip_token_ids
+from facet_vlm.models.facet_vlm.tokenization_facet_vlm import END_TOKEN_ID, START_TOKEN_ID, clip_token_ids
 
 TINY_TOWER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 

@@ -1,9 +1,9 @@
-"""The local evaluate metrics against a confusion matrix written down by hand."""
+"""The metrics (all from one confusion matrix) against values computed by hand."""
 
 import numpy as np
 import pytest
 
-from facet_vlm.evaluation import compute_metrics, format_results_table, load_metric, summarize_folds
+from facet_vlm.evaluation import compute_metrics, format_results_table, pooled_metrics, summarize_folds
 
 # Rows = true class, columns = predicted class; imbalanced on purpose so UAR and WAR differ, class 3 never predicted.
 HAND_MATRIX = np.array([
@@ -63,6 +63,16 @@ def test_summary_over_folds_mean_std_and_table():
     assert "mean" in table and f"{100 * summary['uar']:.2f}" in table
 
 
-def test_unknown_metric_is_rejected():
-    with pytest.raises(KeyError, match="unknown metric"):
-        load_metric("bleu")
+def test_uf1_of_pooled_predictions_matches_a_hand_computed_value():
+    references, predictions = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
+    matrix = compute_metrics(predictions, references, num_labels=4)["confusion_matrix"]
+    # F1 class 0: 2*2/(4+0+1) = 0.8; class 1: 2*1/(2+1+1) = 0.5; class 2: 2*1/(2+1+0) = 2/3; class 3 absent.
+    pooled = pooled_metrics(matrix)
+    assert pooled["uf1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert pooled["num_samples"] == 6 and pooled["accuracy"] == pytest.approx(4 / 6)
+    assert pooled_metrics(compute_metrics([1, 1], [0, 0], num_labels=2)["confusion_matrix"])["uf1"] == 0.0
+
+
+def test_class_ids_outside_the_label_set_are_refused():
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 3\)"):
+        compute_metrics([0, 3], [0, 1], num_labels=3)

@@ -35,6 +35,9 @@ TINY_CONFIGS = {
 PROCESSOR_OVERRIDES = {"couplefer": {"num_points": 256}, "physio_prompt": {"num_frames": 4, "tfr_size": [32, 32]}}
 #: The output every model is compared on.
 SCORED = {"physio_prompt": "valence_logits"}
+#: The output of the base model (`AutoModel`) that the recognition model also returns.
+BASE_SCORED = {"facet_vlm": "logits", "couplefer": "fused_embeds", "afnet_m": "pooled_output",
+               "physio_prompt": "video_embeds"}
 MODELS = sorted(MODEL_REGISTRY)
 
 
@@ -87,14 +90,15 @@ def test_save_and_load_round_trip_through_the_auto_classes(name, tmp_path, sampl
     model, processor = build(name)
     inputs = model_inputs(name, processor, sample_inputs)
     with torch.no_grad():
-        expected = scored(name, model(**inputs))
+        outputs = model(**inputs)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    for auto_class in ("AutoModel", entry.auto_class):
+    for auto_class, expected_class, key in (("AutoModel", entry.base_model_class, BASE_SCORED[name]),
+                                            (entry.auto_class, entry.model_class, SCORED.get(name, "logits"))):
         reloaded = getattr(transformers, auto_class).from_pretrained(tmp_path).eval()
-        assert type(reloaded) is (entry.auto_model_class if auto_class == "AutoModel" else entry.model_class)
+        assert type(reloaded) is expected_class
         with torch.no_grad():
-            torch.testing.assert_close(scored(name, reloaded(**inputs)), expected, rtol=0, atol=1e-5)
+            torch.testing.assert_close(reloaded(**inputs)[key], outputs[key], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -104,10 +108,14 @@ def test_remote_code_loads_without_the_project(name, tmp_path, sample_inputs):
     with torch.no_grad():
         expected = scored(name, model(**inputs))
     model.save_pretrained(tmp_path / "model")
+    entry = MODEL_REGISTRY[name]
     auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
-    assert {"AutoConfig", "AutoModel"} <= set(auto_map)
+    module = entry.module("modeling").rsplit(".", 1)[-1]
+    assert auto_map == {"AutoConfig": f"configuration_{name}.{entry.config_name}",
+                        "AutoModel": f"{module}.{entry.base_model_name}",
+                        entry.auto_class: f"{module}.{entry.model_name}"}
     load_remote_and_compare(tmp_path / "model", {k: v.numpy() for k, v in inputs.items()},
-                            {SCORED.get(name, "logits"): expected}, auto_class="AutoModel")
+                            {SCORED.get(name, "logits"): expected}, auto_class=entry.auto_class)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -119,6 +127,7 @@ def test_processor_round_trip_and_auto_processor(name, tmp_path, sample_inputs):
     reloaded = type(processor).from_pretrained(tmp_path)
     assert reloaded == processor and reloaded is not processor
     model.config.save_pretrained(tmp_path)
+    facet_vlm.register_processors()
     through_auto = transformers.AutoProcessor.from_pretrained(tmp_path)
     assert type(through_auto) is type(processor) and through_auto.to_dict() == processor.to_dict()
     first, again = model_inputs(name, processor, sample_inputs), model_inputs(name, through_auto, sample_inputs)

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from couple.configuration_physio_prompt import PhysioPromptConfig
-from couple.modeling_physio_prompt import PhysioPromptForEmotionRecognition, ratings_to_labels
+from couple.physio_prompt.configuration_physio_prompt import PhysioPromptConfig
+from couple.physio_prompt.modeling_physio_prompt import PhysioPromptForEmotionRecognition, ratings_to_labels
 from facet_vlm.physio import lora_config
 
 TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-import facet_vlm  # noqa: F401  (registers the models and the pipeline tasks)
+import facet_vlm
 from facet_vlm.pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +62,7 @@ def test_transformers_pipeline_loads_a_scan_model_folder(tmp_path):
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=75.0)
     faces = [Face(sphere.vertices, sphere.faces), Face(sphere.vertices * [1.0, 0.7, 1.0], sphere.faces)]
 
+    facet_vlm.register_pipelines()
     classify = transformers.pipeline("expression-recognition", model=str(tmp_path), trust_remote_code=True)
     assert isinstance(classify, ExpressionRecognitionPipeline)
     with torch.no_grad():
@@ -76,6 +77,7 @@ def test_transformers_pipeline_loads_a_scan_model_folder(tmp_path):
 
 
 def test_video_pipeline_reports_emotion_heart_rate_and_pulse(physio_dir, clips):
+    facet_vlm.register_pipelines()
     video = transformers.pipeline("video-emotion-recognition", model=str(physio_dir))
     assert isinstance(video, VideoEmotionRecognitionPipeline)
     results = video([str(path) for path, _ in clips])

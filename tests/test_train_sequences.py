@@ -76,8 +76,8 @@ def bu4dfe_run(sequences, cache_dir, tmp_path_factory) -> Path:
 def test_temporal_model_trains_on_bu4dfe_sequences_and_predicts_sequences(bu4dfe_run, sequences):
     from facet_vlm.data import load_bu4dfe
     from facet_vlm.data.prepare import ProcessorFeatures
+    from facet_vlm.data.sequence_cache import sequence_features
     from facet_vlm.data.sequences import FrameSelection
-    from facet_vlm.geometry.sequence_cache import sequence_features
     from facet_vlm.pipelines import load_model, load_processor
 
     results = json.loads((bu4dfe_run / "all_results.json").read_text())
@@ -173,8 +173,8 @@ def test_pipeline_and_predict_take_a_sequence_as_folder_zip_or_frame_list(bu4dfe
     import shutil
 
     from facet_vlm.data.prepare import ProcessorFeatures
+    from facet_vlm.data.sequence_cache import sequence_features
     from facet_vlm.data.sequences import FrameSelection, SequenceError
-    from facet_vlm.geometry.sequence_cache import sequence_features
     from facet_vlm.pipelines import pipeline
 
     model_dir = bu4dfe_run / "model"

@@ -1,14 +1,16 @@
 """Data preparation of a training or evaluation run: ``--dataset`` → rows with the model's cached inputs → batches.
 
 The model's own processor (`FacetVLMProcessor`, `CoupleFERProcessor`, `AFNetMProcessor`, `PhysioPromptProcessor`;
-see `facet_vlm.registry`) is the feature function of the render cache (`facet_vlm.geometry.cache.prepare_features`),
+see `facet_vlm.registry`) is the feature function of the render cache (`facet_vlm.data.cache.prepare_features`),
 so a model sees exactly the same inputs in training (from the cache) as at inference (the pipelines,
 ``scripts/predict.py``), and the processor saved next to the model rebuilds them from raw scans or videos.
 `FeatureCollator` stacks cached rows into the model's keyword arguments plus ``labels``.
 
-`prepare_dataset` turns ``--dataset`` into rows: it generates the synthetic set once (into the cache dir), reads the
-data-set index, keeps the classes of the label set (and the chosen intensities), and renders through the cache with
-``--num_proc`` workers. Face-video models go through `prepare_video_dataset` (crops and pulse maps once, with
+`generate_data` is the run's explicit first step for ``--dataset synthetic``: it generates the synthetic set once
+(into the cache dir; a finished set is reused). `prepare_dataset` then turns ``--dataset`` into rows: it reads the
+data-set index (a synthetic set that was never generated is an error, not generated on the side), keeps the classes
+of the label set (and the chosen intensities), and renders through the cache with ``--num_proc`` workers.
+Face-video models go through `prepare_video_dataset` (crops and pulse maps once, with
 ``datasets.map``, into an Arrow file of the cache dir).
 
 Sequence (4D) data sets (``bu4dfe:ROOT``, ``bp4d:ROOT``, ``4dme:ROOT``, ``synthetic`` with ``--synthetic_format``
@@ -203,9 +205,33 @@ def ensure_synthetic(root: Path, subjects: int, seed: int, num_proc: int = 1,
     return root
 
 
-def load_index(dataset: str, cache_dir: str, subjects: int, seed: int, num_proc: int, main_process: bool,
-               wait: Callable[[], None], options: dict[str, Any] | None = None,
-               fmt: str = "bu3dfe") -> tuple[Any, str]:
+def generate_data(model_args: Any, data_args: Any, accelerator: Any) -> Path | None:
+    """The run's data-generation step: for ``--dataset synthetic`` (without a DIR) generate the set of the run's
+    layout (scans, sequences or, for a face-video model, videos) into the cache dir unless a finished one is there,
+    and return its folder; None for every other data set. The main process generates, the others wait."""
+    kind, _, root = data_args.dataset.partition(":")
+    if kind != "synthetic" or root:
+        return None
+    if model_entry(model_args.model).is_video:
+        folder = synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects, data_args.synthetic_seed)
+        if accelerator.is_main_process and not (folder / ".complete").is_file():
+            from .synthetic_video import generate_videos
+
+            generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed)
+            (folder / ".complete").write_text("done\n")
+    else:
+        fmt = getattr(data_args, "synthetic_format", "bu3dfe")
+        folder = synthetic_root(data_args.cache_dir, data_args.synthetic_subjects, data_args.synthetic_seed,
+                                data_args.synthetic_options, fmt)
+        if accelerator.is_main_process:
+            ensure_synthetic(folder, data_args.synthetic_subjects, data_args.synthetic_seed, data_args.num_proc,
+                             data_args.synthetic_options, fmt)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def load_index(dataset: str, cache_dir: str, subjects: int, seed: int,
+               options: dict[str, Any] | None = None, fmt: str = "bu3dfe") -> tuple[Any, str]:
     """The data-set index (a `datasets.Dataset` with subject, expression, path, ...) and its kind.
 
     Sequence data sets (BU-4DFE, BP4D-Spontaneous, 4DME, and ``synthetic`` with `fmt` bu4dfe / bp4d / 4dme) give
@@ -218,9 +244,9 @@ def load_index(dataset: str, cache_dir: str, subjects: int, seed: int, num_proc:
         if fmt not in SYNTHETIC_FORMATS:
             raise ConfigError(f"--synthetic_format {fmt!r}: use one of {', '.join(SYNTHETIC_FORMATS)}")
         folder = Path(root) if root else synthetic_root(cache_dir, subjects, seed, options, fmt)
-        if not root and main_process:
-            ensure_synthetic(folder, subjects, seed, num_proc, options, fmt)
-        wait()
+        if not root and not (folder / ".complete").is_file():
+            raise DatasetLayoutError("the synthetic set has not been generated; run generate_data first (the first "
+                                     "step of scripts/train.py) or scripts/prepare_data.py synthetic", folder)
         # The generators write one sub-folder per format; a given DIR may be either the generator's root or its
         # sub-folder of the layout.
         layout = folder / fmt if (folder / fmt).is_dir() else folder
@@ -240,14 +266,13 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
 
     The main process renders first (with ``--num_proc`` workers); the other processes then load the finished cache.
     """
-    from ..geometry.cache import prepare_features
     from ..labels import DATASET_LABEL_SET, label_set
+    from .cache import prepare_features
 
     if model_entry(model_args.model).is_video:
         return prepare_video_dataset(model_args, data_args, accelerator)
     index, kind = load_index(data_args.dataset, data_args.cache_dir, data_args.synthetic_subjects,
-                             data_args.synthetic_seed, data_args.num_proc, accelerator.is_main_process,
-                             accelerator.wait_for_everyone, data_args.synthetic_options,
+                             data_args.synthetic_seed, data_args.synthetic_options,
                              getattr(data_args, "synthetic_format", "bu3dfe"))
     label_set_name = model_args.label_set or DATASET_LABEL_SET.get(kind, "basic6")
     labels = label_set(label_set_name)
@@ -299,7 +324,7 @@ def render_variants(index: Any, cache_dir: Path, feature_fn: ProcessorFeatures, 
     """The K cached render variants of every row (`facet_vlm.geometry.augment.RenderAugmentation`), in row order;
     each variant has its own cache folder (the variant index is part of its key), so they are rendered once."""
     from ..geometry.augment import AugmentedFeatures, RenderAugmentation
-    from ..geometry.cache import prepare_features
+    from .cache import prepare_features
 
     augmentation = RenderAugmentation.from_settings(settings)
     variants = []
@@ -325,7 +350,7 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
     """Model inputs of sequence rows (one row per sequence, ``frames`` in order).
 
     - A temporal model (FACET-VLM): each row's T frames are chosen by `frame_selection`, every chosen frame is
-      rendered once into the per-frame cache (`facet_vlm.geometry.sequence_cache.prepare_sequence_features`,
+      rendered once into the per-frame cache (`facet_vlm.data.sequence_cache.prepare_sequence_features`,
       resumable, shared by every sampling with the same processor settings) and stacked on access into
       ``pixel_values`` (T, V, C, H, W); the collator stacks rows into (N, T, V, C, H, W). ``--augment`` applies
       to training batches, the same draw to every frame of a sequence (`facet_vlm.geometry.augment`).
@@ -333,8 +358,8 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
       apex, else the frame farthest from the first: `facet_vlm.data.sequences.apex_rows`), prepared as a still
       scan. The feature spec records ``"frames": "apex"``.
     """
-    from ..geometry.cache import prepare_features
-    from ..geometry.sequence_cache import prepare_sequence_features
+    from .cache import prepare_features
+    from .sequence_cache import prepare_sequence_features
     from .sequences import apex_rows
 
     labels, label_set_name = label_info
@@ -406,16 +431,14 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     of the cache dir, named by the settings and the rows, and reused by later runs.
     """
     from ..labels import label_set
-    from .synthetic_video import generate_videos
 
     kind, _, root = data_args.dataset.partition(":")
     if kind == "synthetic":
         folder = Path(root) if root else synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects,
                                                               data_args.synthetic_seed)
-        if not root and accelerator.is_main_process and not (folder / ".complete").is_file():
-            generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed)
-            (folder / ".complete").write_text("done\n")
-        accelerator.wait_for_everyone()
+        if not root and not (folder / ".complete").is_file():
+            raise DatasetLayoutError("the synthetic video set has not been generated; run generate_data first (the "
+                                     "first step of scripts/train.py)", folder)
         from .mahnob import load_mahnob
 
         index = load_mahnob(folder)

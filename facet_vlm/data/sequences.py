@@ -4,12 +4,12 @@ A sequence row holds ``frames`` (frame paths in temporal order) and, where the d
 ``onset``/``apex``/``offset`` (indices into ``frames``; -1 or a missing column means "not annotated").
 
 - `select_frame_indices` / `select_frames`: T frames of a clip, uniformly or onset–apex–offset (the index-level
-  rule is the same as `facet_vlm.modeling_facet_vlm.sample_sequence_frames`, kept free of torch here so that the
-  data package stays light; a test checks that both agree).
+  rule is the same as FACET-VLM's `sample_sequence_frames` (`facet_vlm.models.facet_vlm.modeling_facet_vlm`), kept
+  free of torch here so that the data package stays light; a test checks that both agree).
 - `apex_frame_index`: the apex frame for static models (CoupleFER, AFNet-M): the annotated apex, else the frame
   farthest from the first frame (see `frame_distance` for the geometric distance).
 - `apex_rows`: a sequence data set turned into one static row per sequence (``path`` = its apex frame), which the
-  existing still-scan path (`facet_vlm.geometry.cache.prepare_features`) takes unchanged.
+  existing still-scan path (`facet_vlm.data.cache.prepare_features`) takes unchanged.
 - `collect_frames` / `sort_frames` / `sequence_frames`: frame files in numeric frame order, from a sequence folder
   (readers), a list of files or a ``.zip`` (pipeline inputs).
 """

@@ -1,6 +1,6 @@
 """Training-time augmentation of rendered views, applied to cached renders batch by batch.
 
-Rendering is cached (``facet_vlm.geometry.cache``), so augmentation works on the renders themselves, a batch of
+Rendering is cached (``facet_vlm.data.cache``), so augmentation works on the renders themselves, a batch of
 ``pixel_values`` (B, V, C, H, W) in the renderer's native ranges (texture and depth in [0, 1], normals in [-1, 1], 0 on
 the background; see `facet_vlm.geometry.render`):
 
@@ -26,7 +26,7 @@ What image operations cannot do (turn the head, coarsen the mesh) happens on the
 (scan, variant), and `AugmentedFeatures` renders variant k of every scan through the render cache, whose key
 includes the variant index, so K variants cost K renders of the data set once and nothing per epoch. Rendering on
 the fly instead would cost a read, an alignment and a render per sample and step: 35 ms for a 2000-vertex generated
-scan into FACET-VLM's 5 views of 64 px (78 ms for a 15k-triangle scan at 224 px, see `facet_vlm.geometry.cache`),
+scan into FACET-VLM's 5 views of 64 px (78 ms for a 15k-triangle scan at 224 px, see `facet_vlm.data.cache`),
 against 16-19 ms per training sample of the small FACET-VLM (both measured on the shared 2-core CPU, one
 thread, loaded), i.e. about 3x slower training; so the variants are cached, and the training collator picks the
 original or one of the K variants per sample at random (`facet_vlm.data.prepare.FeatureCollator`).

@@ -1,0 +1,1 @@
+"""AFNet-M: configuration, model and processor (import the modules, or the names from `couple`)."""

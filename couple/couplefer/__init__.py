@@ -1,0 +1,1 @@
+"""CoupleFER: configuration, model and processor (import the modules, or the names from `couple`)."""

@@ -1,0 +1,69 @@
+"""CoupleFER's processor: a `Face` (or a scan path) → the frontal texture and a point cloud.
+
+The scan is aligned once (`facet_vlm.geometry.align`) and the frontal view (yaw 0, pitch 0) rendered. Pixel values
+stay RGB in [0, 1]: the model normalises them inside (config `normalize_pixels`), so its Hub remote code needs no
+processor. `facet_vlm.geometry` is imported inside the methods so that importing this module stays cheap. Settings
+save and load like every processor of the library (`facet_vlm.processing_utils`), also through
+`AutoProcessor.from_pretrained(model_folder)`; calls return a `BatchFeature`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facet_vlm.errors import ConfigError, MissingTextureError
+from facet_vlm.face import Face
+from facet_vlm.processing_utils import FRONTAL_VIEW, FaceProcessor
+
+
+class CoupleFERProcessor(FaceProcessor):
+    """Face → `pixel_values` (B, 3, S, S) frontal texture in [0, 1] and `points` (B, N, 6 or 9) for CoupleFER.
+
+    Args:
+        image_size: rendered view size (the CLIP vision config's `image_size`).
+        num_points: points sampled over the surface (at least the model's `num_point_groups` and
+            `point_group_size`); 2048 covers 128 patches of 32 points twice.
+        point_channels: 6 (xyz + normal) or 9 (+ rgb in [0, 1]; needs a textured or coloured scan).
+        seed: seed of the surface sampling (same seed, same points).
+    """
+
+    fields = ("image_size", "num_points", "point_channels", "seed")
+
+    def __init__(self, image_size: int = 224, num_points: int = 2048, point_channels: int = 6, seed: int = 0):
+        if point_channels not in (6, 9):
+            raise ConfigError(f"point_channels={point_channels}: use 6 (xyz + normal) or 9 (xyz + normal + rgb)")
+        if image_size < 1 or num_points < 1:
+            raise ConfigError(f"image_size={image_size}, num_points={num_points}: both must be positive")
+        self.image_size = int(image_size)
+        self.num_points = int(num_points)
+        self.point_channels = int(point_channels)
+        self.seed = int(seed)
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> CoupleFERProcessor:
+        """Settings matching a `CoupleFERConfig` (image size and point features); `overrides` win."""
+        settings = {
+            "image_size": config.vision_config.image_size,
+            "point_channels": config.point_input_dim,
+            "num_points": max(2048, config.num_point_groups, config.point_group_size),
+        }
+        return cls(**{**settings, **overrides})
+
+    def process_face(self, face: Face) -> dict[str, np.ndarray]:
+        from facet_vlm.geometry import render_views, sample_points
+
+        images, _ = render_views(face, views=FRONTAL_VIEW, size=self.image_size, channels=("texture",))
+        points = sample_points(face, n=self.num_points, seed=self.seed)
+        if points.shape[1] < self.point_channels:
+            raise MissingTextureError(
+                "point_channels=9 needs point colours but the scan has no texture or vertex colours; "
+                "use point_channels=6",
+                face.meta.get("path"),
+            )
+        return {
+            "pixel_values": images[0].astype(np.float32),
+            "points": points[:, : self.point_channels].astype(np.float32),
+        }
+
+
+__all__ = ["CoupleFERProcessor"]

@@ -1,0 +1,1 @@
+"""Physio-facial prompt tuning: configuration, model and processor (import the modules, or the names from `couple`)."""

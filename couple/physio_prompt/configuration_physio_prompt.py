@@ -1,0 +1,114 @@
+"""Configuration of subject-invariant physio-facial prompt tuning (face video + rPPG pulse -> valence/arousal)."""
+
+from __future__ import annotations
+
+from transformers import CLIPVisionConfig, PreTrainedConfig
+
+_POOLINGS = ("attention", "mean")
+
+
+class PhysioPromptConfig(PreTrainedConfig):
+    r"""Configuration of [`PhysioPromptForEmotionRecognition`].
+
+    A frozen CLIP ViT (``vision_config``) reads ``T`` face frames; a small CNN turns the pulse time-frequency map
+    into ``num_prompts`` prompt tokens for every ViT layer; a shared bottleneck adapter per layer (kept at test time)
+    and per-subject adapters (training only) adapt the residual stream; heads predict valence and arousal (high/low)
+    and, optionally, a discrete emotion.
+
+    Args:
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*): the ViT; defaults to CLIP ViT-B/16.
+        num_prompts (`int`, defaults to 4): prompt tokens per layer (deep prompt tuning).
+        tfr_channels (`int`, defaults to 1): channels of ``tfr_values`` (1 map; more for several pulse sources).
+        pulse_hidden_size (`int`, defaults to 128): width of the pulse embedding the prompt generator computes.
+        pulse_conv_channels (`int`, defaults to 16): channels of the first TFR convolution (doubled in the second).
+        prompt_init_std (`float`, defaults to 0.02): std of the learned base prompts.
+        adapter_bottleneck (`int`, defaults to 64): bottleneck width of every adapter.
+        num_train_subjects (`int`, defaults to 0): number of training subjects = subject-specific adapters and
+            classes of the subject adversary; 0 disables both (plain shared adapters).
+        specific_adapter_dropout (`float`, defaults to 0.5): probability, per training sample, of leaving the
+            subject-specific adapters out, so that the heads also learn the test-time (shared-only) path.
+        orthogonality_weight (`float`, defaults to 0.1): weight of the shared/specific orthogonality loss.
+        adversarial_weight (`float`, defaults to 0.1): weight of the subject-adversarial cross-entropy.
+        gradient_reversal_scale (`float`, defaults to 1.0): gradient-reversal factor in front of the adversary.
+        temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
+            ``"mean"``.
+        use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding to the heads (the
+            pulse-to-head shortcut); off, the pulse reaches the output through the prompt tokens alone.
+        use_pulse_prompts (`bool`, defaults to True): insert the pulse-conditioned prompt tokens into every ViT layer;
+            off (the "without pulse prompts" ablation), no prompt token is inserted and the pulse can reach the output
+            only through the pulse-to-head shortcut (`use_pulse_embedding`).
+        use_subject_adapters (`bool`, defaults to True): build the subject-specific adapters and the subject
+            adversary when `num_train_subjects` > 0; off (the "without decoupled adapters" ablation),
+            `num_train_subjects` is set to 0, whatever the training run passes, leaving the shared adapters only.
+        num_emotions (`int`, defaults to 0): classes of the discrete-emotion head; 0 disables it.
+        emotion_labels (`list[str]`, *optional*): names of the emotion classes (``id2label`` of that head).
+        emotion_loss_weight (`float`, defaults to 1.0): weight of the emotion cross-entropy.
+        rating_threshold (`float`, defaults to 5.0): ratings strictly above it are "high" (1..9 scales).
+        head_dropout (`float`, defaults to 0.1): dropout before the heads.
+        image_mean, image_std (`tuple[float]`): per-channel normalisation of ``pixel_values`` in [0, 1] (CLIP's).
+        freeze_vision (`bool`, defaults to True): keep the ViT frozen.
+        vit_lora_rank (`int`, defaults to 0): rank of an optional LoRA on the ViT's q/v projections when trained
+            through PEFT (``peft_config_kwargs``); 0 = none, the ViT stays exactly as loaded.
+
+    Example:
+
+    ```python
+    >>> from transformers import CLIPVisionConfig
+    >>> from couple import PhysioPromptConfig, PhysioPromptForEmotionRecognition
+    >>> vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...                           num_attention_heads=4, image_size=32, patch_size=8)
+    >>> model = PhysioPromptForEmotionRecognition(PhysioPromptConfig(vision_config=vision, num_train_subjects=4))
+    ```
+    """
+
+    model_type = "physio_prompt"
+    sub_configs_defaults = {"vision_config": CLIPVisionConfig}
+
+    vision_config: dict | CLIPVisionConfig | None = None
+    num_prompts: int = 4
+    tfr_channels: int = 1
+    pulse_hidden_size: int = 128
+    pulse_conv_channels: int = 16
+    prompt_init_std: float = 0.02
+    adapter_bottleneck: int = 64
+    num_train_subjects: int = 0
+    specific_adapter_dropout: float = 0.5
+    orthogonality_weight: float = 0.1
+    adversarial_weight: float = 0.1
+    gradient_reversal_scale: float = 1.0
+    temporal_pooling: str = "attention"
+    use_pulse_embedding: bool = True
+    use_pulse_prompts: bool = True
+    use_subject_adapters: bool = True
+    num_emotions: int = 0
+    emotion_labels: list[str] | None = None
+    emotion_loss_weight: float = 1.0
+    rating_threshold: float = 5.0
+    head_dropout: float = 0.1
+    image_mean: tuple[float, ...] | list[float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, ...] | list[float] = (0.26862954, 0.26130258, 0.27577711)
+    freeze_vision: bool = True
+    vit_lora_rank: int = 0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if not self.use_subject_adapters:
+            self.num_train_subjects = 0
+        if self.temporal_pooling not in _POOLINGS:
+            raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
+        for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("num_train_subjects", "num_emotions", "vit_lora_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.specific_adapter_dropout < 1.0:
+            raise ValueError(f"specific_adapter_dropout must be in [0, 1), got {self.specific_adapter_dropout}")
+        if self.emotion_labels is not None and len(self.emotion_labels) != self.num_emotions:
+            raise ValueError(f"emotion_labels has {len(self.emotion_labels)} names for num_emotions="
+                             f"{self.num_emotions}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ValueError("image_mean and image_std need 3 values (RGB)")
+
+
+__all__ = ["PhysioPromptConfig"]

@@ -1,0 +1,473 @@
+"""Subject-invariant physio-facial prompt tuning for video emotion recognition (face video + rPPG pulse).
+
+A frozen CLIP ViT reads ``T`` face frames of a clip (as ``B*T`` images), layer by layer. Before every layer ``l``
+the pulse's time-frequency map (TFR) contributes ``P`` prompt tokens (deep prompt tuning: inserted after the CLS
+token at layer ``l`` and dropped after it, replaced by layer ``l+1``'s own prompts). After every layer a decoupled
+shared-specific adapter edits the residual stream: ``h <- h + shared(h) [+ specific_s(h)]``, where the
+subject-specific bottleneck adapter of training subject ``s`` is added only in training when ``subject_ids`` are
+given. Two losses keep the shared path subject-invariant:
+
+* orthogonality — the mean squared cosine between the shared and the specific adapter outputs of every token and
+  layer (activations, not weights: what matters is that they write different directions into the stream);
+* subject adversary — a classifier predicts the training subject from the shared adapters' contribution (token-,
+  frame- and layer-averaged) through a gradient-reversal layer, so the shared adapters learn to hide identity.
+
+Per-sample dropout of the specific adapters (``specific_adapter_dropout``) makes the heads also learn from the
+test-time path. The CLS outputs of the last layer are pooled over time (attention or mean) and, with the pulse
+embedding, feed the heads: valence high/low, arousal high/low and optionally a discrete emotion.
+
+Logits convention: ``logits`` is the concatenation ``[valence (2), arousal (2), emotion (num_emotions)]`` along the
+last axis; each head's logits are also returned on their own. ``labels`` is ``(B, 2)`` = (valence_high,
+arousal_high) or ``(B, 3)`` with the emotion index last (-100 = unknown); use :func:`ratings_to_labels` to turn 1..9
+ratings into those classes.
+
+PEFT: the trainable parts are custom modules, which are not PEFT tuner layers, so they are saved with LoRA's
+``modules_to_save`` (full copies of the prompt generator, the adapters, the pooling and the heads, trained and
+saved while everything else stays frozen and unsaved). The ViT gets no LoRA by default (``vit_lora_rank=0``, done
+with PEFT's dummy target list so that no layer is wrapped) — it stays exactly the loaded CLIP; a positive rank adds
+LoRA to its q/v projections. Named per-subject PEFT adapters were rejected: they would need one PEFT adapter per
+training subject switched per sample, and the subject adapters are dropped at test time anyway.
+See :meth:`PhysioPromptForEmotionRecognition.peft_config_kwargs`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionModel, PreTrainedModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import ModelOutput
+
+from .configuration_physio_prompt import PhysioPromptConfig
+
+#: PEFT's sentinel target list meaning "wrap no layer" (``peft.utils.constants.DUMMY_TARGET_MODULES``).
+PEFT_NO_TARGET_MODULES = "dummy-target-modules"
+
+
+def ratings_to_labels(valence: torch.Tensor, arousal: torch.Tensor, threshold: float = 5.0) -> torch.Tensor:
+    """``(B, 2)`` long labels (valence_high, arousal_high) from 1..9 ratings: high = strictly above ``threshold``."""
+    valence, arousal = torch.as_tensor(valence), torch.as_tensor(arousal)
+    return torch.stack([(valence > threshold).long(), (arousal > threshold).long()], dim=-1)
+
+
+@dataclass
+class PhysioPromptOutput(ModelOutput):
+    """Output of [`PhysioPromptForEmotionRecognition`].
+
+    Args:
+        loss: total loss (when labels are given): task losses + weighted orthogonality and adversarial terms.
+        logits: ``(B, 4 + num_emotions)`` = [valence (2), arousal (2), emotion (num_emotions)].
+        valence_logits, arousal_logits: ``(B, 2)`` low/high.
+        emotion_logits: ``(B, num_emotions)`` or None.
+        loss_valence, loss_arousal, loss_emotion: cross-entropies of the heads (None without their labels).
+        loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
+        loss_adversarial: subject cross-entropy of the adversary (None unless training with subject_ids).
+        subject_logits: ``(B, num_train_subjects)`` of the adversary, when it ran.
+        video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
+        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    valence_logits: torch.Tensor | None = None
+    arousal_logits: torch.Tensor | None = None
+    emotion_logits: torch.Tensor | None = None
+    loss_valence: torch.Tensor | None = None
+    loss_arousal: torch.Tensor | None = None
+    loss_emotion: torch.Tensor | None = None
+    loss_orthogonality: torch.Tensor | None = None
+    loss_adversarial: torch.Tensor | None = None
+    subject_logits: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
+    pulse_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class PhysioPromptModelOutput(ModelOutput):
+    """Output of [`PhysioPromptModel`]: the clip's features without emotion heads.
+
+    Args:
+        features: ``(B, hidden [+ pulse_hidden_size])`` what the heads read: the time-pooled CLS embedding, with the
+            pulse embedding appended when ``use_pulse_embedding``.
+        video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
+        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR.
+        shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames (what
+            the subject adversary reads).
+        loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
+    """
+
+    features: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
+    pulse_embeds: torch.Tensor | None = None
+    shared_code: torch.Tensor | None = None
+    loss_orthogonality: torch.Tensor | None = None
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``-scale`` backward (Ganin & Lempitsky, 2015)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.scale * grad, None
+
+
+class PulsePromptGenerator(nn.Module):
+    """TFR ``(B, C, F, T')`` -> pulse embedding ``(B, E)`` and prompts ``(B, layers, P, hidden)``.
+
+    Two conv blocks and adaptive pooling to 4x4 make it independent of the TFR size; the prompts of each layer are
+    a learned base (as in VPT-deep) plus a TFR-conditioned offset whose projection starts at zero.
+    """
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        channels = config.pulse_conv_channels
+        vision = config.vision_config
+        self.num_layers, self.num_prompts, self.hidden_size = (vision.num_hidden_layers, config.num_prompts,
+                                                               vision.hidden_size)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(config.tfr_channels, channels, 3, padding=1), nn.GELU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(2 * channels * 16, config.pulse_hidden_size), nn.GELU(),
+            nn.Linear(config.pulse_hidden_size, config.pulse_hidden_size),
+        )
+        self.prompt_base = nn.Parameter(torch.zeros(self.num_layers, self.num_prompts, self.hidden_size))
+        self.prompt_proj = nn.Linear(config.pulse_hidden_size, self.num_layers * self.num_prompts * self.hidden_size)
+        self.prompt_proj.zero_init = True
+
+    def forward(self, tfr_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pulse = self.encoder(tfr_values)
+        offsets = self.prompt_proj(pulse).view(-1, self.num_layers, self.num_prompts, self.hidden_size)
+        return self.prompt_base + offsets, pulse
+
+
+class BottleneckAdapter(nn.Module):
+    """``x -> up(GELU(down(x)))``; ``up`` starts at zero (``zero_init``) so an untrained adapter changes nothing."""
+
+    def __init__(self, hidden_size: int, bottleneck: int):
+        super().__init__()
+        self.down_proj = nn.Linear(hidden_size, bottleneck)
+        self.up_proj = nn.Linear(bottleneck, hidden_size)
+        self.up_proj.zero_init = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.up_proj(F.gelu(self.down_proj(hidden_states)))
+
+
+class SubjectSpecificAdapters(nn.Module):
+    """One bottleneck adapter per training subject, applied per sample by subject id (batched gather)."""
+
+    def __init__(self, num_subjects: int, hidden_size: int, bottleneck: int):
+        super().__init__()
+        self.down_weight = nn.Parameter(torch.empty(num_subjects, hidden_size, bottleneck))
+        self.down_bias = nn.Parameter(torch.zeros(num_subjects, bottleneck))
+        self.up_weight = nn.Parameter(torch.zeros(num_subjects, bottleneck, hidden_size))
+        self.up_bias = nn.Parameter(torch.zeros(num_subjects, hidden_size))
+
+    def forward(self, hidden_states: torch.Tensor, subject_ids: torch.Tensor) -> torch.Tensor:
+        down = torch.einsum("nld,ndr->nlr", hidden_states, self.down_weight[subject_ids])
+        down = F.gelu(down + self.down_bias[subject_ids][:, None])
+        return torch.einsum("nlr,nrd->nld", down, self.up_weight[subject_ids]) + self.up_bias[subject_ids][:, None]
+
+
+class PhysioAdapterLayer(nn.Module):
+    """The decoupled adapters after one ViT layer: ``shared_adapter`` and (if any) ``specific_adapter``."""
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        hidden = config.vision_config.hidden_size
+        self.shared_adapter = BottleneckAdapter(hidden, config.adapter_bottleneck)
+        self.specific_adapter = (SubjectSpecificAdapters(config.num_train_subjects, hidden, config.adapter_bottleneck)
+                                 if config.num_train_subjects > 0 else None)
+
+
+class TemporalPooling(nn.Module):
+    """``(B, T, D) -> (B, D)``: softmax attention over frames with a learned scorer, or the mean."""
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        self.mode = config.temporal_pooling
+        hidden = config.vision_config.hidden_size
+        self.score = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, frame_embeds: torch.Tensor) -> torch.Tensor:
+        if self.mode == "mean":
+            return frame_embeds.mean(dim=1)
+        weights = torch.softmax(self.score(frame_embeds), dim=1)
+        return (weights * frame_embeds).sum(dim=1)
+
+
+class EmotionHeads(nn.Module):
+    """Valence and arousal (2 classes each) and an optional discrete-emotion head."""
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        features = config.vision_config.hidden_size + (config.pulse_hidden_size if config.use_pulse_embedding else 0)
+        self.norm = nn.LayerNorm(features)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.valence = nn.Linear(features, 2)
+        self.arousal = nn.Linear(features, 2)
+        self.emotion = nn.Linear(features, config.num_emotions) if config.num_emotions > 0 else None
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        features = self.dropout(self.norm(features))
+        emotion = self.emotion(features) if self.emotion is not None else None
+        return self.valence(features), self.arousal(features), emotion
+
+
+class SubjectClassifier(nn.Module):
+    """Subject adversary: gradient reversal, then a 2-layer MLP over the shared-path code."""
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        hidden = config.vision_config.hidden_size
+        self.scale = config.gradient_reversal_scale
+        self.mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, config.num_train_subjects))
+
+    def forward(self, shared_code: torch.Tensor) -> torch.Tensor:
+        return self.mlp(GradientReversal.apply(shared_code, self.scale))
+
+
+class PhysioPromptPreTrainedModel(PreTrainedModel):
+    config: PhysioPromptConfig
+    config_class = PhysioPromptConfig
+    base_model_prefix = "physio_prompt"
+    #: config.json's ``auto_map`` (Hub remote code): each Auto class and the class of this file it loads.
+    auto_classes = {"AutoModel": "PhysioPromptModel",
+                    "AutoModelForVideoClassification": "PhysioPromptForEmotionRecognition"}
+    main_input_name = "pixel_values"
+    input_modalities = ("video",)
+    _no_split_modules = ["CLIPEncoderLayer"]
+    # The prompts join the tokens of the CLIP layers, whose attention follows `attn_implementation` (vision_config).
+    _supports_sdpa = True
+    supports_gradient_checkpointing = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = getattr(self.config.vision_config, "initializer_range", 0.02)
+        if isinstance(module, PhysioPromptPreTrainedModel) and hasattr(module, "image_mean"):
+            # Non-persistent buffers are not in checkpoints: set them here, where loading expects them set.
+            module.image_mean.copy_(torch.tensor(self.config.image_mean).view(1, 3, 1, 1))
+            module.image_std.copy_(torch.tensor(self.config.image_std).view(1, 3, 1, 1))
+        elif isinstance(module, PulsePromptGenerator):
+            nn.init.normal_(module.prompt_base, std=self.config.prompt_init_std)
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, SubjectSpecificAdapters):
+            nn.init.normal_(module.down_weight, std=std)
+            for parameter in (module.down_bias, module.up_weight, module.up_bias):
+                nn.init.zeros_(parameter)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained` with Hub remote code: this file and its sibling files are copied next to
+        the weights, and ``config.json``'s ``auto_map`` names the config class and every class of `auto_classes`, so
+        that ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` works where this package is not installed.
+        This is the one place that writes ``auto_map``; `facet_vlm.registry` maps the same classes for local use."""
+        module = type(self).__module__.rsplit(".", 1)[-1]
+        config_module = type(self.config).__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {"AutoConfig": f"{config_module}.{type(self.config).__name__}",
+                                **{auto: f"{module}.{name}" for auto, name in self.auto_classes.items()}}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            custom_object_save(self, save_directory)
+
+
+class PhysioPromptModel(PhysioPromptPreTrainedModel):
+    """The physio-facial backbone without emotion heads: frozen CLIP ViT over the frames, pulse prompts at every layer,
+    shared (and, in training, subject-specific) adapters, temporal pooling; returns the clip's features (what
+    `AutoModel` loads).
+
+    `PhysioPromptForEmotionRecognition` subclasses it and adds the heads and the subject adversary, so the weight
+    names of both are the same (a recognition model's folder loads into `PhysioPromptModel`, the heads left out).
+    Inputs as in `PhysioPromptForEmotionRecognition` (without the labels).
+    """
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__(config)
+        self.vision_model = CLIPVisionModel(config.vision_config)
+        self.prompt_generator = PulsePromptGenerator(config)
+        self.adapter_layers = nn.ModuleList([PhysioAdapterLayer(config)
+                                             for _ in range(config.vision_config.num_hidden_layers)])
+        self.temporal_pooling = TemporalPooling(config)
+        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        if type(self) is PhysioPromptModel:
+            self.post_init()
+        if config.freeze_vision:
+            self.vision_model.requires_grad_(False)
+
+    @classmethod
+    def from_clip(cls, name_or_path: str, **config_kwargs) -> PhysioPromptModel:
+        """A new model whose ViT is the pretrained CLIP vision tower at ``name_or_path`` (Hub id or local folder)."""
+        vision = CLIPVisionModel.from_pretrained(name_or_path)
+        model = cls(PhysioPromptConfig(vision_config=vision.config, **config_kwargs))
+        model.vision_model.load_state_dict(vision.state_dict())
+        return model
+
+    def forward(self, pixel_values: torch.Tensor, tfr_values: torch.Tensor, subject_ids: torch.Tensor | None = None,
+                **kwargs) -> PhysioPromptModelOutput:
+        if pixel_values.ndim != 5:
+            raise ValueError(f"pixel_values must be (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
+        batch, frames_per_clip = pixel_values.shape[:2]
+        vision = self.vision_model
+        size = self.config.vision_config.image_size
+        images = pixel_values.flatten(0, 1).to(self.image_mean.dtype)
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = (images - self.image_mean) / self.image_std
+
+        prompts, pulse_embeds = self.prompt_generator(tfr_values.to(images.dtype))
+        prompts = prompts.repeat_interleave(frames_per_clip, dim=0)
+        use_specific = self.training and subject_ids is not None and self.config.num_train_subjects > 0
+        frame_subjects = keep = None
+        if use_specific:
+            subject_ids = torch.as_tensor(subject_ids, device=images.device).long()
+            if subject_ids.min() < 0 or subject_ids.max() >= self.config.num_train_subjects:
+                raise ValueError(f"subject_ids must be in [0, {self.config.num_train_subjects}), got "
+                                 f"{subject_ids.tolist()}")
+            frame_subjects = subject_ids.repeat_interleave(frames_per_clip)
+            keep = (torch.rand(batch, device=images.device) >= self.config.specific_adapter_dropout).to(images.dtype)
+            keep = keep.repeat_interleave(frames_per_clip)[:, None, None]
+
+        hidden = vision.pre_layrnorm(vision.embeddings(images))
+        num_prompts = self.config.num_prompts
+        shared_codes, cosines = [], []
+        for index, layer in enumerate(vision.encoder.layers):
+            if self.config.use_pulse_prompts:
+                tokens = torch.cat([hidden[:, :1], prompts[:, index], hidden[:, 1:]], dim=1)
+                tokens = layer(tokens, attention_mask=None)
+                hidden = torch.cat([tokens[:, :1], tokens[:, 1 + num_prompts:]], dim=1)
+            else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only
+                hidden = layer(hidden, attention_mask=None)
+            adapters = self.adapter_layers[index]
+            shared = adapters.shared_adapter(hidden)
+            shared_codes.append(shared.mean(dim=1))
+            update = shared
+            if use_specific:
+                specific = adapters.specific_adapter(hidden, frame_subjects) * keep
+                cosine = F.cosine_similarity(shared, specific, dim=-1, eps=1e-8)
+                cosines.append((cosine.pow(2) * keep[..., 0]).sum() / (keep[..., 0].sum() * hidden.shape[1] + 1e-8))
+                update = update + specific
+            hidden = hidden + update
+
+        frame_embeds = vision.post_layernorm(hidden[:, 0]).view(batch, frames_per_clip, -1)
+        video_embeds = self.temporal_pooling(frame_embeds)
+        features = torch.cat([video_embeds, pulse_embeds], dim=-1) if self.config.use_pulse_embedding else video_embeds
+        shared_code = torch.stack(shared_codes).mean(dim=0).view(batch, frames_per_clip, -1).mean(dim=1)
+        return PhysioPromptModelOutput(features=features, video_embeds=video_embeds, pulse_embeds=pulse_embeds,
+                                       shared_code=shared_code,
+                                       loss_orthogonality=torch.stack(cosines).mean() if cosines else None)
+
+
+class PhysioPromptForEmotionRecognition(PhysioPromptModel):
+    """Frozen CLIP ViT over face frames + pulse prompts + decoupled shared/specific adapters -> valence/arousal.
+
+    Inputs:
+        pixel_values: ``(B, T, 3, H, W)`` frames in [0, 1] (resized to the ViT's image size if needed; normalised
+            inside with ``config.image_mean/std``).
+        tfr_values: ``(B, tfr_channels, F, T')`` pulse time-frequency maps (``facet_vlm.physio.tfr``).
+        subject_ids: ``(B,)`` training-subject indices in ``[0, num_train_subjects)``; used only in training.
+        labels: ``(B, 2)`` (valence_high, arousal_high) or ``(B, 3)`` with the emotion index last.
+        valence_labels, arousal_labels, emotion_labels: ``(B,)`` per-head labels (override ``labels``); -100 skips.
+    """
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__(config)
+        self.heads = EmotionHeads(config)
+        self.subject_classifier = SubjectClassifier(config) if config.num_train_subjects > 0 else None
+        self.post_init()
+
+    def peft_config_kwargs(self) -> dict:
+        """Keyword arguments of the ``peft.LoraConfig`` that trains exactly the adapters, prompts, pooling and heads.
+
+        ``modules_to_save`` lists them (custom modules are saved as full copies); ``target_modules`` is PEFT's dummy
+        list (no LoRA layer at all) when ``vit_lora_rank == 0``, else the ViT's q/v projections at that rank.
+        """
+        modules = ["prompt_generator", "shared_adapter", "temporal_pooling", "heads"]
+        if self.config.num_train_subjects > 0:
+            modules += ["specific_adapter", "subject_classifier"]
+        rank = self.config.vit_lora_rank
+        if rank > 0:
+            return {"r": rank, "lora_alpha": 2 * rank, "modules_to_save": modules,
+                    "target_modules": r"vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)"}
+        return {"r": 1, "target_modules": PEFT_NO_TARGET_MODULES, "modules_to_save": modules}
+
+    def _labels_per_head(self, labels, valence_labels, arousal_labels, emotion_labels):
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=self.image_mean.device).long()
+            if labels.ndim != 2 or labels.shape[1] not in (2, 3):
+                raise ValueError(f"labels must be (B, 2) or (B, 3) (valence, arousal[, emotion]), got "
+                                 f"{tuple(labels.shape)}")
+            valence_labels = labels[:, 0] if valence_labels is None else valence_labels
+            arousal_labels = labels[:, 1] if arousal_labels is None else arousal_labels
+            if labels.shape[1] == 3 and emotion_labels is None:
+                emotion_labels = labels[:, 2]
+        return valence_labels, arousal_labels, emotion_labels
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        tfr_values: torch.Tensor,
+        subject_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        valence_labels: torch.Tensor | None = None,
+        arousal_labels: torch.Tensor | None = None,
+        emotion_labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> PhysioPromptOutput:
+        backbone = super().forward(pixel_values, tfr_values, subject_ids)
+        valence_logits, arousal_logits, emotion_logits = self.heads(backbone.features)
+        logits = torch.cat([t for t in (valence_logits, arousal_logits, emotion_logits) if t is not None], dim=-1)
+
+        output = PhysioPromptOutput(logits=logits, valence_logits=valence_logits, arousal_logits=arousal_logits,
+                                    emotion_logits=emotion_logits, video_embeds=backbone.video_embeds,
+                                    pulse_embeds=backbone.pulse_embeds)
+        valence_labels, arousal_labels, emotion_labels = self._labels_per_head(labels, valence_labels,
+                                                                               arousal_labels, emotion_labels)
+        terms = []
+        if valence_labels is not None:
+            output.loss_valence = F.cross_entropy(valence_logits, torch.as_tensor(valence_labels).long().to(
+                logits.device), ignore_index=-100)
+            terms.append(output.loss_valence)
+        if arousal_labels is not None:
+            output.loss_arousal = F.cross_entropy(arousal_logits, torch.as_tensor(arousal_labels).long().to(
+                logits.device), ignore_index=-100)
+            terms.append(output.loss_arousal)
+        if emotion_labels is not None and emotion_logits is not None:
+            emotion_targets = torch.as_tensor(emotion_labels).long().to(logits.device)
+            if (emotion_targets != -100).any():
+                output.loss_emotion = F.cross_entropy(emotion_logits, emotion_targets, ignore_index=-100)
+                terms.append(self.config.emotion_loss_weight * output.loss_emotion)
+        if terms:
+            if backbone.loss_orthogonality is not None:
+                output.loss_orthogonality = backbone.loss_orthogonality
+                terms.append(self.config.orthogonality_weight * output.loss_orthogonality)
+            if self.training and subject_ids is not None and self.subject_classifier is not None:
+                output.subject_logits = self.subject_classifier(backbone.shared_code)
+                subjects = torch.as_tensor(subject_ids, device=logits.device).long()
+                output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects)
+                terms.append(self.config.adversarial_weight * output.loss_adversarial)
+            output.loss = torch.stack(terms).sum()
+        return output
+
+
+__all__ = ["PhysioPromptForEmotionRecognition", "PhysioPromptModel", "PhysioPromptModelOutput", "PhysioPromptOutput",
+           "PhysioPromptPreTrainedModel", "ratings_to_labels"]

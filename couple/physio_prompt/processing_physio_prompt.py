@@ -1,0 +1,104 @@
+"""Processor of the physio-facial prompt model: a face video → sampled face crops + the rPPG time-frequency map.
+
+`PhysioPromptProcessor(videos=[...])` reads each clip (a path OpenCV decodes, e.g. .mp4/.avi, or frames with their
+``fps``), finds the face box once per clip, extracts the pulse with an unsupervised rPPG method (POS or CHROM, over
+every frame) and returns ``pixel_values`` (B, T, 3, S, S) in [0, 1] and ``tfr_values`` (B, 1, F, T') as a
+`BatchFeature`. `PhysioPromptProcessor.pulse` gives the pulse waveform and the heart rate of a clip (what the video
+pipeline reports next to the emotion scores). `facet_vlm.physio` is imported inside the methods so that importing
+this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+from transformers import BatchFeature
+
+from facet_vlm.errors import ConfigError
+from facet_vlm.processing_utils import SettingsProcessor
+
+VideoLike = str | PathLike | np.ndarray
+RPPG_METHODS = ("pos", "chrom")
+TFR_METHODS = ("stft", "morlet")
+
+
+class PhysioPromptProcessor(SettingsProcessor):
+    """Face video → `pixel_values` and `tfr_values` for `PhysioPromptForEmotionRecognition`.
+
+    Args:
+        image_size: side of the face crops (the ViT's image size).
+        num_frames: crops sampled uniformly over the clip.
+        tfr_size: (frequency bins, time columns) of the pulse map.
+        tfr_method: "stft" or "morlet"; rppg_method: "pos" or "chrom" (see `facet_vlm.physio`).
+    """
+
+    fields = ("image_size", "num_frames", "tfr_size", "tfr_method", "rppg_method")
+
+    def __init__(self, image_size: int = 224, num_frames: int = 8, tfr_size: Sequence[int] = (64, 64),
+                 tfr_method: str = "stft", rppg_method: str = "pos"):
+        if image_size < 1 or num_frames < 1:
+            raise ConfigError(f"image_size={image_size}, num_frames={num_frames}: both must be positive")
+        if tfr_method not in TFR_METHODS or rppg_method not in RPPG_METHODS:
+            raise ConfigError(f"tfr_method={tfr_method!r}, rppg_method={rppg_method!r}: use one of {TFR_METHODS} "
+                              f"and one of {RPPG_METHODS}")
+        self.image_size, self.num_frames = int(image_size), int(num_frames)
+        self.tfr_size = [int(v) for v in tfr_size]
+        self.tfr_method, self.rppg_method = tfr_method, rppg_method
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> PhysioPromptProcessor:
+        """Settings matching a `PhysioPromptConfig` (the crop size is the ViT's image size); `overrides` win."""
+        return cls(**{"image_size": config.vision_config.image_size, **overrides})
+
+    @staticmethod
+    def read(video: VideoLike, fps: float | None = None) -> tuple[np.ndarray, float]:
+        """RGB uint8 frames (T, H, W, 3) and the frame rate of a video path, or of frames given with `fps`."""
+        if isinstance(video, np.ndarray):
+            if fps is None or fps <= 0:
+                raise ConfigError("frames given as an array need their frame rate: pass fps=...")
+            if video.ndim != 4 or video.shape[-1] != 3:
+                raise ConfigError(f"frames must be (T, H, W, 3) RGB, got shape {video.shape}")
+            return video, float(fps)
+        from facet_vlm.physio import read_video
+
+        frames, found_fps = read_video(video)
+        return frames, float(fps or found_fps)
+
+    def process_video(self, video: VideoLike, fps: float | None = None) -> dict[str, np.ndarray]:
+        """The arrays of one clip (no batch axis): ``pixel_values`` (T, 3, S, S) and ``tfr_values`` (1, F, T')."""
+        from facet_vlm.physio import physio_inputs
+
+        frames, fps = self.read(video, fps)
+        return physio_inputs(frames, fps, num_frames=self.num_frames, image_size=self.image_size,
+                             tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method, rppg_method=self.rppg_method)
+
+    def pulse(self, video: VideoLike, fps: float | None = None) -> dict[str, Any]:
+        """The rPPG pulse of one clip: ``signal`` (float32, one value per frame), ``fps`` and ``heart_rate`` (bpm)."""
+        from facet_vlm.physio import chrom, face_box, heart_rate, mean_skin_rgb, pos
+
+        frames, fps = self.read(video, fps)
+        trace = mean_skin_rgb(frames, face_box(frames))
+        waveform = pos(trace, fps) if self.rppg_method == "pos" else chrom(trace, fps)
+        return {"signal": np.asarray(waveform, dtype=np.float32), "fps": fps, "heart_rate": heart_rate(waveform, fps)}
+
+    def __call__(self, videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None = None,
+                 labels: Sequence[Sequence[int]] | None = None, return_tensors: str | None = "pt") -> BatchFeature:
+        """One clip or a list of clips → a batch; `labels` ((valence, arousal) pairs) are added as ``labels``."""
+        single = isinstance(videos, str | PathLike) or (isinstance(videos, np.ndarray) and videos.ndim == 4)
+        videos = [videos] if single else list(videos)
+        if not videos:
+            raise ConfigError("PhysioPromptProcessor: no videos given")
+        rates = list(fps) if isinstance(fps, Sequence) else [fps] * len(videos)
+        if len(rates) != len(videos):
+            raise ConfigError(f"{len(rates)} frame rates for {len(videos)} videos")
+        arrays = [self.process_video(video, rate) for video, rate in zip(videos, rates)]
+        data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+        if labels is not None:
+            data["labels"] = np.asarray(labels, dtype=np.int64).reshape(len(videos), -1)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+__all__ = ["PhysioPromptProcessor"]
