@@ -1,6 +1,7 @@
-"""Console entry points: ``facet-vlm-train`` (`train_main`, the same as ``scripts/train.py``) and
-``facet-vlm-prepare`` (`prepare_main`, the same as ``scripts/prepare_data.py``), and `run_cli`, the wrapper every
-script's ``main`` runs under.
+"""Console entry points, each the same as its script in ``scripts/``: ``facet-vlm-train`` (`train_main`,
+``train.py``), ``facet-vlm-prepare`` (`prepare_main`, ``prepare_data.py``), ``facet-vlm-evaluate`` (`evaluate_main`,
+``evaluate_model.py``), ``facet-vlm-publish`` (`publish_main`, ``publish.py``) and ``facet-vlm-bench``
+(`bench_main`, ``bench.py``); and `run_cli`, the wrapper every command runs under.
 """
 
 from __future__ import annotations
@@ -133,3 +134,132 @@ def prepare_main(argv: list[str] | None = None) -> int:
 
     return run_cli(prepare, argv)
 
+
+# ----------------------------------------------------------------------------------------------------- evaluate
+EVALUATE_USAGE = """Score a saved model on a data set, subject-independently
+(`facet_vlm.evaluation.evaluate_saved_model`).
+
+    python scripts/evaluate_model.py outputs/run/model --dataset bu3dfe:/data/BU3DFE --protocol all
+    python scripts/evaluate_model.py outputs/run/model --dataset synthetic --protocol subject-kfold --folds 5
+"""
+
+
+def _evaluate(argv: list[str]) -> None:
+    from .evaluation import evaluate_saved_model
+
+    parser = argparse.ArgumentParser(prog="evaluate_model.py", description=EVALUATE_USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", help="A folder written by scripts/train.py (model/) or save_pretrained.")
+    parser.add_argument("--dataset", required=True, help="synthetic | synthetic:DIR | bu3dfe:ROOT | bosphorus:ROOT | "
+                                                         "bu4dfe:ROOT | bp4d:ROOT | 4dme:ROOT | "
+                                                         "mahnob:ROOT | deap:ROOT")
+    parser.add_argument("--protocol", default="all", help="all (every sample), subject-kfold, loso, holdout, "
+                                                          "bu3dfe-p1-10fold, ...: scores each fold's test subjects")
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--fold", type=int, default=None)
+    parser.add_argument("--fold_seed", type=int, default=0)
+    parser.add_argument("--cache_dir", default=".cache/facet_vlm")
+    parser.add_argument("--num_proc", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--synthetic_subjects", type=int, default=40)
+    parser.add_argument("--synthetic_seed", type=int, default=0)
+    parser.add_argument("--output_dir", default=None, help="Default: MODEL_DIR/evaluation.")
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options = vars(args)
+    options.pop("debug")  # read by run_cli
+    results = evaluate_saved_model(**options)
+    print(results["table"])
+
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``facet-vlm-evaluate`` / ``scripts/evaluate_model.py``: score a saved model on a data set."""
+    return run_cli(_evaluate, argv)
+
+
+# ----------------------------------------------------------------------------------------------------- publish
+PUBLISH_USAGE = """Build a Hub-ready folder from a trained run and optionally push it.
+
+    python scripts/publish.py runs/exp1/model --repo-id ORG/NAME [--out DIR] [--results all_results.json] [--push]
+
+The folder holds safetensors weights, config.json with ``auto_map`` and the model's code (so that
+``AutoModel.from_pretrained(repo, trust_remote_code=True)`` works without facet-vlm), the processor files, the
+run's results and confusion matrix, and a README.md model card with a ``model-index``. PEFT runs publish the
+adapter only. ``--push`` uploads it; offline, the push fails with a clear message (exit code 3) and the folder stays
+complete.
+"""
+#: Exit codes of publish: 1 = the folder could not be built, 2 = bad arguments (every command's code),
+#: 3 = the folder is complete but the push failed.
+EXIT_BUILD_FAILED = 1
+EXIT_PUSH_FAILED = 3
+
+
+def _publish_arguments(argv: list[str]) -> argparse.Namespace:
+    from .hub import DEFAULT_TEMPLATE
+
+    parser = argparse.ArgumentParser(prog="publish.py", description=PUBLISH_USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="folder written by save_pretrained (DIR/model from train.py)")
+    parser.add_argument("--repo-id", required=True, help="Hub repository id, ORG/NAME")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL_DIR/../hub_export)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="all_results.json of the run (default: found next to or above MODEL_DIR)")
+    parser.add_argument("--confusion-matrix", type=Path, default=None,
+                        help="confusion matrix image (default: confusion_matrix.png next to or above MODEL_DIR)")
+    parser.add_argument("--base-model", default=None,
+                        help="Hub id of the base model (PEFT adapters; default: from adapter_config.json)")
+    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--pipeline-tag", default=None, help="override the Hub pipeline tag of the card")
+    parser.add_argument("--dataset", action="append", default=[], help="Hub data set id for the card (repeatable)")
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="model card Jinja template")
+    parser.add_argument("--push", action="store_true", help="upload the folder to the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    add_debug_argument(parser)
+    return parser.parse_args(argv)
+
+
+
+def _publish(argv: list[str]) -> int:
+    """Build the folder, then push it when asked; return the process exit code."""
+    from .errors import FacetVLMError
+    from .hub import build_hub_folder, push_folder
+
+    args = _publish_arguments(argv)
+    out_dir = args.out or args.model_dir.parent / "hub_export"
+    try:
+        folder = build_hub_folder(args.model_dir, out_dir, args.repo_id, results_path=args.results,
+                                  confusion_matrix_path=args.confusion_matrix, base_model=args.base_model,
+                                  license=args.license, pipeline_tag=args.pipeline_tag, datasets=args.dataset,
+                                  template_path=args.template)
+    except FacetVLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUILD_FAILED
+    print(f"Hub folder ready: {folder}")
+    if not args.push:
+        return 0
+    try:
+        url = push_folder(folder, args.repo_id, private=args.private, token=args.token)
+    except FacetVLMError as error:
+        print(f"error: push failed: {error}", file=sys.stderr)
+        return EXIT_PUSH_FAILED
+    print(f"Pushed to {url}")
+    return 0
+
+
+
+def publish_main(argv: Sequence[str] | None = None) -> int:
+    """``facet-vlm-publish`` / ``scripts/publish.py``: build a Hub-ready folder from a trained run, optionally push."""
+    return run_cli(_publish, argv)
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``facet-vlm-bench`` / ``scripts/bench.py``: the benchmarks (`facet_vlm.benchmarks`)."""
+    from .benchmarks.cli import main
+
+    return run_cli(main, argv)

@@ -1,20 +1,10 @@
-"""Run the comparison / ablation / robustness / cross-dataset report (`facet_vlm.benchmark`).
+"""Moved: ``python scripts/bench.py compare --config CONFIG [--output_dir DIR]`` (this script is an alias for one
+release)."""
 
-    python scripts/benchmark.py --config facet_vlm/configs/benchmark_small.json [--output_dir DIR]
-"""
+import sys
 
-import argparse
-
-from facet_vlm.benchmark import run_benchmark
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="benchmark config (JSON)")
-    parser.add_argument("--output_dir", default=None, help="overrides the config's output_dir")
-    args = parser.parse_args()
-    run_benchmark(args.config, args.output_dir)
-
+from facet_vlm.benchmarks.cli import main
 
 if __name__ == "__main__":
-    main()
+    print("scripts/benchmark.py is now 'scripts/bench.py compare'", file=sys.stderr)
+    sys.exit(main(["compare", *sys.argv[1:]]))

@@ -1,5 +1,5 @@
-"""The benchmark report (facet_vlm.benchmark) end to end on the tiny config, the test-time perturbations and the
-ablation switches added for it."""
+"""The benchmark report (facet_vlm.benchmarks.comparison) end to end on the tiny config, the test-time perturbations
+and the ablation switches added for it."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _mean_std(cell: str) -> tuple[float, float]:
 
 
 def test_report_on_tiny_config(tmp_path):
-    from facet_vlm.benchmark import ABLATIONS, run_benchmark
+    from facet_vlm.benchmarks.comparison import ABLATIONS, run_benchmark
     from facet_vlm.registry import model_entry
 
     config = json.loads(TINY.read_text())
@@ -248,7 +248,7 @@ def test_physio_without_decoupled_adapters_builds_no_subject_modules():
 def test_every_ablation_is_a_config_switch_that_changes_the_config():
     """Each variant of ABLATIONS names existing config fields (or processor settings), and applying it changes
     the built model's config from the main model's."""
-    from facet_vlm.benchmark import ABLATIONS, _merge
+    from facet_vlm.benchmarks.comparison import ABLATIONS, _merge
     from facet_vlm.registry import make_processor, model_entry
 
     config = json.loads(TINY.read_text())

@@ -137,16 +137,8 @@ def test_train_script_fine_tunes_a_saved_model_on_another_label_set(model, tmp_p
 def test_curve_report_writes_the_table_json_and_plot(tmp_path):
     """bench.py curve's report: one row per number of training subjects, one column per arm, a missing run shown as
     a dash, the JSON as given and the plot."""
-    import importlib.util
-    import sys
+    from facet_vlm.benchmarks import accuracy as bench
 
-    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
     runs = [{"arm": arm, "train_subjects": count, "test_subjects": 6, "accuracy": accuracy}
             for arm, count, accuracy in [("scratch", 10, 0.5), ("scratch", 54, 0.8), ("pretrained", 10, 0.75)]]
     results = {"model": "facet_vlm", "config": "c.json", "protocol": "bu3dfe-p1-10fold", "fold": 0, "subjects": 60,

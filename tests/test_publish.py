@@ -8,7 +8,6 @@ without network that fails cleanly and leaves the folder complete.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -20,18 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+from facet_vlm.cli import EXIT_PUSH_FAILED, publish_main
+
 REPO = Path(__file__).resolve().parents[1]
 PUBLISH_SCRIPT = REPO / "scripts" / "publish.py"
 TINY_TOWER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 REPO_ID = "facet-vlm-tests/tiny-facet-vlm"
-
-
-def load_publish_module():
-    """scripts/publish.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("publish_script", PUBLISH_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_facet_vlm(seed: int = 0):
@@ -87,7 +80,7 @@ def run_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def published(run_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hub") / "export"
-    code = load_publish_module().main([str(run_dir / "model"), "--repo-id", REPO_ID, "--out", str(out)])
+    code = publish_main([str(run_dir / "model"), "--repo-id", REPO_ID, "--out", str(out)])
     assert code == 0
     return out
 
@@ -176,10 +169,9 @@ def test_remote_code_loads_without_the_package(published, run_dir):
 def test_push_offline_fails_cleanly_and_keeps_folder(run_dir, tmp_path, capsys):
     from facet_vlm.hub import validate_hub_folder
 
-    publish = load_publish_module()
     out = tmp_path / "export"
-    code = publish.main([str(run_dir / "model"), "--repo-id", REPO_ID, "--out", str(out), "--push"])
-    assert code == publish.EXIT_PUSH_FAILED
+    code = publish_main([str(run_dir / "model"), "--repo-id", REPO_ID, "--out", str(out), "--push"])
+    assert code == EXIT_PUSH_FAILED
     message = capsys.readouterr().err
     assert "cannot reach the Hugging Face Hub" in message and str(out) in message
     assert "Traceback" not in message
@@ -205,10 +197,9 @@ def test_push_without_network_from_the_command_line(published, tmp_path):
 
 
 def test_bad_arguments_exit_with_a_message(run_dir, tmp_path, capsys):
-    publish = load_publish_module()
-    assert publish.main([str(run_dir / "model"), "--repo-id", "no-slash", "--out", str(tmp_path / "a")]) == 1
+    assert publish_main([str(run_dir / "model"), "--repo-id", "no-slash", "--out", str(tmp_path / "a")]) == 1
     assert "ORG/NAME" in capsys.readouterr().err
-    assert publish.main([str(tmp_path / "missing"), "--repo-id", REPO_ID, "--out", str(tmp_path / "b")]) == 1
+    assert publish_main([str(tmp_path / "missing"), "--repo-id", REPO_ID, "--out", str(tmp_path / "b")]) == 1
     assert "model directory not found" in capsys.readouterr().err
 
 
@@ -236,7 +227,7 @@ def test_peft_run_publishes_adapter_only(tmp_path):
     peft_model.save_pretrained(tmp_path / "run" / "model")
     FacetVLMProcessor.from_config(base.config).save_pretrained(tmp_path / "run" / "model")
     out = tmp_path / "export"
-    code = load_publish_module().main([str(tmp_path / "run" / "model"), "--repo-id", REPO_ID, "--out", str(out),
+    code = publish_main([str(tmp_path / "run" / "model"), "--repo-id", REPO_ID, "--out", str(out),
                                        "--base-model", "facet-vlm-tests/tiny-base"])
     assert code == 0
     files = {path.name for path in out.iterdir()}
@@ -351,7 +342,7 @@ def test_real_training_run_publishes_and_loads(tmp_path):
                            timeout=900)
     assert train.returncode == 0, train.stderr[-4000:]
     out = tmp_path / "export"
-    assert load_publish_module().main([str(run / "model"), "--repo-id", REPO_ID, "--out", str(out)]) == 0
+    assert publish_main([str(run / "model"), "--repo-id", REPO_ID, "--out", str(out)]) == 0
     results = json.loads((run / "all_results.json").read_text())
     card = ModelCard.load(out / "README.md")
     accuracy = next(result for result in card.data.eval_results if result.metric_type == "accuracy")
