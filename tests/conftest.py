@@ -38,9 +38,16 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def space_url(tmp_path_factory):
-    """The Space in offline mode (no model configured: a tiny random FACET-VLM)."""
+def space_uploads(tmp_path_factory) -> Path:
+    """The upload folder (``GRADIO_TEMP_DIR``) of the session's Space."""
+    return tmp_path_factory.mktemp("gradio_uploads")
+
+
+@pytest.fixture(scope="session")
+def space_url(tmp_path_factory, space_uploads):
+    """The one Space of the test session, in offline mode (no model configured: a tiny random FACET-VLM), with its
+    uploads in `space_uploads`. Tests that need another configuration start their own (marked slow)."""
     from helpers import running_space
 
-    with running_space(tmp_path_factory.mktemp("space") / "space.log") as url:
+    with running_space(tmp_path_factory.mktemp("space") / "space.log", GRADIO_TEMP_DIR=str(space_uploads)) as url:
         yield url

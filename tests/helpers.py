@@ -6,14 +6,17 @@ Test modules import them with ``from helpers import ...``: pytest's default impo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +69,67 @@ def tiny_config(tmp_path: Path, model: str, data_root: Path, cache_dir: Path, **
     return path
 
 
-def run_train(*args: str, launcher: list[str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = (launcher or [sys.executable]) + [str(TRAIN), *args]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+@dataclasses.dataclass
+class CommandResult:
+    """What a command run in this process printed and returned (the fields of `subprocess.CompletedProcess` the
+    tests read); `stderr` also holds the library's log records (INFO and above)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(main: Callable[[list[str]], int], *args: str) -> CommandResult:
+    """Run a console entry point of `facet_vlm.cli` (``train_main``, ``evaluate_main``, ...) in this process, as the
+    command line would (``run_cli``: exit codes, one-line errors), capturing stdout, stderr and the log.
+
+    In-process runs spare the test suite a fresh interpreter (and ``import facet_vlm``) per command; the commands
+    themselves run end to end through `subprocess` in the tests marked ``e2e``. Accelerate's process-wide state is
+    reset after the run, so that the next run may choose other settings."""
+    from accelerate.state import AcceleratorState
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("facet_vlm", "couple")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's --help and usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return CommandResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def script_main(script: str) -> Callable[[list[str]], int]:
+    """The `facet_vlm.cli` entry point that ``scripts/<script>`` runs."""
+    from facet_vlm import cli
+
+    mains = {"train.py": cli.train_main, "evaluate_model.py": cli.evaluate_main, "prepare_data.py": cli.prepare_main,
+             "publish.py": cli.publish_main, "bench.py": cli.bench_main}
+    return mains[script]
+
+
+def run_train(*args: str, launcher: list[str] | None = None, timeout: int = 300) -> CommandResult:
+    """``scripts/train.py ARGS``: in this process (`run_command`), or under `launcher` (e.g. ``accelerate launch``)
+    as a subprocess."""
+    if launcher is None:
+        from facet_vlm.cli import train_main
+
+        result = run_command(train_main, *args)
+    else:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        result = subprocess.run([*launcher, str(TRAIN), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -193,53 +253,72 @@ _REMOTE_SCRIPT = textwrap.dedent(
     import torch
     import transformers
 
-    folder, inputs_path, output_path, auto_class, keys = sys.argv[2:7]
-    model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
-    module = type(model).__module__
-    if not module.startswith("transformers_modules"):
-        raise SystemExit(f"model class came from {module}, not from the folder's remote code")
-    inputs = {key: torch.from_numpy(value) for key, value in np.load(inputs_path).items()}
-    with torch.no_grad():
-        output = model(**inputs)
-    np.savez(output_path, **{key: output[key].numpy() for key in json.loads(keys)})
-    print(json.dumps({"class": type(model).__name__, "module": module}))
+    for job in json.loads(sys.argv[2]):
+        model = getattr(transformers, job["auto_class"]).from_pretrained(job["folder"], trust_remote_code=True).eval()
+        module = type(model).__module__
+        if not module.startswith("transformers_modules"):
+            raise SystemExit(f"{job['folder']}: model class came from {module}, not from the folder's remote code")
+        inputs = {key: torch.from_numpy(value) for key, value in np.load(job["inputs"]).items()}
+        with torch.no_grad():
+            output = model(**inputs)
+        np.savez(job["outputs"], **{key: output[key].numpy() for key in job["keys"]})
+        print(json.dumps({"class": type(model).__name__, "module": module}))
     """
 )
 
 
-def load_remote_and_compare(
-    folder: str | os.PathLike,
-    inputs: Mapping[str, np.ndarray | torch.Tensor] | str | os.PathLike,
-    expected: Mapping[str, np.ndarray | torch.Tensor],
-    auto_class: str = "AutoModel",
-    blocked: Sequence[str] = BLOCKED_PACKAGES,
-    atol: float = 1e-5,
-    timeout: float = 300.0,
-) -> dict[str, np.ndarray]:
-    """Load `folder` with `transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)` in a fresh Python
-    process in which the packages `blocked` cannot be imported (a `sys.meta_path` finder refuses them, and the
-    script checks that it does), run it on `inputs` (a dict of arrays or an `.npz` path) and assert that every
-    output named in `expected` matches within `atol`. Returns the remote outputs."""
-    folder = Path(folder)
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs_path = Path(inputs)
-    else:
-        inputs_path = folder.parent / f"{folder.name}_remote_inputs.npz"
-        np.savez(inputs_path, **{key: np.asarray(value) for key, value in inputs.items()})
-    output_path = folder.parent / f"{folder.name}_remote_outputs.npz"
-    script = folder.parent / f"{folder.name}_remote_check.py"
+@dataclasses.dataclass
+class RemoteCheck:
+    """One saved folder to load as remote code: its inputs (arrays or an ``.npz`` path), the outputs expected (by
+    output name) and the Auto class that loads it."""
+
+    folder: Path
+    inputs: Mapping[str, np.ndarray | torch.Tensor] | str | os.PathLike
+    expected: Mapping[str, np.ndarray | torch.Tensor]
+    auto_class: str = "AutoModel"
+
+
+def load_remote_and_compare_all(checks: Sequence[RemoteCheck], blocked: Sequence[str] = BLOCKED_PACKAGES,
+                                atol: float = 1e-5, timeout: float = 300.0) -> list[dict[str, np.ndarray]]:
+    """Load every folder of `checks` with ``transformers.<auto_class>.from_pretrained(..., trust_remote_code=True)``
+    in one fresh Python process in which the packages `blocked` cannot be imported (a `sys.meta_path` finder refuses
+    them, and the script checks that it does), run each on its inputs and assert that every expected output matches
+    within `atol`. Returns the remote outputs of each check."""
+    jobs = []
+    for index, check in enumerate(checks):
+        folder = Path(check.folder)
+        if isinstance(check.inputs, (str, os.PathLike)):
+            inputs_path = Path(check.inputs)
+        else:
+            inputs_path = folder.parent / f"{folder.name}_remote_inputs_{index}.npz"
+            np.savez(inputs_path, **{key: np.asarray(value) for key, value in check.inputs.items()})
+        jobs.append({"folder": str(folder), "inputs": str(inputs_path), "auto_class": check.auto_class,
+                     "outputs": str(folder.parent / f"{folder.name}_remote_outputs_{index}.npz"),
+                     "keys": list(check.expected)})
+    work = Path(checks[0].folder).parent
+    script = work / "remote_check.py"
     script.write_text(_REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(folder.parent / "hf_modules")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "hf_modules")}
     env.pop("PYTHONPATH", None)
-    command = [sys.executable, str(script), json.dumps(list(blocked)), str(folder), str(inputs_path),
-               str(output_path), auto_class, json.dumps(list(expected))]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder.parent, timeout=timeout)
+    command = [sys.executable, str(script), json.dumps(list(blocked)), json.dumps(jobs)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, timeout=timeout)
     assert result.returncode == 0, f"remote load failed:\n{result.stdout}\n{result.stderr}"
-    remote = dict(np.load(output_path))
-    for key, value in expected.items():
-        local = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        np.testing.assert_allclose(remote[key], local, atol=atol, err_msg=f"output {key!r} differs")
-    return remote
+    outputs = []
+    for check, job in zip(checks, jobs):
+        remote = dict(np.load(job["outputs"]))
+        for key, value in check.expected.items():
+            local = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            np.testing.assert_allclose(remote[key], local, atol=atol,
+                                       err_msg=f"{job['folder']}: output {key!r} differs")
+        outputs.append(remote)
+    return outputs
+
+
+def load_remote_and_compare(folder: str | os.PathLike, inputs: Mapping[str, np.ndarray | torch.Tensor] | str |
+                            os.PathLike, expected: Mapping[str, np.ndarray | torch.Tensor],
+                            auto_class: str = "AutoModel", **kwargs) -> dict[str, np.ndarray]:
+    """`load_remote_and_compare_all` for one folder."""
+    return load_remote_and_compare_all([RemoteCheck(Path(folder), inputs, expected, auto_class)], **kwargs)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 def test_hard_bench_runs_every_fold_and_reports_mean_and_std(tmp_path):
     options = {"vertices": 1500, "texture_size": 64, "nuisance": "hard"}
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "hard", "--models", "afnet_m", "--subjects", "4",

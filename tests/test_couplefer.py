@@ -243,6 +243,7 @@ def _prototype_worker(rank: int, world_size: int, store: str, out_dir: str) -> N
         dist.destroy_process_group()
 
 
+@pytest.mark.e2e
 def test_ema_prototypes_are_equal_across_processes_and_match_one_process(tmp_path):
     """Two gloo processes, each fed different data: the EMA updates are reduced before they are applied, so both
     hold the same prototypes, those of one process updating on the union of the batches."""

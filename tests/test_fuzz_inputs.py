@@ -568,25 +568,21 @@ def _call(url: str, endpoint: str, data: list) -> str:
     return httpx.get(f"{url}gradio_api/call/{endpoint}/{started.json()['event_id']}", timeout=120).text
 
 
-def test_space_refuses_server_files_named_by_the_api(tmp_path):
+def test_space_refuses_server_files_named_by_the_api(tmp_path, space_url, space_uploads):
     """/predict and /analyze given a FileData naming a file on the server, not an upload (issue 15, item 1).
 
     Gradio 6 refuses paths outside its upload folder itself; the app's `only_uploads` check (real path inside the
     upload folder, see `test_require_inside_resolves_links_and_parent_paths`) answers whatever Gradio lets through.
     """
     from gradio_client import Client, handle_file
-    from helpers import running_space
 
     private = write(tmp_path / "server" / "private.obj", "v 0 0 0\nv 7 0 0\nv 0 7 0\nf 1 2 3\n")
-    uploads = tmp_path / "gradio_uploads"
-    uploads.mkdir()
-    escaping = f"{uploads}/../server/private.obj"
-    with running_space(tmp_path / "space.log", GRADIO_TEMP_DIR=str(uploads)) as url:
-        for path in (str(private), escaping):
-            file_data = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "private.obj"}
-            for endpoint, data in (("predict", [file_data, None]), ("analyze", [[file_data], None, None])):
-                answer = _call(url, endpoint, data)
-                assert answer.startswith("event: error") and "complete" not in answer, (endpoint, answer)
-        client = Client(url, verbose=False)
-        result = client.predict(handle_file(str(private)), api_name="/predict")  # uploaded: now it is read
-        assert sum(row["confidence"] for row in result["confidences"]) == pytest.approx(1.0, abs=1e-4)
+    escaping = f"{space_uploads}/../{tmp_path.name}/server/private.obj"
+    for path in (str(private), escaping):
+        file_data = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "private.obj"}
+        for endpoint, data in (("predict", [file_data, None]), ("analyze", [[file_data], None, None])):
+            answer = _call(space_url, endpoint, data)
+            assert answer.startswith("event: error") and "complete" not in answer, (endpoint, answer)
+    client = Client(space_url, verbose=False)
+    result = client.predict(handle_file(str(private)), api_name="/predict")  # uploaded: now it is read
+    assert sum(row["confidence"] for row in result["confidences"]) == pytest.approx(1.0, abs=1e-4)

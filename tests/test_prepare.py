@@ -1,19 +1,16 @@
-"""The data-preparation command line (scripts/prepare_data.py), run as a user runs it."""
+"""The data-preparation command line (scripts/prepare_data.py, `facet_vlm.cli.prepare_main`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
+from helpers import CommandResult, run_command
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_data.py"
+from facet_vlm.cli import prepare_main
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+def run(*args: str) -> CommandResult:
+    return run_command(prepare_main, *args)
 
 
 def test_synthetic_views_and_check(tmp_path):

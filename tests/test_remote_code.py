@@ -1,7 +1,7 @@
-"""A saved model folder must load with `trust_remote_code=True` where this project cannot be imported.
+"""A saved FACET-VLM folder carries its code and an ``auto_map``, and the code imports nothing of this project.
 
-`load_remote_and_compare` (in helpers.py) is reusable by the tests of other models: save a model with its code, then
-call it with the inputs and the outputs computed in this process.
+Loading saved folders as remote code where this project cannot be imported is checked for every model at once in
+`test_models_common.test_remote_code_loads_without_the_project` (`helpers.load_remote_and_compare_all`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import ast
 import json
 
 import torch
-from helpers import BLOCKED_PACKAGES, load_remote_and_compare
+from helpers import BLOCKED_PACKAGES
 
 #: Modules FACET-VLM's remote code may import (open_clip only inside the open_clip loader, on demand).
 REMOTE_CODE_IMPORTS = {"__future__", "dataclasses", "math", "os", "typing", "torch", "transformers", "open_clip"}
@@ -46,19 +46,3 @@ def test_saved_folder_carries_code_and_auto_map(tmp_path):
                      if isinstance(node, ast.ImportFrom) and node.level == 0}
         assert not imported & set(BLOCKED_PACKAGES), f"{name} imports {imported & set(BLOCKED_PACKAGES)}"
         assert imported <= REMOTE_CODE_IMPORTS, f"{name} imports {imported - REMOTE_CODE_IMPORTS}"
-
-
-def test_remote_code_loads_without_the_project(tmp_path):
-    model = _tiny_model()
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    generator = torch.Generator().manual_seed(1)
-    pixel_values = torch.rand(2, 5, 7, 32, 32, generator=generator)
-    pixel_values[:, :, 4:] = pixel_values[:, :, 4:] * 2 - 1
-    with torch.no_grad():
-        expected = model(pixel_values)
-    remote = load_remote_and_compare(
-        folder, {"pixel_values": pixel_values}, {"logits": expected.logits, "view_weights": expected.view_weights},
-        auto_class="AutoModelForImageClassification",
-    )
-    assert remote["logits"].shape == (2, model.config.num_labels)

@@ -384,13 +384,10 @@ def test_a_bad_frame_is_named(generated, tmp_path, damage):
 
 
 def test_sequence_bench_reports_render_and_float16_read_figures():
-    import subprocess
-    import sys
+    from helpers import run_command, script_main
 
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(repo / "scripts" / "bench.py"), "sequence", "--frames", "4",
-                           "--views", "2", "--size", "16", "--vertices", "1000", "--repeats", "1",
-                           "--dtype", "float16"], capture_output=True, text=True, timeout=300)
+    done = run_command(script_main("bench.py"), "sequence", "--frames", "4", "--views", "2", "--size", "16",
+                       "--vertices", "1000", "--repeats", "1", "--dtype", "float16")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(4, 2, 7, 16, 16) (float16 cache)" in done.stdout
     for label in ("cached read (stacked, as stored)", "cached read + float32 tensor"):

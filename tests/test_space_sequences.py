@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import running_space
 
 FRAMES = 3
 
@@ -28,11 +27,10 @@ def sequence_zip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def client(space_url):
     from gradio_client import Client
 
-    with running_space(tmp_path_factory.mktemp("space") / "space.log") as url:
-        yield Client(url, verbose=False)
+    return Client(space_url, verbose=False)
 
 
 def test_a_sequence_zip_gives_a_frame_strip_per_frame_plot_and_prediction(client, sequence_zip):

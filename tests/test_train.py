@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY_MODELS, fold_record, run_train, tiny_config
+from helpers import REPO, TINY_MODELS, fold_record, run_command, run_train, tiny_config
 
 from facet_vlm.arguments import ModelArguments, parse_args
 from facet_vlm.data.folds import build_folds
@@ -58,11 +58,12 @@ def test_two_step_run_writes_results_and_a_loadable_model(model, tmp_path, scans
 
 def check_evaluate_and_predict(output: Path, data_root: Path, cache_dir: Path, record: dict) -> None:
     """scripts/evaluate_model.py leaves the model's training subjects out; scripts/predict.py prints probabilities."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(REPO / "scripts" / "evaluate_model.py"), str(output / "model"), "--dataset",
-               f"synthetic:{data_root}", "--cache_dir", str(cache_dir), "--output_dir", str(output / "eval")]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    from facet_vlm.cli import evaluate_main
+
+    result = run_command(evaluate_main, str(output / "model"), "--dataset", f"synthetic:{data_root}", "--cache_dir",
+                         str(cache_dir), "--output_dir", str(output / "eval"))
     assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     scored = json.loads((output / "eval" / "evaluation_results.json").read_text())
     assert scored["excluded_training_subjects"] == record["train_subjects"]
     assert scored["fold_results"][0]["num_samples"] == 6 * len(record["test_subjects"])
@@ -106,6 +107,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, scans, cache_
     assert json.loads((resumed / "all_results.json").read_text())["accuracy"] == expected["metrics"]["accuracy"]
 
 
+@pytest.mark.e2e
 def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path, scans, cache_dir):
     config = tiny_config(tmp_path, "couplefer", scans, cache_dir, max_steps=3)
     one, two = tmp_path / "one", tmp_path / "two"
