@@ -39,7 +39,7 @@ class ModelArguments:
         "help": "A pretrained CLIP (Hub name or local dir, e.g. openai/clip-vit-base-patch16) to build the towers "
                 "from, or a directory written by save_pretrained (this library's model) to fine-tune, with the same "
                 "or another label set (see --keep_known_classes)."})
-    model_config: str | None = field(default=None, metadata={
+    model_config: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "Config overrides as a JSON object (a dict in a --config file), e.g. "
                 "'{\"projection_dim\": 64, \"vision_config\": {\"hidden_size\": 64}}'."})
     label_set: str | None = field(default=None, metadata={
@@ -168,23 +168,23 @@ class DataArguments:
         "help": "Keep only these expression intensities (BU-3DFE: 1..4; protocol P1 uses 3 4)."})
     synthetic_subjects: int = field(default=40, metadata={"help": "Subjects of a generated synthetic set."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of a generated synthetic set."})
-    synthetic_options: str | None = field(default=None, metadata={
+    synthetic_options: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object of further facet_vlm.data.synthetic.generate arguments (a dict in a --config file), "
                 "e.g. '{\"vertices\": 3000, \"texture_size\": 256}'."})
     cache_dir: str = field(default=".cache/facet_vlm", metadata={
         "help": "Generated data and the render cache (reused by later runs)."})
     num_proc: int = field(default=1, metadata={"help": "Processes for data generation and rendering."})
-    feature_overrides: str | None = field(default=None, metadata={
+    feature_overrides: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object overriding the processor settings of input preparation (e.g. "
                 "'{\"num_points\": 1024}'); see facet_vlm.data.prepare."})
-    augment: str | None = field(default=None, metadata={
+    augment: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object of training-time augmentation of the cached renders "
                 "(facet_vlm.geometry.augment): FACET-VLM's views (ViewAugmenter: mirror_prob, max_shift, max_zoom, "
                 "max_holes, hole_radius, depth_noise), AFNet-M's and CoupleFER's frontal images (ImageAugmenter: the "
                 "same, plus point_rotation_deg and point_noise for CoupleFER's points), e.g. "
                 "'{\"mirror_prob\": 0.5, \"max_shift\": 2, \"max_zoom\": 0.08}'; sequences (FACET-VLM) get "
                 "one draw per clip."})
-    render_augment: str | None = field(default=None, metadata={
+    render_augment: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object of mesh-level augmentation rendered into K cached variants per scan "
                 "(facet_vlm.geometry.augment.RenderAugmentation: variants, pose_deg [yaw, pitch, roll], "
                 "decimate_prob, decimate_keep [low, high], seed), e.g. '{\"variants\": 2, \"pose_deg\": [10, 8, 5]}'; "

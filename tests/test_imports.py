@@ -153,8 +153,10 @@ import transformers
 from facet_vlm.registry import MODEL_REGISTRY, register_processors
 own = [name for name in sys.modules if name.startswith(("facet_vlm", "couple")) and ".modeling_" in name]
 assert not own, own
+sys.path.insert(0, "tests")
+from helpers import TINY_MODELS
 for entry in MODEL_REGISTRY.values():
-    config = transformers.AutoConfig.for_model(entry.name)
+    config = transformers.AutoConfig.for_model(entry.name, **TINY_MODELS[entry.name])
     assert type(config) is entry.config_class, entry.name
     assert type(transformers.AutoModel.from_config(config)) is entry.base_model_class, entry.name
     task_model = getattr(transformers, entry.auto_class).from_config(config)
