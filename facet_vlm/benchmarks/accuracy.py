@@ -72,6 +72,32 @@ def _train_args_argument(parser: argparse.ArgumentParser, who: str) -> None:
 
 
 
+# -------------------------------------------------------------------------------------------------- main job
+#: The README's main job.
+MAIN_JOB_CONFIG = "facet_vlm/configs/facet_vlm_synthetic_small.json"
+
+
+def add_main_job_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("main-job", help="the README's main job (its config as it is) and its numbers")
+    parser.add_argument("--config", default=MAIN_JOB_CONFIG, help="the training config (default: the main job's)")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs/main_job"))
+    _train_args_argument(parser, "the run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.set_defaults(run=run_main_job)
+
+
+def run_main_job(args: argparse.Namespace) -> None:
+    """Run the config in a fresh process and print (and write) accuracy, UAR, macro-F1 and the wall time."""
+    metrics = _train_run([*TRAIN_COMMAND, "--config", str(config_file(args.config)), "--report_to", "none",
+                          *shlex.split(args.train_args)], args.output_dir, "main job")
+    result = {"config": str(args.config), "train_args": args.train_args, "seconds": metrics["seconds"],
+              **{key: metrics.get(key) for key in ("accuracy", "uar", "macro_f1", "num_samples", "num_subjects")}}
+    print(f"main job: accuracy {100 * result['accuracy']:.1f} %, UAR {100 * result['uar']:.1f} %, "
+          f"{result['seconds']:.0f} s", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
 # ------------------------------------------------------------------------------------------------------ hard
 #: The 3D models' small configs, in the order of the printed table.
 HARD_MODELS = {"afnet_m": "facet_vlm/configs/afnet_m_synthetic_small.json",

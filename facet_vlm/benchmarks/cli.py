@@ -1,5 +1,8 @@
-"""``scripts/bench.py`` / ``facet-vlm-bench``: one subcommand per benchmark; each module of this package adds its own
-subcommands with ``add_<name>_parser(subparsers)`` and runs them with the ``run`` it sets as the parser default."""
+"""The benchmarks of facet-vlm (``scripts/bench.py`` / ``facet-vlm-bench``), one subcommand each; ``report`` reruns
+the documented ones and writes ``docs/results.md``.
+
+Each module of this package adds its subcommands with ``add_<name>_parser(subparsers)`` and runs them with the
+``run`` it sets as the parser default."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accuracy, comparison, speed
+from . import accuracy, comparison, report, speed
 
 #: The subcommand adders, in ``--help`` order.
 PARSERS = (
@@ -17,7 +20,9 @@ PARSERS = (
     accuracy.add_hard_parser,
     accuracy.add_curve_parser,
     accuracy.add_sequence_hard_parser,
+    accuracy.add_main_job_parser,
     comparison.add_compare_parser,
+    report.add_report_parser,
 )
 
 
