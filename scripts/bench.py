@@ -5,7 +5,10 @@
 subjects, from scratch vs fine-tuned, with and without augmentation),
 ``python scripts/bench.py sequence-hard`` (the temporal 4D config and its apex-frame baseline on a hard generated
 BU-4DFE setting) and ``python scripts/bench.py sequence`` (4D: per-frame render speed, cached sequence read vs
-render).
+render),
+``python scripts/bench.py rppg ROOT [--subjects 3 4 5] [--json]`` (heart rate on UBFC-rPPG against its contact PPG)
+and ``python scripts/bench.py rppg-stream [--minutes 10]`` (decode speed and peak memory on a long generated clip);
+both live in `facet_vlm.benchmarks.rppg`.
 
 Each subcommand lives in its own pair of functions (``add_<name>_parser`` and ``run_<name>``).
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from facet_vlm import Face
+from facet_vlm.benchmarks import rppg as rppg_benchmark
 from facet_vlm.geometry import DEFAULT_VIEWS, align, render_views, sample_points
 
 
@@ -716,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     add_curve_parser(subparsers)
     add_sequence_hard_parser(subparsers)
     add_sequence_parser(subparsers)
+    rppg_benchmark.add_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)
     return 0
