@@ -25,6 +25,7 @@ from .face_tracking import FaceTracker, FaceTrackReport, MTCNNDetector, SkinRegi
 from .postprocess import (
     PULSE_BAND,
     WindowedHeartRate,
+    next_power_of_two,
     postprocess_pulse,
     spectral_heart_rate,
     windowed_heart_rate,
@@ -54,6 +55,10 @@ class PulseConfig:
         filter_order: Butterworth order of the zero-phase band-pass.
         detrend_lambda: smoothness-priors detrending parameter.
         window_s, step_s: the windows of the heart rate over time.
+        resolution_bpm: the clip's spectrum is zero-padded to at least this fine a grid (bpm per bin). The FFT
+            length is the next power of two of ``max(frames, fps * 60 / resolution_bpm)``: for clips of 34 to 68 s
+            at 30 fps that is rPPG-Toolbox's own length (the next power of two of the frame count), and short clips
+            get a 1 bpm grid instead of the toolbox's 7 bpm at 6 s.
         noise_quantile, noise_draws: a clip whose SNR is below the ``noise_quantile`` quantile of the SNR of
             white noise of the same length (estimated from ``noise_draws`` simulated clips;
             :func:`noise_snr_threshold`) is flagged low-confidence: its pulse peak is not clearly above what noise
@@ -71,6 +76,7 @@ class PulseConfig:
     detrend_lambda: float = 100.0
     window_s: float = 10.0
     step_s: float = 1.0
+    resolution_bpm: float = 1.0
     noise_quantile: float = 0.95
     noise_draws: int = 200
     min_face_fraction: float = 0.8
@@ -293,7 +299,7 @@ def pulse_from_trace(trace: np.ndarray, fps: float, config: PulseConfig | None =
     trace = np.asarray(trace, dtype=np.float64)
     waveform = combine_regions(trace, fps, config.method)
     signal = postprocess_pulse(waveform, fps, config.band, config.filter_order, config.detrend_lambda)
-    estimate = spectral_heart_rate(signal, fps, config.band)
+    estimate = spectral_heart_rate(signal, fps, config.band, clip_fft_length(len(signal), fps, config))
     windows = windowed_heart_rate(signal, fps, config.window_s, config.step_s, config.band)
     threshold = noise_snr_threshold(len(signal), fps, config)
     reasons = []
@@ -310,6 +316,11 @@ def pulse_from_trace(trace: np.ndarray, fps: float, config: PulseConfig | None =
                        signal.astype(np.float32), waveform, trace, fps, len(trace), report, config.method)
 
 
+def clip_fft_length(length: int, fps: float, config: PulseConfig) -> int:
+    """The FFT length of a clip's heart-rate spectrum (see ``PulseConfig.resolution_bpm``)."""
+    return next_power_of_two(max(int(length), int(np.ceil(fps * 60.0 / config.resolution_bpm))))
+
+
 def noise_snr_threshold(length: int, fps: float, config: PulseConfig | None = None) -> float:
     """The SNR (dB) below which a clip of ``length`` frames is flagged: the ``config.noise_quantile`` quantile of
     the SNR that the same post-processing and peak search give on white Gaussian noise of that length.
@@ -320,13 +331,14 @@ def noise_snr_threshold(length: int, fps: float, config: PulseConfig | None = No
     """
     config = config or PulseConfig()
     return _noise_snr_threshold(int(length), round(float(fps), 4), tuple(config.band), config.filter_order,
-                                float(config.detrend_lambda), float(config.noise_quantile), int(config.noise_draws))
+                                float(config.detrend_lambda), float(config.noise_quantile), int(config.noise_draws),
+                                clip_fft_length(length, fps, config))
 
 
 @functools.lru_cache(maxsize=64)
 def _noise_snr_threshold(length: int, fps: float, band: tuple[float, float], order: int, detrend_lambda: float,
-                         quantile: float, draws: int) -> float:
+                         quantile: float, draws: int, nfft: int) -> float:
     rng = np.random.default_rng(0)
     snrs = [spectral_heart_rate(postprocess_pulse(rng.standard_normal(length), fps, band, order, detrend_lambda),
-                                fps, band).snr_db for _ in range(draws)]
+                                fps, band, nfft).snr_db for _ in range(draws)]
     return float(np.quantile(snrs, quantile))
