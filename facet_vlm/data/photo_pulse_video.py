@@ -77,7 +77,7 @@ def photo_pulse_frames(photo: np.ndarray, seconds: float, settings: PhotoPulseSe
         seconds: clip length.
         settings: the clip's settings.
         face: the face ellipse ``(cx, cy, half-width, half-height)`` in photo pixels.
-        seed: seed of the noise.
+        seed: seed of the noise (OpenCV's random generator, ``cv2.setRNGSeed``).
     """
     settings = settings or PhotoPulseSettings()
     canvas, (cx, cy, ax, ay) = _layout(np.asarray(photo), face, settings.size)
@@ -86,21 +86,24 @@ def photo_pulse_frames(photo: np.ndarray, seconds: float, settings: PhotoPulseSe
     cv2.ellipse(ellipse, (round(cx), round(cy)), (round(ax), round(ay)), 0, 0, 360, 1, -1)
     face_skin = (ellipse.astype(bool) & skin_mask(canvas.astype(np.uint8)))[..., None].astype(np.float32)
     outside = 1.0 - cv2.dilate(ellipse, np.ones((15, 15), np.uint8))[..., None].astype(np.float32)
-    signature = PBV_SIGNATURE / np.linalg.norm(PBV_SIGNATURE)
-    rng = np.random.default_rng(seed)
+    signature = (PBV_SIGNATURE / np.linalg.norm(PBV_SIGNATURE)).astype(np.float32)
+    # More blood absorbs more light: the skin darkens along the pulsatile signature.
+    pulse_part = canvas * face_skin * signature * np.float32(settings.amplitude)
+    distractor_part = canvas * outside * np.float32(settings.distractor_amplitude)
+    cv2.setRNGSeed(seed)
+    noise = np.empty_like(canvas)
     frequency = settings.heart_rate / 60.0
     for index in range(int(round(seconds * settings.fps))):
         t = index / settings.fps
         pulse = np.sin(2 * np.pi * frequency * t) + 0.3 * np.sin(4 * np.pi * frequency * t - 0.8)
-        # More blood absorbs more light: the skin darkens along the pulsatile signature.
-        gain = 1.0 - settings.amplitude * pulse * face_skin * signature
-        distractor = settings.distractor_amplitude * np.sin(2 * np.pi * settings.distractor_hz * t)
-        frame = canvas * gain * (1.0 + distractor * outside)
+        distractor = np.sin(2 * np.pi * settings.distractor_hz * t)
+        frame = cv2.scaleAdd(pulse_part, -float(pulse), canvas)
+        frame = cv2.scaleAdd(distractor_part, float(distractor), frame)
+        cv2.randn(noise, 0.0, settings.noise)
+        frame = np.clip(np.round(frame + noise), 0, 255).astype(np.uint8)
         shift = settings.motion_px * np.array([np.cos(2 * np.pi * 0.15 * t), np.sin(2 * np.pi * 0.15 * t)])
-        frame = cv2.warpAffine(frame, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (width, height),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        frame += rng.normal(0.0, settings.noise, frame.shape).astype(np.float32)
-        yield np.clip(np.round(frame), 0, 255).astype(np.uint8)
+        yield cv2.warpAffine(frame, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), (width, height),
+                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
 def write_photo_pulse_video(path: str | PathLike, photo: np.ndarray, seconds: float,
