@@ -64,6 +64,9 @@ class PulseConfig:
             :func:`noise_snr_threshold`) is flagged low-confidence: its pulse peak is not clearly above what noise
             alone gives.
         min_face_fraction: a clip whose share of frames with a detected (or held) face is below this is flagged.
+        cross_check_bpm: the heart rate is also computed with the other rPPG method (CHROM for POS, POS for CHROM)
+            on the same regions; a clip where the two differ by more than this is flagged (two projections of the
+            same skin colour that disagree mean at least one follows noise). ``None`` skips the check.
         regions: the skin-region geometry and colour test.
     """
 
@@ -80,6 +83,7 @@ class PulseConfig:
     noise_quantile: float = 0.95
     noise_draws: int = 200
     min_face_fraction: float = 0.8
+    cross_check_bpm: float | None = 5.0
     regions: SkinRegions = field(default_factory=SkinRegions)
 
     def __post_init__(self):
@@ -309,6 +313,14 @@ def pulse_from_trace(trace: np.ndarray, fps: float, config: PulseConfig | None =
     if face is not None and face.face_fraction < config.min_face_fraction:
         reasons.append(f"a face was detected on {100 * face.face_fraction:.0f} % of the frames (fewer than "
                        f"{100 * config.min_face_fraction:.0f} %): {face.summary()}")
+    if config.cross_check_bpm is not None:
+        other = "chrom" if config.method == "pos" else "pos"
+        other_signal = postprocess_pulse(combine_regions(trace, fps, other), fps, config.band, config.filter_order,
+                                         config.detrend_lambda)
+        other_rate = spectral_heart_rate(other_signal, fps, config.band, clip_fft_length(len(signal), fps, config))
+        if abs(other_rate.heart_rate - estimate.heart_rate) > config.cross_check_bpm:
+            reasons.append(f"{config.method.upper()} gives {estimate.heart_rate:.1f} bpm but {other.upper()} "
+                           f"{other_rate.heart_rate:.1f} bpm on the same skin regions")
     if len(trace) < config.window_s * fps:
         reasons.append(f"the clip is {len(trace) / fps:.1f} s long, shorter than one {config.window_s:g} s window")
     report = face if face is not None else FaceTrackReport("none", frames=len(trace))
