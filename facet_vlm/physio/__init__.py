@@ -23,8 +23,16 @@ from .postprocess import (
     spectral_heart_rate,
     windowed_heart_rate,
 )
-from .pulse import NoFaceError, PulseConfig, PulseResult, analyze_face_video, measure_pulse, pulse_from_trace
-from .rppg import HR_BAND, bandpass, chrom, ecg_heart_rate, heart_rate, pos, rgb_trace, video_heart_rate
+from .pulse import (
+    NoFaceError,
+    PulseConfig,
+    PulseResult,
+    analyze_face_video,
+    measure_pulse,
+    pulse_from_trace,
+    video_heart_rate,
+)
+from .rppg import HR_BAND, bandpass, chrom, ecg_heart_rate, heart_rate, pos, rgb_trace
 from .tfr import tfr, tfr_frequencies
 from .video import VideoInfo, VideoStream, iter_video_frames, probe_video, read_video, write_video
 

@@ -274,6 +274,13 @@ def measure_pulse(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps
     return analyze_face_video(video, fps, config)[0]
 
 
+def video_heart_rate(frames: np.ndarray, fps: float, method: str = "pos") -> float:
+    """Heart rate (bpm) of a face video given as frames: :func:`measure_pulse` (face tracking, forehead and cheek
+    regions, POS or CHROM, rPPG-Toolbox post-processing). Use ``measure_pulse`` itself for a file (streamed) and for
+    the quality figures that come with the rate."""
+    return measure_pulse(frames, fps, PulseConfig(method=method)).heart_rate
+
+
 def combine_regions(traces: np.ndarray, fps: float, method: str = "pos") -> np.ndarray:
     """The rPPG waveform of ``(T, R, 3)`` region traces (or one ``(T, 3)`` trace): POS or CHROM on each region,
     each scaled to unit standard deviation, summed.

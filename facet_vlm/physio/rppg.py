@@ -163,12 +163,3 @@ def ecg_heart_rate(ecg: np.ndarray, fs: float) -> float:
     if len(peaks) < 2:
         raise ConfigError("fewer than two R peaks found; is this an ECG channel?")
     return float(60.0 * fs / np.median(np.diff(peaks)))
-
-
-def video_heart_rate(frames: np.ndarray, fps: float, method: str = "pos") -> float:
-    """Heart rate (bpm) of a face video given as frames: :func:`facet_vlm.physio.measure_pulse` (face tracking,
-    forehead and cheek regions, POS or CHROM, rPPG-Toolbox post-processing). Use ``measure_pulse`` itself for a file
-    (streamed) and for the quality figures that come with the rate."""
-    from .pulse import PulseConfig, measure_pulse
-
-    return measure_pulse(frames, fps, PulseConfig(method=method)).heart_rate
