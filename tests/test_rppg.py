@@ -95,6 +95,9 @@ def test_no_face_is_an_error_or_a_reported_fallback(tmp_path, astronaut):
     result = measure_pulse(body, 30.0)
     assert result.face.detector_frames == 0 and result.face.fallback_frames > 0
     assert result.low_confidence and "skin-colour fallback" in result.face.summary()
+    # Frames smaller than the smallest face searched for: no detection is attempted, the fallback is reported.
+    tiny = measure_pulse(np.repeat(astronaut[None, 60:180:4, 170:290:4], 90, axis=0), 30.0)
+    assert tiny.face.detector_frames == 0 and tiny.face.fallback_frames == 90
 
 
 def test_streaming_keeps_memory_flat_on_a_long_clip(tmp_path, astronaut):

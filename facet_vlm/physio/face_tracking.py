@@ -98,7 +98,7 @@ class MTCNNDetector:
         except ImportError as error:
             raise ConfigError("the MTCNN face detector needs the facenet-pytorch package: pip install "
                               "'facenet-pytorch>=2.5.3,<2.6' (or use detector='skin')") from error
-        self.max_side, self.min_score = int(max_side), float(min_score)
+        self.max_side, self.min_score, self.min_face_size = int(max_side), float(min_score), int(min_face_size)
         self._model = MTCNN(min_face_size=min_face_size, thresholds=list(thresholds), select_largest=True,
                             keep_all=False, post_process=False, device="cpu")
 
@@ -108,6 +108,8 @@ class MTCNNDetector:
 
         scale = min(1.0, self.max_side / max(frame.shape[:2]))
         image = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if min(image.shape[:2]) < self.min_face_size:  # no face of the searched size fits (MTCNN would fail)
+            return None
         with torch.inference_mode():
             boxes, probs, points = self._model.detect(np.ascontiguousarray(image), landmarks=True)
         if boxes is None or len(boxes) == 0 or probs[0] is None or probs[0] < self.min_score:
