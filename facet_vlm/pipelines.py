@@ -9,13 +9,18 @@ registers both tasks with transformers' `PIPELINE_REGISTRY`, so that ``transform
 
     >>> video = transformers.pipeline("video-emotion-recognition", model="runs/physio/model")
     >>> video("clip.mp4")
-    {'valence': [...], 'arousal': [...], 'emotion': None, 'heart_rate': 71.8, 'pulse': [...], 'fps': 30.0}
+    {'valence': [...], 'arousal': [...], 'emotion': None, 'heart_rate': 71.8, 'heart_rate_low_confidence': False,
+     'heart_rate_snr_db': -1.2, 'heart_rate_warnings': [], 'heart_rate_over_time': {...}, 'face': {...},
+     'pulse': [...], 'fps': 30.0}
 
 ``expression-recognition`` (FACET-VLM, CoupleFER, AFNet-M): a scan path (any format `facet_vlm.io.read_face` reads)
 or a `Face` → a list of ``{"label", "score"}`` dicts sorted by score (all classes unless ``top_k``); a list of inputs
 gives one such list per input. ``video-emotion-recognition`` (the physio-prompt model): a face video (.mp4/.avi or
 any file OpenCV decodes, or RGB frames (T, H, W, 3) with ``fps=``) → valence and arousal scores (and discrete
-emotions when the model has that head), the heart rate (bpm) and the rPPG pulse signal the model was prompted with.
+emotions when the model has that head), the heart rate (bpm) with its quality (SNR, a low-confidence flag and its
+reasons, the heart rate over time, how the face was found) and the rPPG pulse signal the model was prompted with.
+A video file is decoded one frame at a time (memory does not grow with its length) and a file that is not a video is
+refused with a `FormatError` naming it.
 The model's own processor (`facet_vlm.registry`, loaded through `AutoProcessor`) builds the inputs, so training,
 these pipelines and ``scripts/predict.py`` see the same tensors. `pipeline` is a shortcut that also takes a model
 instance and loads PEFT adapter folders on their base model.
@@ -201,9 +206,9 @@ class VideoEmotionRecognitionPipeline(_FacetPipeline):
         return ({"fps": fps} if fps is not None else {}), {}, ({"top_k": top_k} if top_k is not None else {})
 
     def preprocess(self, video: str | PathLike | np.ndarray, fps: float | None = None) -> dict[str, Any]:
-        frames, fps = self.processor.read(video, fps)
-        encoded = self.processor(frames, fps=fps)
-        return {**self.model_inputs(encoded), "_pulse": self.processor.pulse(frames, fps)}
+        arrays, pulse = self.processor.analyze(video, fps)
+        encoded = {name: torch.from_numpy(np.asarray(value))[None] for name, value in arrays.items()}
+        return {**self.model_inputs(encoded), "_pulse": pulse}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None) -> dict[str, Any]:
         pulse = model_outputs["_pulse"]
@@ -218,7 +223,10 @@ class VideoEmotionRecognitionPipeline(_FacetPipeline):
             names = list(getattr(self.model.config, "emotion_labels", None) or range(emotion.shape[-1]))
             result["emotion"] = _sorted_scores(emotion[0].float().softmax(dim=-1).cpu(), [str(n) for n in names],
                                                top_k)
-        result.update(heart_rate=float(pulse["heart_rate"]), pulse=pulse["signal"].tolist(), fps=pulse["fps"])
+        result.update(heart_rate=float(pulse["heart_rate"]), heart_rate_low_confidence=bool(pulse["low_confidence"]),
+                      heart_rate_snr_db=float(pulse["snr_db"]), heart_rate_warnings=list(pulse["reasons"]),
+                      heart_rate_over_time=pulse["heart_rate_over_time"], face=pulse["face"],
+                      pulse=pulse["signal"].tolist(), fps=pulse["fps"])
         return result
 
 

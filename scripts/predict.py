@@ -132,8 +132,14 @@ def print_video(path: str, result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"path": path, **result}))
         return
-    print(f"{path}: heart rate {result['heart_rate']:.1f} bpm ({len(result['pulse'])} pulse samples at "
-          f"{result['fps']:.1f} fps)")
+    print(f"{path}: heart rate {result['heart_rate']:.1f} bpm, SNR {result['heart_rate_snr_db']:+.1f} dB "
+          f"({len(result['pulse'])} pulse samples at {result['fps']:.1f} fps)")
+    over_time = result["heart_rate_over_time"]["heart_rates"]
+    if len(over_time) > 1:
+        print(f"    over time ({result['heart_rate_over_time']['window_s']:g} s windows): {min(over_time):.0f} to "
+              f"{max(over_time):.0f} bpm, median {sorted(over_time)[len(over_time) // 2]:.0f}")
+    if result["heart_rate_low_confidence"]:
+        print("    LOW CONFIDENCE heart rate: " + "; ".join(result["heart_rate_warnings"]))
     for head in ("valence", "arousal", "emotion"):
         for entry in result[head] or []:
             print(f"    {head:<8} {entry['label']:<14} {entry['score']:.3f}")

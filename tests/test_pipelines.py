@@ -89,6 +89,13 @@ def test_video_pipeline_reports_emotion_heart_rate_and_pulse(physio_dir, clips):
         assert len(result["pulse"]) == len(truth.frames)
         # rPPG (POS) on the clip recovers the generator's heart rate
         assert abs(result["heart_rate"] - truth.hr_bpm) < 6.0, (path.name, result["heart_rate"], truth.hr_bpm)
+        # Every frame's skin region is accounted for (MTCNN, held, the skin-colour fallback, or none), and the
+        # quality fields come with the heart rate.
+        face = result["face"]
+        assert sum(face[f"{kind}_frames"] for kind in ("detector", "held", "fallback", "no_face")) == len(truth.frames)
+        assert isinstance(result["heart_rate_low_confidence"], bool) and isinstance(result["heart_rate_snr_db"], float)
+        assert result["heart_rate_low_confidence"] == bool(result["heart_rate_warnings"])
+        assert len(result["heart_rate_over_time"]["heart_rates"]) >= 1
     # frames given directly (e.g. a webcam capture) need their frame rate and give the same answer
     frames = clips[0][1].frames
     direct = video(np.asarray(frames), fps=clips[0][1].fps)
@@ -97,6 +104,12 @@ def test_video_pipeline_reports_emotion_heart_rate_and_pulse(physio_dir, clips):
 
     with pytest.raises(ConfigError, match="fps"):
         video(np.asarray(frames))
+    from facet_vlm.errors import FormatError
+
+    text = clips[0][0].parent / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    with pytest.raises(FormatError, match="notes.mp4: not a video file"):
+        video(str(text))
 
 
 def test_predict_script_on_a_video_prints_scores_and_saves_a_pulse_plot(physio_dir, clips, tmp_path):

@@ -1,11 +1,12 @@
 """Processor of the physio-facial prompt model: a face video → sampled face crops + the rPPG time-frequency map.
 
-`PhysioPromptProcessor(videos=[...])` reads each clip (a path OpenCV decodes, e.g. .mp4/.avi, or frames with their
-``fps``), finds the face box once per clip, extracts the pulse with an unsupervised rPPG method (POS or CHROM, over
-every frame) and returns ``pixel_values`` (B, T, 3, S, S) in [0, 1] and ``tfr_values`` (B, 1, F, T') as a
-`BatchFeature`. `PhysioPromptProcessor.pulse` gives the pulse waveform and the heart rate of a clip (what the video
-pipeline reports next to the emotion scores). `facet_vlm.physio` is imported inside the methods so that importing
-this module stays cheap.
+`PhysioPromptProcessor(videos=[...])` reads each clip (a video file, streamed one frame at a time, or frames with
+their ``fps``), tracks the face (`facet_vlm.physio.face_tracking`), extracts the pulse from the forehead and cheeks
+with an unsupervised rPPG method (POS or CHROM, over every frame) and returns ``pixel_values`` (B, T, 3, S, S) in
+[0, 1] and ``tfr_values`` (B, 1, F, T') as a `BatchFeature`. `PhysioPromptProcessor.pulse` gives the pulse, the heart
+rate and its quality (SNR, low-confidence flag, heart rate over time), and `PhysioPromptProcessor.analyze` both in
+one pass over the video (what the video pipeline uses). `facet_vlm.physio` is imported inside the methods so that
+importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from facet_vlm.processing_utils import SettingsProcessor
 VideoLike = str | PathLike | np.ndarray
 RPPG_METHODS = ("pos", "chrom")
 TFR_METHODS = ("stft", "morlet")
+FACE_DETECTORS = ("auto", "mtcnn", "skin")
 
 
 class PhysioPromptProcessor(SettingsProcessor):
@@ -33,12 +35,13 @@ class PhysioPromptProcessor(SettingsProcessor):
         num_frames: crops sampled uniformly over the clip.
         tfr_size: (frequency bins, time columns) of the pulse map.
         tfr_method: "stft" or "morlet"; rppg_method: "pos" or "chrom" (see `facet_vlm.physio`).
+        face_detector: "auto" (MTCNN, with a reported skin-colour fallback), "mtcnn" or "skin".
     """
 
-    fields = ("image_size", "num_frames", "tfr_size", "tfr_method", "rppg_method")
+    fields = ("image_size", "num_frames", "tfr_size", "tfr_method", "rppg_method", "face_detector")
 
     def __init__(self, image_size: int = 224, num_frames: int = 8, tfr_size: Sequence[int] = (64, 64),
-                 tfr_method: str = "stft", rppg_method: str = "pos"):
+                 tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto"):
         if image_size < 1 or num_frames < 1:
             raise ConfigError(f"image_size={image_size}, num_frames={num_frames}: both must be positive")
         if tfr_method not in TFR_METHODS or rppg_method not in RPPG_METHODS:
@@ -46,7 +49,9 @@ class PhysioPromptProcessor(SettingsProcessor):
                               f"and one of {RPPG_METHODS}")
         self.image_size, self.num_frames = int(image_size), int(num_frames)
         self.tfr_size = [int(v) for v in tfr_size]
-        self.tfr_method, self.rppg_method = tfr_method, rppg_method
+        if face_detector not in FACE_DETECTORS:
+            raise ConfigError(f"face_detector={face_detector!r}: use one of {FACE_DETECTORS}")
+        self.tfr_method, self.rppg_method, self.face_detector = tfr_method, rppg_method, face_detector
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> PhysioPromptProcessor:
@@ -55,34 +60,57 @@ class PhysioPromptProcessor(SettingsProcessor):
 
     @staticmethod
     def read(video: VideoLike, fps: float | None = None) -> tuple[np.ndarray, float]:
-        """RGB uint8 frames (T, H, W, 3) and the frame rate of a video path, or of frames given with `fps`."""
+        """All RGB uint8 frames (T, H, W, 3) and the frame rate of a video path, or of frames given with `fps`.
+
+        This holds the whole clip in memory; `process_video`, `pulse` and `analyze` stream a file instead.
+        """
         if isinstance(video, np.ndarray):
-            if fps is None or fps <= 0:
-                raise ConfigError("frames given as an array need their frame rate: pass fps=...")
-            if video.ndim != 4 or video.shape[-1] != 3:
-                raise ConfigError(f"frames must be (T, H, W, 3) RGB, got shape {video.shape}")
-            return video, float(fps)
+            return PhysioPromptProcessor._checked_frames(video, fps), float(fps)
         from facet_vlm.physio import read_video
 
         frames, found_fps = read_video(video)
         return frames, float(fps or found_fps)
 
+    @staticmethod
+    def _checked_frames(video: np.ndarray, fps: float | None) -> np.ndarray:
+        if fps is None or fps <= 0:
+            raise ConfigError("frames given as an array need their frame rate: pass fps=...")
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ConfigError(f"frames must be (T, H, W, 3) RGB, got shape {video.shape}")
+        return video
+
+    def analyze(self, video: VideoLike, fps: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """One pass over a clip (a file is streamed): the model arrays of `process_video` and the pulse of `pulse`."""
+        from facet_vlm.physio import physio_analysis
+
+        if isinstance(video, np.ndarray):
+            self._checked_frames(video, fps)
+        arrays, result = physio_analysis(video, fps, num_frames=self.num_frames, image_size=self.image_size,
+                                         tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method,
+                                         rppg_method=self.rppg_method, face_detector=self.face_detector)
+        return arrays, self._pulse_dict(result)
+
     def process_video(self, video: VideoLike, fps: float | None = None) -> dict[str, np.ndarray]:
         """The arrays of one clip (no batch axis): ``pixel_values`` (T, 3, S, S) and ``tfr_values`` (1, F, T')."""
-        from facet_vlm.physio import physio_inputs
-
-        frames, fps = self.read(video, fps)
-        return physio_inputs(frames, fps, num_frames=self.num_frames, image_size=self.image_size,
-                             tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method, rppg_method=self.rppg_method)
+        return self.analyze(video, fps)[0]
 
     def pulse(self, video: VideoLike, fps: float | None = None) -> dict[str, Any]:
-        """The rPPG pulse of one clip: ``signal`` (float32, one value per frame), ``fps`` and ``heart_rate`` (bpm)."""
-        from facet_vlm.physio import chrom, face_box, heart_rate, mean_skin_rgb, pos
+        """The rPPG pulse of one clip: ``signal`` (float32, one value per frame), ``fps``, ``heart_rate`` (bpm) and
+        its quality: ``snr_db``, ``low_confidence`` with its ``reasons``, ``heart_rate_over_time`` and ``face`` (how
+        the skin regions were found); see `facet_vlm.physio.PulseResult`."""
+        from facet_vlm.physio import PulseConfig, measure_pulse
 
-        frames, fps = self.read(video, fps)
-        trace = mean_skin_rgb(frames, face_box(frames))
-        waveform = pos(trace, fps) if self.rppg_method == "pos" else chrom(trace, fps)
-        return {"signal": np.asarray(waveform, dtype=np.float32), "fps": fps, "heart_rate": heart_rate(waveform, fps)}
+        if isinstance(video, np.ndarray):
+            self._checked_frames(video, fps)
+        config = PulseConfig(method=self.rppg_method, detector=self.face_detector)
+        return self._pulse_dict(measure_pulse(video, fps, config))
+
+    @staticmethod
+    def _pulse_dict(result: Any) -> dict[str, Any]:
+        return {"signal": np.asarray(result.signal, dtype=np.float32), "fps": result.fps,
+                "heart_rate": result.heart_rate, "snr_db": result.snr_db, "low_confidence": result.low_confidence,
+                "reasons": list(result.reasons), "heart_rate_over_time": result.windows.to_dict(),
+                "face": result.face.to_dict()}
 
     def __call__(self, videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None = None,
                  labels: Sequence[Sequence[int]] | None = None, return_tensors: str | None = "pt") -> BatchFeature:

@@ -127,9 +127,9 @@ def machine() -> dict[str, Any]:
 
 
 def run_section(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run one section through the benchmark command line and stamp its JSON; None when its data is missing."""
+    """Run one section through the benchmark command line (``args.bench_main``, set by `facet_vlm.benchmarks.cli`)
+    and stamp its JSON; None when its data is missing."""
     from ..training import code_version
-    from .cli import main as bench_main
 
     section = SECTIONS[name]
     if section.needs and getattr(args, section.needs) is None:
@@ -138,7 +138,7 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     out = args.output / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
-    bench_main(section.command(args, out))
+    args.bench_main(section.command(args, out))
     result = json.loads(out.read_text(encoding="utf-8"))
     result["report"] = {"code_version": code_version(), "started": started.isoformat(timespec="seconds"),
                         "machine": machine(), "command": ["bench.py", *section.command(args, out)]}

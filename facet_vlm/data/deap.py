@@ -5,10 +5,17 @@ Layout read (as distributed)::
     root/metadata_csv/participant_ratings.csv   Participant_id, Trial, Experiment_id, Valence, Arousal, ...
     root/face_video/sNN/sNN_trialTT.avi         frontal face video (participants 1..22 only)
     root/data_preprocessed_python/sNN.dat        Python-2 pickle {'data': (40, 40, 8064), 'labels': (40, 4)}
+    root/data_preprocessed_matlab/sNN.mat        the same two arrays as MATLAB variables
+
+DEAP ships the preprocessed signals in two releases with the same content: a Python one (``.dat`` pickles) and a
+MATLAB one (``.mat`` files). Each participant file holds the arrays ``data`` (40 x 40 x 8064: video/trial x
+channel x data) and ``labels`` (40 x 4: video/trial x label — valence, arousal, dominance, liking). Either
+release is read (:func:`load_deap_subject`); when both are present the Python one is used.
 
 ``Trial`` is the presentation order (it numbers the face videos); ``Experiment_id`` is the music-video id, and the
-preprocessed ``.dat`` arrays are ordered by it (row ``Experiment_id - 1``). The ``.dat`` files are read only through
-:func:`facet_vlm.data.safe_pickle.restricted_load`.
+preprocessed arrays are ordered by it (row ``Experiment_id - 1``). The ``.dat`` files are read only through
+:func:`facet_vlm.data.safe_pickle.restricted_load` (a pickle can run code); the ``.mat`` files with
+``scipy.io.loadmat`` (MATLAB 5 format; a MATLAB 7.3 / HDF5 file is refused with a message).
 """
 
 from __future__ import annotations
@@ -38,16 +45,40 @@ DEAP_TRIALS = 40
 _REQUIRED_COLUMNS = ("Participant_id", "Trial", "Experiment_id", "Valence", "Arousal")
 
 
+#: Folders and suffixes of the two releases of the preprocessed signals, in the order they are looked for.
+PREPROCESSED_RELEASES = (("data_preprocessed_python", ".dat"), ("data_preprocessed_matlab", ".mat"))
+
+
+def _read_mat(path: Path) -> dict:
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    with path.open("rb") as handle:
+        header = handle.read(128)
+    if b"MATLAB 7.3" in header[:116]:
+        raise FormatError("a MATLAB 7.3 (HDF5) file; scipy.io.loadmat reads MATLAB 5 files (re-save it with "
+                          "save(..., '-v7'))", path)
+    try:
+        content = loadmat(str(path))
+    except (MatReadError, ValueError, TypeError, OSError) as error:
+        raise FormatError(f"not a readable MATLAB file ({error})", path) from None
+    return {key: value for key, value in content.items() if not key.startswith("__")}
+
+
 def load_deap_subject(path: str | PathLike) -> dict[str, np.ndarray]:
-    """``{"data": float32 (40, 40, 8064), "labels": float32 (40, 4)}`` of one ``sNN.dat``, loaded safely.
+    """``{"data": float32 (40, 40, 8064), "labels": float32 (40, 4)}`` of one participant file, loaded safely: a
+    ``sNN.dat`` of the Python release (restricted unpickling) or a ``sNN.mat`` of the MATLAB release
+    (``scipy.io.loadmat``).
 
     Raises:
         UnsafePickleError: the pickle names anything but numpy arrays and containers.
-        FormatError: it is not a dict with 'data' (trials, 40 channels, samples) and 'labels' (trials, 4).
+        FormatError: the file is not a dict / MATLAB file with 'data' (trials, 40 channels, samples) and 'labels'
+            (trials, 4), or a MATLAB 7.3 file.
     """
-    content = restricted_load(path, encoding="latin1")
+    path = Path(path)
+    content = _read_mat(path) if path.suffix.lower() == ".mat" else restricted_load(path, encoding="latin1")
     if not isinstance(content, dict) or not all(isinstance(content.get(k), np.ndarray) for k in ("data", "labels")):
-        raise FormatError("expected a dict with numpy arrays 'data' and 'labels'", path)
+        raise FormatError("expected numpy arrays 'data' and 'labels'", path)
     data, labels = content["data"], content["labels"]
     if data.dtype.kind not in "fiu" or labels.dtype.kind not in "fiu":
         raise FormatError(f"'data' ({data.dtype}) and 'labels' ({labels.dtype}) must be numeric arrays", path)
@@ -57,13 +88,23 @@ def load_deap_subject(path: str | PathLike) -> dict[str, np.ndarray]:
     return {"data": data.astype(np.float32), "labels": labels.astype(np.float32)}
 
 
+def preprocessed_file(root: str | PathLike, participant: int) -> Path | None:
+    """The participant's preprocessed file: ``data_preprocessed_python/sNN.dat``, else
+    ``data_preprocessed_matlab/sNN.mat``; ``None`` when neither exists."""
+    for folder, suffix in PREPROCESSED_RELEASES:
+        path = Path(root) / folder / f"s{participant:02d}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
 def load_deap(root: str | PathLike, require_video: bool = True, rating_range: tuple[float, float] = RATING_RANGE):
     """Rows of DEAP trials as a ``datasets.Dataset``.
 
     Columns: ``subject`` (str participant id), ``trial`` (presentation order), ``experiment_id``, ``valence``,
     ``arousal``, ``dominance``, ``liking`` (1..9), ``valence_high``, ``arousal_high`` (threshold 5),
-    ``video_path`` (None without a face video), ``dat_path`` (None without a preprocessed file), ``dat_index``
-    (row of the trial in the ``.dat`` arrays).
+    ``video_path`` (None without a face video), ``dat_path`` (the preprocessed file of either release,
+    :func:`preprocessed_file`; None without one), ``dat_index`` (row of the trial in its arrays).
 
     Args:
         root: the DEAP root.
@@ -119,7 +160,7 @@ def load_deap(root: str | PathLike, require_video: bool = True, rating_range: tu
                                   f"line {seen[key]}); remove the duplicate row", ratings_path)
             seen[key] = line
         video = root / "face_video" / f"s{participant:02d}" / f"s{participant:02d}_trial{trial:02d}.avi"
-        dat = root / "data_preprocessed_python" / f"s{participant:02d}.dat"
+        dat = preprocessed_file(root, participant)
         if require_video and not video.is_file():
             without_video += 1
             continue
@@ -127,7 +168,7 @@ def load_deap(root: str | PathLike, require_video: bool = True, rating_range: tu
             "subject": str(participant), "trial": trial, "experiment_id": experiment, **scores,
             "valence_high": high_low(scores["valence"]), "arousal_high": high_low(scores["arousal"]),
             "video_path": str(video) if video.is_file() else None,
-            "dat_path": str(dat) if dat.is_file() else None, "dat_index": experiment - 1,
+            "dat_path": None if dat is None else str(dat), "dat_index": experiment - 1,
         })
     if without_video:
         warnings.warn(f"{root}: skipped {without_video} trial(s) without a face video (DEAP records face video for "

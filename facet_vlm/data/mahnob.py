@@ -2,16 +2,27 @@
 
 Layout read (as distributed)::
 
-    root/Sessions/<n>/session.xml      <session feltVlnc="7" feltArsl="4" feltEmo="4" ...><subject id="1"/>
-                                       <track type="Video" filename="..."/>... </session>
-    root/Sessions/<n>/P1-Rec1-2009.07.09.17.53.46_C1 trigger _C1.avi
-    root/Sessions/<n>/Part_1_S_Trial1_emotion.bdf
+    root/Sessions/<n>/session.xml      <session sessionId="10" feltVlnc="3" feltArsl="6" feltEmo="0" feltCtrl="2"
+                                       feltPred="9" cutLenSec="136.5244" vidRate="60.9708" mediaFile="53.avi" ...>
+                                       <subject id="1" .../>
+                                       <track type="Video" color="1" camera="1" filename="..._C1 trigger ....avi"/>
+                                       ... <track type="Physiological" filename="Part_1_S_Trial5_emotion.bdf"/>
+                                       </session>
+    root/Sessions/<n>/P1-Rec1-2009.07.09.17.53.46_C1 trigger _C_Section_10.avi
+    root/Sessions/<n>/Part_1_S_Trial5_emotion.bdf
 
-Colour-video match rule, first that applies: (1) a ``<track type="Video">`` whose ``filename`` contains
-``"C1 trigger"`` (camera C1 is the colour camera that carries the trigger) and exists; (2) a file matching
-``*C1 trigger*.avi`` in the session folder; (3) the only ``*.avi`` there. Otherwise the session is reported as a
-layout error. The BDF is the ``<track type="Physiological">`` file, else the only ``*.bdf`` (it may be absent).
-Sessions without ``feltVlnc``/``feltArsl`` (the implicit-tagging part) are skipped with a warning that counts them.
+Session attributes kept: ``feltVlnc``, ``feltArsl`` (valence and arousal, 1..9), ``feltEmo`` (the emotion tag),
+``feltCtrl`` and ``feltPred`` (felt control and predictability, 1..9), ``mediaFile`` (the stimulus clip shown),
+``cutLenSec`` (its length in seconds) and ``vidRate`` (the frame rate of the session's videos).
+
+Colour-video match rule, first that applies: (1) a ``<track type="Video">`` with ``color="1"`` or whose
+``filename`` contains ``"C1 trigger"`` (camera C1 is the colour camera that carries the trigger) and exists;
+(2) a file matching ``*C1 trigger*.avi`` in the session folder; (3) the only ``*.avi`` there. A session whose colour
+video is missing (many users download the labels, or only some sessions' videos) keeps its labels with
+``video_path`` None and is reported in one warning that names the sessions and the file the XML names; the load goes
+on. ``labels_only=True`` does not look for any file but ``session.xml``. The BDF is the
+``<track type="Physiological">`` file, else the only ``*.bdf`` (it may be absent). Sessions without
+``feltVlnc``/``feltArsl`` are skipped with a warning that counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetLayoutError, FormatError
+from ..errors import ConfigError, DatasetLayoutError, FormatError
 from ..io.bdf import read_bdf, read_bdf_labels
 from ..physio.rppg import ecg_heart_rate
 
@@ -51,19 +62,21 @@ def check_rating(value: float, name: str, path: str | PathLike, rating_range: tu
     return value
 
 
-def _colour_video(folder: Path, tracks: list[ET.Element], xml_path: Path) -> Path:
+def _colour_video(folder: Path, tracks: list[ET.Element]) -> tuple[Path | None, str]:
+    """The session's colour video (match rule of the module docstring), or None; and the file name the XML gives
+    for it (for the report when it is missing)."""
+    named = ""
     for track in tracks:
         name = track.get("filename", "")
-        if track.get("type", "").lower() == "video" and COLOUR_CAMERA_TAG in name and (folder / name).is_file():
-            return folder / name
+        if track.get("type", "").lower() == "video" and (track.get("color") == "1" or COLOUR_CAMERA_TAG in name):
+            named = named or name
+            if (folder / name).is_file():
+                return folder / name, name
     tagged = sorted(folder.glob(f"*{COLOUR_CAMERA_TAG}*.avi"))
     if tagged:
-        return tagged[0]
+        return tagged[0], named
     videos = sorted(folder.glob("*.avi"))
-    if len(videos) == 1:
-        return videos[0]
-    raise DatasetLayoutError(f"cannot choose the colour video: expected a '*{COLOUR_CAMERA_TAG}*.avi' file or a "
-                             f"single .avi, found {[v.name for v in videos]}", xml_path.parent)
+    return (videos[0] if len(videos) == 1 else None), named
 
 
 def _bdf_file(folder: Path, tracks: list[ET.Element]) -> Path | None:
@@ -94,17 +107,49 @@ def ecg_reference_hr(bdf_path: str | PathLike) -> float:
     return ecg_heart_rate(ecg, rate)
 
 
-def load_mahnob(root: str | PathLike, reference_hr: bool = False, rating_range: tuple[float, float] = RATING_RANGE):
+def _optional_rating(session: ET.Element, name: str, xml_path: Path, rating_range: tuple[float, float]) -> float:
+    """An optional 1..9 attribute (``feltCtrl``, ``feltPred``): NaN when absent, checked when present."""
+    text = session.get(name)
+    if text is None or not text.strip():
+        return float("nan")
+    try:
+        value = float(text)
+    except ValueError:
+        raise FormatError(f"{name}={text!r} is not a number", xml_path) from None
+    return check_rating(value, name, xml_path, rating_range)
+
+
+def _optional_number(session: ET.Element, name: str, xml_path: Path) -> float:
+    text = session.get(name)
+    if text is None or not text.strip():
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        raise FormatError(f"{name}={text!r} is not a number", xml_path) from None
+
+
+def load_mahnob(root: str | PathLike, reference_hr: bool = False, rating_range: tuple[float, float] = RATING_RANGE,
+                labels_only: bool = False, require_video: bool = False):
     """Rows of the MAHNOB-HCI emotion sessions under ``root`` as a ``datasets.Dataset``.
 
     Columns: ``subject`` (str), ``session`` (int), ``valence``, ``arousal`` (float, 1..9), ``valence_high``,
     ``arousal_high`` (0/1, threshold 5), ``emotion`` (feltEmo code, -1 if absent), ``emotion_index`` (index into the
-    ``mahnob_emotions`` label set, -1 if absent), ``video_path``, ``bdf_path`` (None if absent), and with
-    ``reference_hr`` also ``ecg_hr_bpm`` (from the ECG leads; NaN without a BDF). ``feltVlnc``/``feltArsl`` must
-    be finite and within ``rating_range``.
+    ``mahnob_emotions`` label set, -1 if absent), ``control`` and ``predictability`` (``feltCtrl``/``feltPred``,
+    1..9, NaN if absent), ``media_file`` (``mediaFile``, the stimulus; None if absent), ``cut_length_s``
+    (``cutLenSec``), ``video_rate`` (``vidRate``, fps; both NaN if absent), ``video_path`` (None when the colour
+    video is missing, or with ``labels_only``), ``bdf_path`` (None if absent), and with ``reference_hr`` also
+    ``ecg_hr_bpm`` (from the ECG leads; NaN without a BDF). Ratings must be finite and within ``rating_range``.
+
+    Args:
+        root: the folder holding ``Sessions/``.
+        reference_hr: add ``ecg_hr_bpm`` (reads every BDF; not with ``labels_only``).
+        rating_range: the scale every rating must lie in.
+        labels_only: read only the ``session.xml`` files (no video or BDF is looked for).
+        require_video: drop the sessions without a colour video (still reported) instead of keeping their labels.
 
     Raises:
-        DatasetLayoutError: no ``Sessions`` folder, a session without ``session.xml`` or without a colour video.
+        DatasetLayoutError: no ``Sessions`` folder, a session without ``session.xml``, no rated session.
         FormatError: an unparseable ``session.xml`` or one without ``<subject id>`` or with non-numeric ratings or
             ratings outside ``rating_range``.
     """
@@ -114,9 +159,11 @@ def load_mahnob(root: str | PathLike, reference_hr: bool = False, rating_range: 
     sessions_dir = root / "Sessions"
     if not sessions_dir.is_dir():
         raise DatasetLayoutError("no 'Sessions' folder; expected root/Sessions/<n>/session.xml", root)
+    if labels_only and reference_hr:
+        raise ConfigError("reference_hr reads the BDF files; it cannot be combined with labels_only")
     folders = sorted((p for p in sessions_dir.iterdir() if p.is_dir()),
                      key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
-    rows, unrated = [], []
+    rows, unrated, without_video = [], [], []
     for folder in folders:
         xml_path = folder / "session.xml"
         if not xml_path.is_file():
@@ -139,22 +186,38 @@ def load_mahnob(root: str | PathLike, reference_hr: bool = False, rating_range: 
         check_rating(valence, "feltVlnc", xml_path, rating_range)
         check_rating(arousal, "feltArsl", xml_path, rating_range)
         tracks = session.findall("track")
-        bdf = _bdf_file(folder, tracks)
+        video, bdf = None, None
+        if not labels_only:
+            video, named = _colour_video(folder, tracks)
+            bdf = _bdf_file(folder, tracks)
+            if video is None:
+                without_video.append(f"{folder.name} ({named or 'no colour track named'})")
+                if require_video:
+                    continue
         row = {
             "subject": subject.get("id"),
             "session": _session_number(session, folder, xml_path),
             "valence": valence, "arousal": arousal,
             "valence_high": high_low(valence), "arousal_high": high_low(arousal),
             "emotion": emotion, "emotion_index": FELT_EMO_TO_INDEX.get(emotion, -1),
-            "video_path": str(_colour_video(folder, tracks, xml_path)),
+            "control": _optional_rating(session, "feltCtrl", xml_path, rating_range),
+            "predictability": _optional_rating(session, "feltPred", xml_path, rating_range),
+            "media_file": session.get("mediaFile"),
+            "cut_length_s": _optional_number(session, "cutLenSec", xml_path),
+            "video_rate": _optional_number(session, "vidRate", xml_path),
+            "video_path": None if video is None else str(video),
             "bdf_path": None if bdf is None else str(bdf),
         }
         if reference_hr:
             row["ecg_hr_bpm"] = float("nan") if bdf is None else ecg_reference_hr(bdf)
         rows.append(row)
     if unrated:
-        warnings.warn(f"{root}: skipped {len(unrated)} session(s) without feltVlnc/feltArsl ratings "
-                      f"(implicit tagging): {unrated[:10]}", stacklevel=2)
+        warnings.warn(f"{root}: skipped {len(unrated)} session(s) without feltVlnc/feltArsl ratings: "
+                      f"{unrated[:10]}{' ...' if len(unrated) > 10 else ''}", stacklevel=2)
+    if without_video:
+        what = "dropped" if require_video else "kept their labels with video_path None"
+        warnings.warn(f"{root}: {len(without_video)} session(s) have no colour video and {what}: "
+                      f"{', '.join(without_video[:10])}{' ...' if len(without_video) > 10 else ''}", stacklevel=2)
     if not rows:
         raise DatasetLayoutError("no rated session found under Sessions/", root)
     return Dataset.from_list(rows)

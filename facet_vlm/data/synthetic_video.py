@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..io.bdf import write_bdf
-from ..physio.face_region import write_video
+from ..physio.video import write_video
 
 #: Sample rate of the written ECG channels (MAHNOB-HCI records at 256 Hz).
 ECG_RATE = 256.0

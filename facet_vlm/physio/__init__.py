@@ -1,46 +1,69 @@
-"""Pulse from face video (rPPG) and its time-frequency maps, and the glue to the physio-facial prompt model."""
+"""Pulse from face video (rPPG) and its time-frequency maps, and the glue to the physio-facial prompt model.
+
+``measure_pulse(path)`` is the entry point for a heart rate: it streams the video, tracks the face with a real
+detector, and returns the heart rate, the heart rate over time, an SNR and a low-confidence flag
+(:class:`PulseResult`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from os import PathLike
 from typing import Any
 
 import numpy as np
 
-from .face_region import (
-    crop_face,
-    detect_face,
-    face_box,
-    haar_cascade_path,
-    mean_skin_rgb,
-    read_video,
-    skin_mask,
-    write_video,
+from .face_region import crop_face, detect_face, face_box, haar_cascade_path, mean_skin_rgb, skin_mask
+from .face_tracking import FaceLandmarks, FaceTracker, FaceTrackReport, MTCNNDetector, SkinRegions
+from .postprocess import (
+    PULSE_BAND,
+    WindowedHeartRate,
+    postprocess_pulse,
+    smoothness_detrend,
+    spectral_heart_rate,
+    windowed_heart_rate,
 )
-from .rppg import HR_BAND, bandpass, chrom, ecg_heart_rate, heart_rate, pos, rgb_trace, video_heart_rate
+from .pulse import (
+    NoFaceError,
+    PulseConfig,
+    PulseResult,
+    analyze_face_video,
+    measure_pulse,
+    pulse_from_trace,
+    video_heart_rate,
+)
+from .rppg import HR_BAND, bandpass, chrom, ecg_heart_rate, heart_rate, pos, rgb_trace
 from .tfr import tfr, tfr_frequencies
+from .video import VideoInfo, VideoStream, iter_video_frames, probe_video, read_video, write_video
 
 
-def physio_inputs(frames: np.ndarray, fps: float, num_frames: int = 8, image_size: int = 224,
-                  tfr_size: tuple[int, int] = (64, 64), tfr_method: str = "stft", rppg_method: str = "pos",
-                  ) -> dict[str, np.ndarray]:
-    """Model inputs of one face video: sampled face crops and the TFR of its rPPG pulse.
+def physio_analysis(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
+                    num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
+                    tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
+                    ) -> tuple[dict[str, np.ndarray], PulseResult]:
+    """Model inputs of one face video and its measured pulse, in one streaming pass (:func:`analyze_face_video`).
 
-    The face box is found once for the clip; the pulse uses every frame (the spectrum needs them all), the ViT sees
-    ``num_frames`` crops sampled uniformly over the clip.
+    The face is tracked over the clip; the pulse uses every frame, the ViT sees ``num_frames`` crops around the
+    tracked face sampled uniformly over the clip; the time-frequency map is built from the rPPG waveform.
 
     Returns:
         ``{"pixel_values": float32 (num_frames, 3, image_size, image_size) in [0, 1],
-        "tfr_values": float32 (1, F, T')}`` — add a batch axis for the model.
+        "tfr_values": float32 (1, F, T')}`` — add a batch axis for the model — and the :class:`PulseResult`.
     """
-    frames = np.asarray(frames)
-    box = face_box(frames)
-    trace = mean_skin_rgb(frames, box)
-    waveform = pos(trace, fps) if rppg_method == "pos" else chrom(trace, fps)
-    index = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    crops = crop_face(frames[index], box, size=image_size)
+    config = PulseConfig(method=rppg_method, detector=face_detector)
+    result, crops = analyze_face_video(video, fps, config, num_crops=num_frames, crop_size=image_size)
     pixel_values = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return {"pixel_values": pixel_values,
-            "tfr_values": tfr(waveform, fps, method=tfr_method, size=tfr_size)[None]}
+    inputs = {"pixel_values": pixel_values,
+              "tfr_values": tfr(result.waveform, result.fps, method=tfr_method, size=tfr_size)[None]}
+    return inputs, result
+
+
+def physio_inputs(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
+                  num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
+                  tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
+                  ) -> dict[str, np.ndarray]:
+    """The model inputs of :func:`physio_analysis` alone."""
+    return physio_analysis(video, fps, num_frames, image_size, tfr_size, tfr_method, rppg_method, face_detector)[0]
 
 
 def lora_config(model: Any, **overrides: Any) -> Any:
@@ -55,6 +78,19 @@ def lora_config(model: Any, **overrides: Any) -> Any:
 
 __all__ = [
     "HR_BAND",
+    "PULSE_BAND",
+    "FaceLandmarks",
+    "FaceTrackReport",
+    "FaceTracker",
+    "MTCNNDetector",
+    "NoFaceError",
+    "PulseConfig",
+    "PulseResult",
+    "SkinRegions",
+    "VideoInfo",
+    "VideoStream",
+    "WindowedHeartRate",
+    "analyze_face_video",
     "bandpass",
     "chrom",
     "crop_face",
@@ -63,15 +99,24 @@ __all__ = [
     "face_box",
     "haar_cascade_path",
     "heart_rate",
+    "iter_video_frames",
     "lora_config",
     "mean_skin_rgb",
+    "measure_pulse",
+    "physio_analysis",
     "physio_inputs",
     "pos",
+    "postprocess_pulse",
+    "probe_video",
+    "pulse_from_trace",
     "read_video",
     "rgb_trace",
     "skin_mask",
+    "smoothness_detrend",
+    "spectral_heart_rate",
     "tfr",
     "tfr_frequencies",
     "video_heart_rate",
+    "windowed_heart_rate",
     "write_video",
 ]

@@ -1,22 +1,22 @@
-"""Face region and skin pixels in video frames, and video file reading/writing.
+"""Colour-based face box and skin pixels: the fallback of the landmark face tracker, and face crops.
 
-Face finding uses OpenCV's bundled Haar cascade when this OpenCV build ships one (``cv2.CascadeClassifier`` and
-``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``). OpenCV 5 wheels ship neither, so the
-fallback — the default here — is a YCrCb skin mask (Chai & Ngan, 1999: Cr in [133, 173], Cb in [77, 127]) whose
-largest connected component gives the face box. Nothing is downloaded.
+The rPPG path finds the face with a real detector and takes the skin from its landmarks
+(:mod:`facet_vlm.physio.face_tracking`). This module is its fallback, used (and reported) when no detector is
+available or it finds no face: OpenCV's bundled Haar cascade when this OpenCV build ships one
+(``cv2.CascadeClassifier`` and ``haarcascade_frontalface_default.xml`` under ``cv2.data.haarcascades``; OpenCV 5
+wheels ship neither), else a YCrCb skin mask (Chai & Ngan, 1999: Cr in [133, 173], Cb in [77, 127]) whose largest
+connected component gives the face box. Colour alone counts blond and brown hair as skin, which is why it is only
+the fallback. Nothing is downloaded.
 
 Frames are RGB ``uint8`` arrays ``(T, H, W, 3)``; OpenCV's BGR order is converted at the file boundary only.
 """
 
 from __future__ import annotations
 
-from os import PathLike
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from ..errors import FormatError
 
 #: YCrCb skin bounds (Chai & Ngan, 1999), inclusive.
 SKIN_CR = (133, 173)
@@ -109,52 +109,3 @@ def crop_face(frames: np.ndarray, box: tuple[int, int, int, int] | None = None, 
     if size is not None:
         crops = np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA) for frame in crops])
     return crops
-
-
-def read_video(path: str | PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Frames of a video file as RGB ``uint8`` ``(T, H, W, 3)`` and its frame rate.
-
-    Raises:
-        FormatError: the file is missing, cannot be decoded, or holds no frame.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError("video file not found", path)
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise FormatError("OpenCV cannot open this video (unknown container or codec)", path)
-    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 0.0
-    frames = []
-    while max_frames is None or len(frames) < max_frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
-    if not frames:
-        raise FormatError("the video holds no decodable frame", path)
-    if fps <= 0:
-        raise FormatError("the video does not declare a frame rate", path)
-    return np.stack(frames), fps
-
-
-#: Codecs tried in order by :func:`write_video`: lossless FFV1 (keeps the sub-level pulse), then MJPG.
-VIDEO_CODECS = ("FFV1", "MJPG")
-
-
-def write_video(path: str | PathLike, frames: np.ndarray, fps: float) -> str:
-    """Write RGB ``uint8`` frames to an ``.avi`` with the first codec of :data:`VIDEO_CODECS` this build supports.
-
-    Returns the FourCC used.
-    """
-    frames = np.asarray(frames)
-    height, width = frames.shape[1:3]
-    for codec in VIDEO_CODECS:
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))
-        if writer.isOpened():
-            for frame in frames:
-                writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
-            writer.release()
-            return codec
-        writer.release()
-    raise RuntimeError(f"this OpenCV build can write none of the codecs {VIDEO_CODECS}")

@@ -1,8 +1,10 @@
 """Remote photoplethysmography: the pulse from the colour of facial skin in a video.
 
-The pipeline is ``frames -> mean skin RGB per frame -> POS (or CHROM) -> band-pass -> heart rate / time-frequency
-map``. Every function that takes ``frames`` also takes the ``(T, 3)`` mean-RGB trace instead, so a trace computed
-once (or from another face tracker) can be reused.
+The building blocks: ``mean skin RGB per frame -> POS (or CHROM) -> band-pass -> heart rate / time-frequency map``.
+Every function that takes ``frames`` also takes the ``(T, 3)`` mean-RGB trace instead, so a trace computed once (or
+from another face tracker) can be reused; given frames, they take the trace from skin colour alone
+(:func:`facet_vlm.physio.face_region.mean_skin_rgb`). The full path from a video — a real face detector, landmark
+skin regions, the standard post-processing and a quality flag — is :func:`facet_vlm.physio.measure_pulse`.
 
 References: Wang, den Brinker, Stuijk, de Haan, "Algorithmic principles of remote PPG" (POS), IEEE TBME 2017;
 de Haan & Jeanne, "Robust pulse rate from chrominance-based rPPG" (CHROM), IEEE TBME 2013.
@@ -161,11 +163,3 @@ def ecg_heart_rate(ecg: np.ndarray, fs: float) -> float:
     if len(peaks) < 2:
         raise ConfigError("fewer than two R peaks found; is this an ECG channel?")
     return float(60.0 * fs / np.median(np.diff(peaks)))
-
-
-def video_heart_rate(frames: np.ndarray, fps: float, method: str = "pos") -> float:
-    """Heart rate (bpm) of a face video: mean skin RGB, POS or CHROM, then :func:`heart_rate`."""
-    if method not in ("pos", "chrom"):
-        raise ConfigError(f"rPPG method must be 'pos' or 'chrom', got {method!r}")
-    waveform = pos(frames, fps) if method == "pos" else chrom(frames, fps)
-    return heart_rate(waveform, fps)

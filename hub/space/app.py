@@ -557,8 +557,7 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
             raise gr.Error(_public_message(error, path)) from None
         scores = {head: {row["label"]: row["score"] for row in result[head]} for head in ("valence", "arousal")}
         figure = plot_pulse(result["pulse"], result["fps"], result["heart_rate"], title=path.name)
-        heart = f"**Heart rate:** {result['heart_rate']:.1f} bpm (rPPG over {len(result['pulse'])} frames)"
-        return scores["valence"], scores["arousal"], heart, figure
+        return scores["valence"], scores["arousal"], heart_rate_text(result), figure
 
     gr.Markdown("Upload a short face video (a few seconds, face visible, steady light) or record one with the "
                 "webcam; the model reads the face and the pulse in the skin colour.")
@@ -578,6 +577,19 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
                 arousal = gr.Label(label="Arousal")
             pulse = gr.Plot(label="Pulse (rPPG)")
     run.click(analyze_video, [video, choice], [valence, arousal, heart, pulse], api_name="analyze_video")
+
+
+def heart_rate_text(result: dict[str, Any]) -> str:
+    """The heart-rate Markdown of the video tab: the rate, its SNR and, when the pipeline flags it, a warning with
+    the reasons (`facet_vlm.physio.PulseResult`)."""
+    text = (f"**Heart rate:** {result['heart_rate']:.1f} bpm (rPPG over {len(result['pulse'])} frames, SNR "
+            f"{result['heart_rate_snr_db']:+.1f} dB)")
+    over_time = result["heart_rate_over_time"]["heart_rates"]
+    if len(over_time) > 1:
+        text += f"; over time {min(over_time):.0f} to {max(over_time):.0f} bpm"
+    if result["heart_rate_low_confidence"]:
+        text += "\n\n**Low confidence:** " + "; ".join(result["heart_rate_warnings"])
+    return text
 
 
 def launch_demo(demo: gr.Blocks, **kwargs: Any):
