@@ -134,6 +134,7 @@ def test_open_clip_checkpoints_load_into_facet_vlm(open_clip_model, form):
     source, local_dir, architecture_file = open_clip_model
     name = local_dir if form == "local_dir" else architecture_file
     assert is_open_clip_tag(name)
+    assert ModelArguments(model="facet_vlm", init_from=name).init_from == name  # --init_from takes it
     model = FacetVLMForExpressionRecognition.from_clip(name, center_text_embeds=False, **SINGLE_VIEW).eval()
     assert model.config.text_backend == "open_clip"
     converted = clip_model_from_open_clip(source).state_dict()
