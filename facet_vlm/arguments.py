@@ -92,7 +92,12 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 def check_init_from(init_from: str) -> None:
     """``--init_from`` is an existing folder or has the form of a Hub id; a path that does not exist is named as
-    such (instead of the Hub client's "Repo id must be in the form ...")."""
+    such (instead of the Hub client's "Repo id must be in the form ..."). open_clip names (``hf-hub:org/repo``,
+    ``local-dir:FOLDER``, ``ARCH/TAG``, ``ARCH/CHECKPOINT_FILE``) are accepted as they are."""
+    from .models.facet_vlm.convert_open_clip_to_hf import is_open_clip_tag
+
+    if is_open_clip_tag(init_from):
+        return
     path = Path(init_from)
     if path.exists():
         if not path.is_dir():

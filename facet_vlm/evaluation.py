@@ -270,7 +270,9 @@ def evaluate_model(accelerator: Any, model: Any, dataloader: Any, logits_key: st
 def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "all", folds: int = 10,
                          fold: int | None = None, fold_seed: int = 0, cache_dir: str = ".cache/facet_vlm",
                          num_proc: int = 1, batch_size: int = 16, output_dir: str | Path | None = None,
-                         synthetic_subjects: int = 40, synthetic_seed: int = 0) -> dict[str, Any]:
+                         synthetic_subjects: int = 40, synthetic_seed: int = 0, zero_shot: bool = False,
+                         label_set: str | None = None, prompts: dict[str, list[str]] | None = None,
+                         model_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score a model saved by ``scripts/train.py`` (or any model folder of this library) on a data set.
 
     ``protocol="all"`` scores every sample; a fold protocol (``subject-kfold``, ``loso``, ``holdout``,
@@ -282,6 +284,12 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     sadness, T3 surprise, T5 fear, T7 anger, T8 disgust); the others are left out. Writes
     ``evaluation_results.json`` and ``confusion_matrix.png`` into `output_dir` (default ``MODEL_DIR/evaluation``),
     logs the results table and returns the results (``table`` holds the text).
+
+    ``zero_shot``: score a CLIP-initialised FACET-VLM with no training (`zero_shot_model`): `model_dir` is a CLIP
+    name or folder (or a saved FACET-VLM), the classes are the data set's label set (or `label_set`), each with
+    the prompts of `prompts` (class -> prompt ensemble; by default the config's templates x class descriptions),
+    and the logits are CLIP's image-text similarities (`FacetVLMModel.zero_shot`). `model_config` goes to
+    ``from_clip`` (views, channels, image size). Default `output_dir`: ``outputs/zero_shot/<name>``.
     """
     from accelerate import Accelerator
 
@@ -291,13 +299,20 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
 
     if batch_size < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {batch_size}")
-    model_dir = Path(model_dir)
-    model = load_model(str(model_dir))
-    record = _read_json(model_dir / TRAINING_RECORD)
-    settings = _read_json(model_dir / "processor_config.json")
-    settings.pop("processor_class", None)
-    model_args = ModelArguments(model=model.config.model_type, init_from=str(model_dir),
-                                label_set=record.get("label_set"))
+    if not zero_shot and (prompts or model_config):
+        raise ConfigError("--prompts and --model_config are for --zero_shot (a trained model keeps its classes)")
+    if zero_shot:
+        model = zero_shot_model(str(model_dir), model_config)
+        record, settings = {}, _processor_settings(model)
+        model_args = ModelArguments(model=model.config.model_type, label_set=label_set)
+    else:
+        model_dir = Path(model_dir)
+        model = load_model(str(model_dir))
+        record = _read_json(model_dir / TRAINING_RECORD)
+        settings = _read_json(model_dir / "processor_config.json")
+        settings.pop("processor_class", None)
+        model_args = ModelArguments(model=model.config.model_type, init_from=str(model_dir),
+                                    label_set=record.get("label_set") or label_set)
     data_args = DataArguments(dataset=dataset, protocol="holdout" if protocol == "all" else protocol, folds=folds,
                               fold=fold, fold_seed=fold_seed, cache_dir=cache_dir, num_proc=num_proc,
                               synthetic_subjects=synthetic_subjects, synthetic_seed=synthetic_seed,
@@ -307,28 +322,94 @@ def evaluate_saved_model(model_dir: str | Path, dataset: str, protocol: str = "a
     generate_data(model_args, data_args, accelerator)
     prepared = prepare_dataset(model_args, data_args, accelerator)
     labels = list(prepared.labels)
+    if zero_shot:
+        model.set_labels(labels, prompts=_prompts_for(labels, prompts, model_dir), keep_known_classes=False)
     model_labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
     if prepared.target_index is None and labels != model_labels:
         raise ConfigError(f"the model predicts {model_labels}, the data set's label set is {labels}", model_dir)
     seen = set(record.get("train_subjects", [])) if record.get("dataset") == dataset else set()
     splits = _test_splits(prepared.dataset, protocol, data_args)
-    per_split, excluded = _score_splits(accelerator, accelerator.prepare(model), prepared, splits, seen, batch_size)
+    scored_model = _zero_shot_scorer(model) if zero_shot else model
+    per_split, excluded = _score_splits(accelerator, accelerator.prepare(scored_model), prepared, splits, seen,
+                                        batch_size)
     if not per_split:
         raise ConfigError("nothing to score: every test subject was seen in training", model_dir)
     summary = summarize_folds(list(per_split.values()))
-    table = format_results_table(summary, list(range(len(per_split))), title=f"{model_dir} on {dataset}, "
+    kind = "zero-shot " if zero_shot else ""
+    table = format_results_table(summary, list(range(len(per_split))), title=f"{kind}{model_dir} on {dataset}, "
                                  f"{protocol} ({len(excluded)} training subjects left out)")
     results = {**{key: value for key, value in summary.items() if key != "confusion_matrix"},
                "fold_results": [{"fold": name, **values} for name, values in per_split.items()],
                "confusion_matrix": summary["confusion_matrix"], "protocol": protocol, "dataset": dataset,
-               "labels": labels, "model": str(model_dir), "excluded_training_subjects": excluded}
+               "labels": labels, "model": str(model_dir), "excluded_training_subjects": excluded,
+               "zero_shot": zero_shot, "starting_weights": getattr(model.config, "starting_weights", None)}
+    if zero_shot:
+        results["prompts"] = model.config.label_prompts
     if accelerator.is_main_process:
-        output_dir = Path(output_dir) if output_dir else model_dir / "evaluation"
+        default_dir = Path("outputs") / "zero_shot" / str(model_dir).strip("/").replace("/", "_") if zero_shot \
+            else Path(model_dir) / "evaluation"
+        output_dir = Path(output_dir) if output_dir else default_dir
         write_json(output_dir / EVALUATION_RESULTS, results)
         plot_confusion_matrix(summary["confusion_matrix"], labels, output_dir / "confusion_matrix.png",
-                              title=f"{model.config.model_type} on {dataset}")
+                              title=f"{kind}{model.config.model_type} on {dataset}")
         logger.info("\n%s", table)
     return {**results, "table": table}
+
+
+def _zero_shot_scorer(model: Any) -> Any:
+    """A module whose forward is the FACET-VLM's `zero_shot` (what the scoring loop calls as ``model(**batch)``)."""
+    import torch
+
+    class ZeroShotScorer(torch.nn.Module):
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: Any, **kwargs: Any) -> Any:
+            return self.model.zero_shot(pixel_values)
+
+    return ZeroShotScorer(model)
+
+
+def zero_shot_model(name_or_path: str, model_config: dict[str, Any] | None = None) -> Any:
+    """The model that `evaluate_saved_model(zero_shot=True)` scores: a saved FACET-VLM folder as it is, or a
+    FACET-VLM whose towers are the CLIP `name_or_path` (`FacetVLMForExpressionRecognition.from_clip`), with
+    `model_config` for its settings."""
+    from .registry import check_model_files, model_entry
+
+    entry = model_entry("facet_vlm")
+    path = Path(name_or_path)
+    if (path / "config.json").is_file() and check_model_files(path).get("model_type") == "facet_vlm":
+        if model_config:
+            raise ConfigError("--model_config applies to a CLIP; this is a saved FACET-VLM", path)
+        return entry.model_class.from_pretrained(path).eval()
+    try:
+        return entry.model_class.from_clip(name_or_path, **(model_config or {})).eval()
+    except OSError as error:  # not a CLIP folder, not on the Hub, not cached (offline)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--zero_shot: cannot load a pretrained CLIP: {reason}", name_or_path) from error
+
+
+def _processor_settings(model: Any) -> dict[str, Any]:
+    """The processor settings that match a model config (what a saved model's ``processor_config.json`` holds)."""
+    from .registry import make_processor
+
+    settings = make_processor(model.config.model_type, model.config).to_dict()
+    settings.pop("processor_class", None)
+    return settings
+
+
+def _prompts_for(labels: list[str], prompts: dict[str, list[str]] | None, source: Any) -> dict[str, list[str]] | None:
+    """`prompts` checked against the label set: every class needs a non-empty list of strings."""
+    if prompts is None:
+        return None
+    missing = [label for label in labels if not prompts.get(label)]
+    if missing:
+        raise ConfigError(f"--prompts has no prompt for the classes {missing} (label set {labels})", source)
+    bad = [label for label in labels if not all(isinstance(p, str) for p in prompts[label])]
+    if bad:
+        raise ConfigError(f"--prompts: the prompts of {bad} must be a list of strings", source)
+    return {label: list(prompts[label]) for label in labels}
 
 
 def _frame_arguments(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, FacetVLMError
+from .starting_weights import describe_record, prompts_are_language, starting_weights_of
 
 #: The model-card template (Jinja2, rendered by huggingface_hub); package data, so it is there after any install.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card_template.md"
@@ -304,7 +305,10 @@ def build_model_card(
 
     The metadata comes from `ModelCardData` (library, pipeline tag, tags, data sets, metrics, base model and one
     `EvalResult` per metric, which become the ``model-index``); the body from the Jinja template. Whether the
-    weights were trained on synthetic faces is taken from the results' data set name unless given.
+    weights were trained on synthetic faces is taken from the results' data set name unless given. The starting
+    weights of each tower (`facet_vlm.starting_weights`) come from the results' ``starting_weights`` record, else
+    from the config's; a model whose text tower did not start from CLIP is said to have learned class anchors,
+    not language, as prompts.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -317,6 +321,8 @@ def build_model_card(
     dataset_ids = list(datasets) or ([dataset] if dataset != "unspecified" else [])
     tag = pipeline_tag or method.pipeline_tag
     model_name = repo_id.split("/")[-1]
+    raw = results.raw if results is not None else {}
+    weights = starting_weights_of(raw if raw.get("starting_weights") else config)
     eval_results = [EvalResult(task_type=tag, task_name="Facial expression recognition", dataset_type=dataset,
                                dataset_name=dataset, dataset_split=results.protocol, metric_type=METRICS[key][0],
                                metric_name=METRICS[key][1], metric_value=round(value, 6),
@@ -362,8 +368,33 @@ def build_model_card(
         fold_rows=_fold_rows(results),
         confusion_matrix=confusion_matrix,
         trained_on_synthetic=trained_on_synthetic,
+        starting_weights=_starting_weight_rows(weights),
+        has_text_tower="text_tower" in weights and not str(weights["text_tower"]).startswith("none"),
+        prompts_are_language=prompts_are_language(weights),
         citation=method.citation,
     )
+
+
+def _starting_weight_rows(record: dict[str, Any]) -> list[dict[str, str]]:
+    """(part, starting weights) rows of the card's "Starting weights" list."""
+    source = record.get("source", "random")
+    prefix = {"clip": "CLIP ", "saved_model": "the saved model "}.get(source, "")
+    rows = []
+    for key, value in record.items():
+        if key in ("vision_tower", "text_tower", "image_tower", "model"):
+            text = str(value)
+            text = text if text == "random" or text.startswith("none") else f"{prefix}`{text}`"
+            rows.append({"part": key.replace("_", " ").capitalize(), "value": text})
+    if not rows:
+        rows.append({"part": "All weights", "value": "random"})
+    if "text_tower_trained" in record and any(row["part"] == "Text tower" for row in rows):
+        rows.append({"part": "Text tower trained", "value": "yes" if record["text_tower_trained"] else "no (frozen)"})
+    if record.get("prompt_context"):
+        rows.append({"part": "Prompts", "value": str(record["prompt_context"])})
+    if record.get("saved_model_started_from"):
+        rows.append({"part": "The saved model started from",
+                     "value": describe_record(record["saved_model_started_from"])})
+    return rows
 
 
 def _labels_of(config: dict[str, Any], results: RunResults | None) -> list[str]:

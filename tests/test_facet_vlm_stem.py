@@ -64,5 +64,7 @@ def test_conv_stem_bad_settings_raise():
         tiny_config(patch_stem="conv", conv_stem_channels=[8, 16])
     with pytest.raises(ValueError, match="patch_stem"):
         tiny_config(patch_stem="resnet")
-    with pytest.raises(ValueError, match="from scratch"):
-        FacetVLMForExpressionRecognition.from_clip("openai/clip-vit-base-patch16", patch_stem="conv")
+    with pytest.raises(ValueError, match="class_head"):
+        tiny_config(class_head="mlp")
+    with pytest.raises(ValueError, match="prompt_context_init"):
+        tiny_config(prompt_context_init="a photo of a", prompt_context_length=2)

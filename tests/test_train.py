@@ -43,6 +43,9 @@ def test_two_step_run_writes_results_and_a_loadable_model(model, tmp_path, scans
     assert results["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
     assert (output / "confusion_matrix.png").is_file() and (output / "curves.png").is_file()
     assert (output / "model" / "processor_config.json").is_file()
+    weights = results["starting_weights"]  # built from a config: every tower random, the record saved with the model
+    assert weights["source"] == "random" and weights["text_tower_trained"] is False
+    assert json.loads((output / "model" / "config.json").read_text())["starting_weights"] == weights
 
     # The saved model is the last fold's model: reloading it gives the same weights.
     from facet_vlm.registry import model_entry

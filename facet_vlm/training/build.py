@@ -14,6 +14,7 @@ import torch
 from ..arguments import ModelArguments
 from ..errors import ConfigError
 from ..registry import check_model_files, model_entry
+from ..starting_weights import record_starting_weights
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def build_model(model_args: ModelArguments, labels: Sequence[str], config_overri
             raise ConfigError(f"--gradient_checkpointing: {type(model).__name__} does not support it (batch-norm "
                               f"statistics would be updated twice)")
         model.activation_checkpointing_enable()
-    return apply_lora(model, model_args) if model_args.peft == "lora" else model
+    model = apply_lora(model, model_args) if model_args.peft == "lora" else model
+    record_starting_weights(model, model_args.init_from)
+    return model
 
 
 
@@ -123,15 +126,16 @@ def lora_config(model: torch.nn.Module, model_args: ModelArguments) -> Any:
 
     if hasattr(model, "peft_config_kwargs"):
         return LoraConfig(**{**model.peft_config_kwargs(), "lora_dropout": model_args.lora_dropout})
+    adapted = getattr(model, "lora_towers", PRETRAINED_TOWERS)  # a model may keep some towers without adapters
     tower_linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
-                     and any(tower in name.split(".") for tower in PRETRAINED_TOWERS)}
+                     and any(tower in name.split(".") for tower in adapted)}
     targets = list(model_args.lora_target_modules)
     if not any(name.rsplit(".", 1)[-1] in targets for name in tower_linears):
         names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                         if isinstance(module, torch.nn.Linear)})
         raise ConfigError(f"--lora_target_modules {targets} match no nn.Linear of the pretrained towers of "
                           f"{type(model).__name__}; linear layer names: {names}")
-    towers = "|".join(PRETRAINED_TOWERS)
+    towers = "|".join(adapted)
     pattern = rf"(.*\.)?({towers})\..*\.({'|'.join(targets)})"
     return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                       target_modules=pattern, modules_to_save=modules_outside_towers(model))

@@ -34,6 +34,7 @@ from ..evaluation import (
     summarize_folds,
     write_json,
 )
+from ..starting_weights import starting_weights_of, unwrap_base
 from .build import build_base_model, keeps_classes
 from .checkpoints import check_resumable, run_arguments, run_fingerprint, weights_digest
 from .loop import train_fold
@@ -142,6 +143,8 @@ class RunContext:
     loop_args: LoopArguments
     fingerprint: str
     base_model: str | None = None
+    #: What the towers started from (`facet_vlm.starting_weights`), taken from the first fold's model or record.
+    starting_weights: dict[str, Any] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -177,6 +180,7 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
         saved = json.loads(finished.read_text(encoding="utf-8"))
         if saved.get("fingerprint") == context.fingerprint:
             logger.info("%s: already finished, reusing %s", fold_name, finished)
+            context.starting_weights = context.starting_weights or saved.get("starting_weights")
             return saved["metrics"], saved["history"]
         logger.info("%s: %s is from different arguments; training again", fold_name, finished)
     subjects = np.asarray(column(prepared.dataset, "subject"))
@@ -189,7 +193,9 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
     record = {"fold": index, "train_subjects": train_subjects, "test_subjects": test_subjects,
               "protocol": context.data_args.protocol, "label_set": prepared.label_set_name,
               "labels": list(prepared.labels), "features": prepared.feature_spec,
-              "weights_sha256": weights_digest(accelerator.unwrap_model(outcome.model))}
+              "weights_sha256": weights_digest(accelerator.unwrap_model(outcome.model)),
+              "starting_weights": starting_weights_of(unwrap_base(accelerator.unwrap_model(outcome.model)).config)}
+    context.starting_weights = context.starting_weights or record["starting_weights"]
     if save_model:
         context.save_model(outcome.model, record)
     write_json(fold_dir / f"rank_{accelerator.process_index}_weights.json",
@@ -245,6 +251,7 @@ def write_report(context: RunContext, folds: list, fold_ids: list[int], fold_res
         "num_processes": context.accelerator.num_processes,
         "final_model": context.loop_args.final_model,
         "runtime_s": round(runtime_s, 1),
+        "starting_weights": context.starting_weights,
     }
     if summary.get("confusion_matrix") is not None:
         all_results["pooled"] = pooled_metrics(summary["confusion_matrix"])

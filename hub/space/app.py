@@ -17,11 +17,12 @@ Models come from environment variables holding a local folder or a Hub id, one p
 set is the trained model found on this machine, if any: the first folder of `facet_vlm.registry.LOCAL_MODEL_DIRS`
 (``outputs/pretrain_<name>/model``, then ``outputs/<name>_synthetic_small/model``, relative to the current directory;
 ``FACET_VLM_LOCAL_MODELS`` replaces the list) that holds a saved model of that kind. The page names the folder or Hub
-id of every model it serves. When there is no 3D model (or no video model) at all, the app runs offline with a tiny,
-randomly initialised FACET-VLM (or physio model) and says so: the UI and the API work, the predictions are
-meaningless. The example faces are
-generated at start-up by `facet_vlm.data.synthetic`, so the Space ships no binary scans. Nothing here contacts the
-internet unless a Hub id is configured.
+id of every model it serves and what its weights started from (`facet_vlm.starting_weights`: random, a CLIP, or a
+saved model, and whether the text tower was trained; a FACET-VLM whose text tower did not start from CLIP is said to
+use learned class anchors, not language, as prompts). When there is no 3D model (or no video model) at all, the app
+runs offline with a tiny, randomly initialised FACET-VLM (or physio model) and says so: the UI and the API work, the
+predictions are meaningless. The example faces are generated at start-up by `facet_vlm.data.synthetic`, so the
+Space ships no binary scans. Nothing here contacts the internet unless a Hub id is configured.
 
 API: ``/predict`` takes one file (a scan, a .zip of a scan with its companions, or a .zip of a 4D sequence: one with
 several numbered scans) and returns label -> probability; ``/analyze_sequence`` is the 4D tab's call;
@@ -46,6 +47,7 @@ from facet_vlm.errors import ConfigError, FacetVLMError
 from facet_vlm.face import Face
 from facet_vlm.pipelines import ExpressionRecognitionPipeline, VideoEmotionRecognitionPipeline, pipeline
 from facet_vlm.registry import LOCAL_MODEL_DIRS, MODEL_REGISTRY, find_local_model
+from facet_vlm.starting_weights import describe_record, prompts_are_language, starting_weights_of
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -126,8 +128,18 @@ def load_pipelines(task: str, variables: dict[str, str], environ: dict[str, str]
             raise ConfigError(f"{title} model {source} ({reason.replace('`', '')}): cannot load it ({error}); use "
                               "a folder written by save_pretrained or a Hub id, or unset it for the offline "
                               "demo") from error
-        notes[title] = f"**{title}**: `{source}` ({reason})"
+        notes[title] = f"**{title}**: `{source}` ({reason}; {starting_weights_note(models[title].model)})"
     return models, notes
+
+
+def starting_weights_note(model: Any) -> str:
+    """What a served model's weights started from, in words (its config's ``starting_weights`` record)."""
+    record = starting_weights_of(model.config)
+    note = f"started from: {describe_record(record)}"
+    has_text = "text_tower" in record and not str(record["text_tower"]).startswith("none")
+    if getattr(model.config, "model_type", None) == "facet_vlm" and has_text and not prompts_are_language(record):
+        note += "; its prompts are learned class anchors, not language (no CLIP text weights)"
+    return note
 
 
 def load_models(environ: dict[str, str] | None = None

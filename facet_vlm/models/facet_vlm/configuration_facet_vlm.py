@@ -36,6 +36,10 @@ DEFAULT_CLASS_DESCRIPTIONS = {
 DEFAULT_VIEW_ANGLES = ((0.0, 0.0), (30.0, 0.0), (-30.0, 0.0), (0.0, 20.0), (0.0, -20.0))
 TEXT_BACKENDS = ("transformers", "open_clip")
 PATCH_STEMS = ("linear", "conv")
+CLASS_HEADS = ("text", "linear")
+#: The prompt of a class description when learned context tokens stand in for the template words (CoOp): the context
+#: vectors go between the start token and the description, so only the description and the full stop are text.
+CONTEXT_PROMPT_TEMPLATE = "{}."
 FRAME_REFERENCES = ("none", "subtract_first", "append_first")
 
 
@@ -58,6 +62,14 @@ def default_prompt_tokenizer() -> Any:
     except ImportError:
         return None
     return clip_token_ids if vocabulary_available() else None
+
+
+def context_init_ids(tokenizer: Any, phrase: str) -> list[int]:
+    """Token ids of a context-init phrase without the start and end tokens (a callable ``list[str] ->
+    list[list[int]]`` or a transformers tokenizer, as `FacetVLMConfig.tokenize_prompts` takes)."""
+    encoded = tokenizer([phrase])
+    ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
+    return [int(t) for t in ids[0][1:-1]]
 
 
 class FacetVLMConfig(PretrainedConfig):
@@ -137,8 +149,42 @@ class FacetVLMConfig(PretrainedConfig):
             CLIP prompts are strongly correlated too) and scaled cosines barely separate the classes; centring
             removes the shared direction. The ranking of classes for a given face changes only through the
             per-class norms, so zero-shot use keeps working. Ignored with a single class.
-        freeze_text_tower (`bool`, defaults to `True`): keep the text tower fixed, so that class text embeddings are
-            computed once per label set and cached.
+        freeze_text_tower (`bool`, defaults to `True`): keep the text tower's weights fixed. Without learned context
+            tokens and text-tower LoRA the class text embeddings are then computed once per label set and cached;
+            when anything on the text side trains they are recomputed with gradients at every training step and
+            cached again in evaluation. Without CLIP weights a frozen random text tower maps the prompts to fixed
+            random vectors: their wording carries no meaning (learned context tokens give that path something to
+            learn).
+        class_head (`str`, defaults to `"text"`): how the logits are made. `"text"`: scaled cosine similarities with
+            the class text embeddings (and MTGF queries the views with them), the method of the paper. `"linear"`:
+            a plain linear classifier on the fused face embedding (and on each view's own embedding for the
+            consistency loss); the text tower, the prompts and MTGF are not built. The ablation that says what
+            the text side adds.
+        prompt_context_length (`int`, defaults to 0): number of learned context vectors (CoOp: Zhou et al., "Learning
+            to Prompt for Vision-Language Models", IJCV 2022) placed between the start token and the words of each
+            class description, in the text tower's token-embedding space: they replace the template words, the
+            class name (or description) tokens are kept. 0 keeps the fixed prompts of `prompt_templates`. With
+            context the default prompts of a class are its descriptions alone (`"{description}."`), one prompt per
+            description (a prompt ensemble); the context trains with the model, so the text path learns even when
+            the text tower is frozen and random.
+        prompt_context_init (`str`, *optional*): initial value of the context vectors. None: random normal with std
+            0.02 (CoOp's random init). A phrase (e.g. `"a 3D scan of a face showing"`): the token embeddings of its
+            words (CoOp's init from a template; meaningful with CLIP weights), then `prompt_context_length` must be
+            0 (taken from the phrase) or its number of tokens.
+        prompt_context_class_specific (`bool`, defaults to `False`): one context per class (CoOp's class-specific
+            context, CSC) instead of one shared by all classes. A new label set keeps the context of every class it
+            shares with the old one and starts new classes from the mean of the old classes' contexts; a shared
+            context is reused as it is.
+        prompt_context_init_ids (`list[int]`, *optional*): token ids of `prompt_context_init` (without start/end
+            tokens), filled by the tokenizer like `prompt_input_ids` and stored so that a saved config rebuilds the
+            same initial context offline.
+        text_tower_lora (`bool`, defaults to `False`): with `--peft lora`, also put LoRA adapters into the text tower
+            (they adapt CLIP's text features to the task); off, LoRA goes into the vision tower only and the text
+            tower stays as loaded (the paper's setting).
+        starting_weights (`dict`, *optional*): where the towers' weights came from, for the record: `vision_tower`
+            and `text_tower` each `"random"`, a CLIP name or path, or a saved model's path, and
+            `text_tower_trained` (bool); written by `from_clip` and by the training run, shown by the model card and
+            the Space. None for a model built from a config (every tower random).
         text_backend (`str`, defaults to `"transformers"`): where the pretrained CLIP came from, `"transformers"`
             or `"open_clip"` (both are converted to transformers' CLIP towers and use the same BPE tokenizer).
         pretrained_clip_name (`str`, *optional*): name or path given to `from_clip`, for the record.
@@ -206,6 +252,13 @@ class FacetVLMConfig(PretrainedConfig):
         prompt_input_ids: list[list[list[int]]] | None = None,
         center_text_embeds: bool = True,
         freeze_text_tower: bool = True,
+        class_head: str = "text",
+        prompt_context_length: int = 0,
+        prompt_context_init: str | None = None,
+        prompt_context_class_specific: bool = False,
+        prompt_context_init_ids: list[int] | None = None,
+        text_tower_lora: bool = False,
+        starting_weights: dict[str, Any] | None = None,
         text_backend: str = "transformers",
         pretrained_clip_name: str | None = None,
         initializer_range: float = 0.02,
@@ -262,21 +315,43 @@ class FacetVLMConfig(PretrainedConfig):
         self.prompt_input_ids = prompt_input_ids
         self.center_text_embeds = center_text_embeds
         self.freeze_text_tower = freeze_text_tower
+        self.class_head = class_head
+        self.prompt_context_length = int(prompt_context_length)
+        self.prompt_context_init = prompt_context_init
+        self.prompt_context_class_specific = prompt_context_class_specific
+        self.prompt_context_init_ids = None if prompt_context_init_ids is None else [int(t) for t in
+                                                                                     prompt_context_init_ids]
+        self.text_tower_lora = text_tower_lora
+        self.starting_weights = None if starting_weights is None else dict(starting_weights)
         self.text_backend = text_backend
         self.pretrained_clip_name = pretrained_clip_name
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 
         labels = [self.id2label[i] for i in range(len(self.id2label))]
+        needs_init_ids = self.prompt_context_init is not None and self.prompt_context_init_ids is None
+        tokenizer = default_prompt_tokenizer() if self.prompt_input_ids is None or needs_init_ids else None
+        if tokenizer is not None and needs_init_ids:
+            self.prompt_context_init_ids = context_init_ids(tokenizer, self.prompt_context_init)
+        if self.prompt_context_init_ids is not None and self.prompt_context_length == 0:
+            self.prompt_context_length = len(self.prompt_context_init_ids)
         if self.label_prompts is None:
-            self.label_prompts = {
-                label: ensemble_prompts(label, self.prompt_templates, self.class_descriptions) for label in labels
-            }
-        if self.prompt_input_ids is None:
-            tokenizer = default_prompt_tokenizer()
-            if tokenizer is not None:
-                self.prompt_input_ids = self.tokenize_prompts(tokenizer)
+            self.label_prompts = {label: ensemble_prompts(label, self.class_prompt_templates, self.class_descriptions)
+                                  for label in labels}
+        if tokenizer is not None and self.prompt_input_ids is None:
+            self.prompt_input_ids = self.tokenize_prompts(tokenizer)
         self._check()
+
+    @property
+    def class_prompt_templates(self) -> list[str]:
+        """The templates that make a class's default prompts: `prompt_templates`, or the bare description
+        (`CONTEXT_PROMPT_TEMPLATE`) when learned context tokens replace the template words."""
+        return [CONTEXT_PROMPT_TEMPLATE] if self.prompt_context_length > 0 else list(self.prompt_templates)
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the logits come from class text embeddings (`class_head="text"`)."""
+        return self.class_head == "text"
 
     def tokenize_prompts(self, tokenizer: Any) -> list[list[list[int]]]:
         """Token ids of every prompt of every class, from a callable ``list[str] -> list[list[int]]`` or a
@@ -326,9 +401,28 @@ class FacetVLMConfig(PretrainedConfig):
             largest = max(max(p) for ids in self.prompt_input_ids for p in ids)
             if largest >= self.text_config.vocab_size:
                 fail(f"token id {largest} >= text_config.vocab_size {self.text_config.vocab_size}; keep CLIP's 49408")
-            longest = max(len(p) for ids in self.prompt_input_ids for p in ids)
+            longest = max(len(p) for ids in self.prompt_input_ids for p in ids) + self.prompt_context_length
             if longest > self.text_config.max_position_embeddings:
-                fail(f"a prompt has {longest} tokens > text_config.max_position_embeddings")
+                fail(f"a prompt has {longest} tokens (with {self.prompt_context_length} context tokens) > "
+                     f"text_config.max_position_embeddings {self.text_config.max_position_embeddings}")
+        if self.class_head not in CLASS_HEADS:
+            fail(f"class_head must be one of {CLASS_HEADS}, got {self.class_head!r}")
+        if self.prompt_context_length < 0:
+            fail(f"prompt_context_length must be >= 0, got {self.prompt_context_length}")
+        if self.prompt_context_init_ids is not None:
+            if not self.prompt_context_init_ids:
+                fail(f"prompt_context_init {self.prompt_context_init!r} has no tokens")
+            if len(self.prompt_context_init_ids) != self.prompt_context_length:
+                fail(f"prompt_context_init {self.prompt_context_init!r} has {len(self.prompt_context_init_ids)} "
+                     f"tokens but prompt_context_length is {self.prompt_context_length}; set it to 0 or to that "
+                     "number")
+            if max(self.prompt_context_init_ids) >= self.text_config.vocab_size:
+                fail("prompt_context_init_ids hold a token id >= text_config.vocab_size")
+        elif self.prompt_context_init is not None:
+            fail(f"prompt_context_init {self.prompt_context_init!r} needs a tokenizer (open_clip's vocabulary file) "
+                 "or prompt_context_init_ids")
+        if self.starting_weights is not None and not isinstance(self.starting_weights, dict):
+            fail(f"starting_weights must be a dict, got {type(self.starting_weights).__name__}")
         unknown = [c for c in self.channels if c not in CHANNEL_GROUP_WIDTHS]
         if unknown or not self.channels or len(set(self.channels)) != len(self.channels):
             fail(f"channels {self.channels} must be distinct names from {sorted(CHANNEL_GROUP_WIDTHS)}")

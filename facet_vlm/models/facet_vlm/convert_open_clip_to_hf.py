@@ -1,8 +1,9 @@
 """Conversion of open_clip CLIP checkpoints into transformers' `CLIPModel` (the towers FACET-VLM loads).
 
 `load_open_clip_as_clip_model("ViT-B-16/openai")` builds the open_clip model (weights from open_clip's own cache or
-download) and `clip_model_from_open_clip` maps its state dict onto a transformers `CLIPModel` of the same shape:
-fused attention in-projections are split into q/k/v, MLP and layer-norm names renamed, projections transposed.
+download, or from a local checkpoint file or folder) and `clip_model_from_open_clip` maps its state dict onto a
+transformers `CLIPModel` of the same shape: fused attention in-projections are split into q/k/v, MLP and layer-norm
+names renamed, projections transposed.
 `FacetVLMPreTrainedModel.from_clip` calls it for open_clip names; it is a sibling of the modeling file (copied with
 it as Hub remote code) and imports `open_clip` only inside the loader.
 """
@@ -14,25 +15,37 @@ import os
 from torch import nn
 from transformers import CLIPModel
 
+#: open_clip's name schemas (`open_clip.factory.parse_model_name`): a Hub repository or a local folder holding
+#: ``open_clip_config.json`` and the weights.
+OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
+
 
 def is_open_clip_tag(name: str) -> bool:
-    """open_clip names look like `hf-hub:org/repo` or `ARCH/PRETRAINED` with an architecture such as `ViT-B-16`."""
-    if name.startswith("hf-hub:"):
+    """Whether `name` names an open_clip model: `hf-hub:org/repo`, `local-dir:FOLDER`, or `ARCH/PRETRAINED` with an
+    architecture such as `ViT-B-16` (no folder of that name exists) and an open_clip tag (`openai`) or a checkpoint
+    file (`ViT-B-16//data/clip.safetensors`: everything after the first `/`)."""
+    if name.startswith(OPEN_CLIP_SCHEMAS):
         return True
-    return not os.path.isdir(name) and name.count("/") == 1 and "-" in name.split("/")[0] and name[0].isupper()
+    architecture, _, pretrained = name.partition("/")
+    if not pretrained or os.path.isdir(name) or os.path.isdir(architecture):
+        return False
+    looks_like_architecture = "-" in architecture and architecture[0].isupper()
+    return looks_like_architecture and ("/" not in pretrained or os.path.isfile(pretrained))
 
 
 def load_open_clip_as_clip_model(tag: str) -> CLIPModel:
-    """Load an open_clip model and convert its weights into a transformers `CLIPModel`."""
+    """Load an open_clip model (see `is_open_clip_tag` for the names) and convert its weights into a transformers
+    `CLIPModel`. open_clip itself reads the checkpoint (a tag is downloaded into its cache; a file or folder is read
+    from disk), the way `open_clip.create_model(architecture, pretrained=...)` does."""
     try:  # optional: only open_clip checkpoints need it (in a try block, so Hub remote code does not require it)
         import open_clip
     except ImportError as error:
         raise ImportError("loading an open_clip checkpoint needs open_clip: pip install open_clip_torch") from error
 
-    if tag.startswith("hf-hub:"):
+    if tag.startswith(OPEN_CLIP_SCHEMAS):
         source = open_clip.create_model(tag)
     else:
-        architecture, pretrained = tag.split("/")
+        architecture, _, pretrained = tag.partition("/")
         source = open_clip.create_model(architecture, pretrained=pretrained)
     return clip_model_from_open_clip(source)
 

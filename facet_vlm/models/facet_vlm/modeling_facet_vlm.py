@@ -7,6 +7,11 @@ class text embeddings query the view tokens = per-class view weights and a fused
 logit scale x cosine(fused embedding of class k, text embedding of class k). 4D sequences (B, T, V, C, H, W) add a
 temporal transformer over the per-frame embeddings.
 
+The class text embeddings come from prompts through the CLIP text tower: fixed prompt ensembles (templates x class
+descriptions), or CoOp-style learned context vectors in front of each class description (`prompt_context_length`),
+so that the text path learns even where no CLIP weights are at hand; `class_head="linear"` replaces the whole text
+side by a linear classifier (the ablation).
+
 This file is Hub remote code: it imports only torch, transformers and its sibling files. Loading open_clip checkpoints
 (`from_clip("ViT-B-16/openai")`) uses the converter of `convert_open_clip_to_hf`, which imports `open_clip` on demand,
 only for that call.
@@ -25,14 +30,27 @@ from torch import nn
 from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.dynamic_module_utils import custom_object_save
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import eager_attention_forward
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_facet_vlm import CHANNEL_GROUP_WIDTHS, FacetVLMConfig, default_prompt_tokenizer, ensemble_prompts
 
+logger = logging.get_logger(__name__)
+
 LOGIT_SCALE_MAX = 100.0
+#: Std of the random init of learned context vectors (CoOp's `nn.init.normal_(ctx_vectors, std=0.02)`).
+CONTEXT_INIT_STD = 0.02
+#: Parameter-name prefixes of the modules FACET-VLM adds to CLIP's towers (they start new in `from_clip`).
+OWN_MODULES = ("cvsa.", "mtgf.", "temporal.", "prompt_context.", "linear_head.")
+#: Keys of the tower configs that fix the shapes of CLIP's weights; `from_clip` takes them from the checkpoint.
+TOWER_SHAPE_KEYS = {
+    "vision_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels"),
+    "text_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+                    "max_position_embeddings"),
+}
 
 
 @dataclass
@@ -46,8 +64,10 @@ class FacetVLMOutput(ModelOutput):
         view_embeds: (B, V, D) each view's own embedding: its projected CLIP embedding before CVSA lets the views
             attend to each other (channel groups averaged; averaged over frames for 4D input), so that view v depends
             on the pixels of view v alone.
-        view_weights: (B, K, V) how much each class attends to each view (rows sum to 1; uniform without MTGF).
-        text_embeds: (K, D) L2-normalised class text embeddings (prompt-ensemble means).
+        view_weights: (B, K, V) how much each class attends to each view (rows sum to 1; uniform without MTGF
+            and with the linear head).
+        text_embeds: (K, D) L2-normalised class text embeddings (prompt-ensemble means); None with
+            `class_head="linear"`.
         view_logits: (B, V, K) logits of every single view from `view_embeds` (the view's own prediction), used by
             the consistency loss.
         ce_loss: the cross-entropy part of `loss`.
@@ -412,6 +432,47 @@ class FacetVLMConvStem(nn.Module):
         return self.proj(self.layers(pixel_values))
 
 
+class FacetVLMPromptContext(nn.Module):
+    """CoOp's learned context (Zhou et al., IJCV 2022): `prompt_context_length` vectors in the text tower's
+    token-embedding space that stand in for the template words of every prompt, one set shared by all classes or one
+    per class (`prompt_context_class_specific`). They are inserted between the start token and the class
+    description's tokens, so a prompt reads "[start] ctx_1 ... ctx_M description . [end]"."""
+
+    def __init__(self, config: FacetVLMConfig):
+        super().__init__()
+        rows = config.num_labels if config.prompt_context_class_specific else 1
+        self.class_specific = config.prompt_context_class_specific
+        self.context = nn.Parameter(torch.zeros(rows, config.prompt_context_length, config.text_config.hidden_size))
+
+    def forward(self, class_index: torch.Tensor) -> torch.Tensor:
+        """The context of every prompt, (P, M, H), from the class of each prompt (P,)."""
+        if self.class_specific:
+            return self.context[class_index]
+        return self.context.expand(len(class_index), -1, -1)
+
+
+def resize_position_embedding(weight: torch.Tensor, grid: int, interpolation: str = "bicubic",
+                              antialias: bool = True) -> torch.Tensor:
+    """A ViT's position embeddings (1 + g^2, D) (class position first) resized to a grid x grid token grid.
+
+    As open_clip's `resize_pos_embed` does when it loads a checkpoint into a tower of another image size (what
+    `from_clip` uses): the class position is kept, the g x g patch positions are interpolated bicubically
+    (`align_corners=False`, `antialias=True`) and an unchanged grid returns the weights as they are. transformers'
+    CLIP `interpolate_pos_encoding` interpolates at run time without antialiasing (`antialias=False` gives its
+    values; PyTorch's antialiased bicubic kernel differs from the plain one even when the grid grows).
+    """
+    old_grid = math.isqrt(weight.shape[0] - 1)
+    if old_grid**2 != weight.shape[0] - 1:
+        raise ValueError(f"position embeddings of {weight.shape[0]} rows are not a class position plus a square grid")
+    if old_grid == grid:
+        return weight
+    patches = weight[1:].reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches.float(), size=(grid, grid), mode=interpolation, antialias=antialias,
+                            align_corners=False)
+    patches = patches.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(weight.dtype)
+    return torch.cat([weight[:1], patches], dim=0)
+
+
 class FacetVLMPreTrainedModel(PreTrainedModel):
     config_class = FacetVLMConfig
     base_model_prefix = "facet_vlm"
@@ -437,6 +498,8 @@ class FacetVLMPreTrainedModel(PreTrainedModel):
             init.copy_(module.prompt_class_index, class_index)
             init.zeros_(module.class_text_embeds)
             module.text_embeds_stale = True
+            if module.prompt_context is not None:
+                module.init_prompt_context()
         elif isinstance(module, FacetVLMAttentionPool):
             init.normal_(module.query, std=std)
         elif isinstance(module, (nn.Linear, nn.Embedding)):
@@ -460,35 +523,64 @@ class FacetVLMPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             custom_object_save(self, save_directory)
 
+    @property
+    def lora_towers(self) -> tuple[str, ...]:
+        """Module names of the towers that `--peft lora` puts adapters into: the vision tower, and the text tower
+        too with `config.text_tower_lora` (read by `facet_vlm.training.build.lora_config`)."""
+        text = ("text_model",) if self.config.text_tower_lora and self.config.uses_text else ()
+        return ("vision_model", *text)
+
     @classmethod
     def from_clip(cls, name_or_path: str, **config_overrides: Any) -> FacetVLMPreTrainedModel:
-        """Build a FACET-VLM model whose vision and text towers (and projections and logit scale) are a pretrained CLIP.
+        """Build a FACET-VLM model whose towers start from a pretrained CLIP.
 
         `name_or_path` is a transformers `CLIPModel` name or local folder (`"openai/clip-vit-base-patch16"`), or an
-        open_clip model, written `"hf-hub:org/repo"` or `"ARCH/PRETRAINED"` (`"ViT-B-16/openai"`; needs
-        `open_clip_torch`). CVSA, MTGF and the temporal model start from random weights. `config_overrides` go to
-        `FacetVLMConfig` (e.g. `id2label`, `num_views`, `use_mtgf`).
+        open_clip model (needs `open_clip_torch`): `"hf-hub:org/repo"`, `"local-dir:FOLDER"` (open_clip's folder of
+        `open_clip_config.json` and weights) or `"ARCH/PRETRAINED"` with an open_clip tag or a checkpoint file
+        (`"ViT-B-16/openai"`, `"ViT-B-16//data/ckpt.safetensors"`). `config_overrides` go to `FacetVLMConfig`; the
+        tower configs are CLIP's with the override's keys merged in, and keys that would change the shape of a CLIP
+        weight (hidden sizes, depths, heads, vocabulary; `projection_dim`) are CLIP's: a differing override is
+        replaced and named in a warning, so that any recipe config can start from CLIP.
+
+        What loads: with `patch_stem="linear"` every CLIP weight (towers, projections, logit scale); with
+        `patch_stem="conv"` all of them except CLIP's patch embedding (the conv stem starts new). The vision
+        position embeddings are resized to the token grid of `image_size` / `patch_size`
+        (`resize_position_embedding`). With `class_head="linear"` the text tower is not built. CVSA, MTGF, the
+        temporal model, the context vectors and the linear head start new (context vectors from a template's CLIP
+        word embeddings with `prompt_context_init`). The log lists what loaded and what did not
+        (`FacetVLMModel.load_clip_weights` returns the same lists).
         """
-        if config_overrides.get("patch_stem", "linear") != "linear":
-            raise ValueError("from_clip loads CLIP's linear patch embedding; patch_stem='conv' is for towers trained "
-                             "from scratch")
         from .convert_open_clip_to_hf import is_open_clip_tag, load_open_clip_as_clip_model
 
         backend = "open_clip" if is_open_clip_tag(name_or_path) else "transformers"
         clip = load_open_clip_as_clip_model(name_or_path) if backend == "open_clip" else CLIPModel.from_pretrained(
             name_or_path
         )
-        settings = {
-            "text_config": clip.config.text_config.to_dict(),
-            "vision_config": clip.config.vision_config.to_dict(),
-            "projection_dim": clip.config.projection_dim,
-            "logit_scale_init_value": float(clip.logit_scale.detach()),
-            "text_backend": backend,
-            "pretrained_clip_name": str(name_or_path),
-        }
-        settings.update(config_overrides)
+        overrides = dict(config_overrides)
+        settings: dict[str, Any] = {"logit_scale_init_value": float(clip.logit_scale.detach()),
+                                    "text_backend": backend, "pretrained_clip_name": str(name_or_path)}
+        replaced = []
+        for key, keep in TOWER_SHAPE_KEYS.items():
+            tower = getattr(clip.config, key).to_dict()
+            given = overrides.pop(key, None) or {}
+            given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+            replaced += [f"{key}.{name}={given[name]} -> {tower[name]}" for name in keep
+                         if name in given and given[name] != tower[name]]
+            settings[key] = {**tower, **{name: value for name, value in given.items() if name not in keep}}
+        if overrides.get("projection_dim", clip.config.projection_dim) != clip.config.projection_dim:
+            replaced.append(f"projection_dim={overrides['projection_dim']} -> {clip.config.projection_dim}")
+        overrides["projection_dim"] = clip.config.projection_dim
+        if overrides.get("patch_stem", "linear") == "linear" and \
+                settings["vision_config"]["patch_size"] != clip.config.vision_config.patch_size:
+            replaced.append(f"vision_config.patch_size={settings['vision_config']['patch_size']} -> "
+                            f"{clip.config.vision_config.patch_size} (the linear stem is CLIP's patch embedding)")
+            settings["vision_config"]["patch_size"] = clip.config.vision_config.patch_size
+        if replaced:
+            logger.warning("from_clip %s: the towers are CLIP's, so these settings are CLIP's: %s", name_or_path,
+                           "; ".join(replaced))
+        settings.update(overrides)
         model = cls(cls.config_class(**settings))
-        model.base_model.load_clip_weights(clip)
+        model.base_model.load_clip_weights(clip, source=str(name_or_path))
         return model
 
 
@@ -521,21 +613,25 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         self.vision_model = CLIPVisionModel._from_config(config.vision_config)
         if config.patch_stem == "conv":
             self.vision_model.embeddings.patch_embedding = FacetVLMConvStem(config)
-        self.text_model = CLIPTextModel._from_config(config.text_config)
+        uses_text = config.uses_text
+        self.text_model = CLIPTextModel._from_config(config.text_config) if uses_text else None
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, dim, bias=False)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False) if uses_text else None
+        self.prompt_context = FacetVLMPromptContext(config) if uses_text and config.prompt_context_length else None
+        self.linear_head = None if uses_text else nn.Linear(dim, config.num_labels)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.cvsa = CrossViewSemanticAggregation(config) if config.use_cvsa else None
-        self.mtgf = MultiviewTextGuidedFusion(config) if config.use_mtgf else None
+        self.mtgf = MultiviewTextGuidedFusion(config) if config.use_mtgf and uses_text else None
         self.temporal = FacetVLMTemporalTransformer(config)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self._register_prompt_buffers()
         self.text_embeds_stale = True
         self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.mark_text_embeds_stale())
-        if config.freeze_text_tower:
+        if config.freeze_text_tower and uses_text:
             self.text_model.requires_grad_(False)
             self.text_projection.requires_grad_(False)
+        self._zero_shot_text_embeds: torch.Tensor | None = None
         self.post_init()
 
     def _register_prompt_buffers(self) -> None:
@@ -547,49 +643,135 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         self.register_buffer("prompt_class_index", class_index.to(device), persistent=False)
         cache = torch.zeros(self.config.num_labels, self.config.projection_dim, device=device)
         self.register_buffer("class_text_embeds", cache, persistent=False)
-        self.text_embeds_stale = True
+        self.mark_text_embeds_stale()
 
     def mark_text_embeds_stale(self) -> None:
         """Forget the cached class text embeddings (weights or labels changed); they are recomputed when needed."""
         self.text_embeds_stale = True
+        self._zero_shot_text_embeds = None
+
+    @torch.no_grad()
+    def init_prompt_context(self) -> None:
+        """(Re)initialise the learned context vectors: the token embeddings of `config.prompt_context_init_ids` (the
+        words of a template, in every class's row), or random normal with std `CONTEXT_INIT_STD` (CoOp's inits)."""
+        context = self.prompt_context.context
+        ids = self.config.prompt_context_init_ids
+        if ids is None:
+            init.normal_(context, std=CONTEXT_INIT_STD)
+            return
+        words = self.text_model.embeddings.token_embedding.weight[torch.tensor(ids, device=context.device)]
+        init.copy_(context, words.to(context.dtype).unsqueeze(0).expand_as(context))
 
     def train(self, mode: bool = True) -> FacetVLMModel:
         self.mark_text_embeds_stale()
         return super().train(mode)
 
-    def load_clip_weights(self, clip: CLIPModel) -> None:
-        """Copy the towers, projections and logit scale of a transformers `CLIPModel` into this model."""
-        missing, unexpected = self.load_state_dict(clip.state_dict(), strict=False)
-        own = ("cvsa.", "mtgf.", "temporal.")
-        missing = [key for key in missing if not key.startswith(own) and not key.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"CLIP weights do not fit FACET-VLM: missing {missing}, unexpected {unexpected}")
+    def load_clip_weights(self, clip: CLIPModel, source: str = "CLIP") -> dict[str, list[str]]:
+        """Copy a transformers `CLIPModel`'s towers, projections and logit scale into this model and log what loaded.
+
+        The vision position embeddings are resized to this model's token grid (`resize_position_embedding`); with
+        the conv stem CLIP's patch embedding is not used; with the linear head the text tower is not built, so
+        CLIP's text weights are not used. Returns ``{"loaded", "new", "unused", "resized"}``: this model's tensors
+        that now hold CLIP's, those that keep their fresh init (FACET-VLM's own modules, the conv stem), CLIP's
+        tensors that have no place here, and the tensors that were resized (with their shapes). Raises
+        `ValueError` if a tower tensor is left without CLIP weights or a shape differs.
+        """
+        state = clip.state_dict()
+        own = self.state_dict()
+        position_key = "vision_model.embeddings.position_embedding.weight"
+        grid = self.config.image_size // self.config.vision_config.patch_size
+        resized = []
+        if position_key in state and state[position_key].shape != own[position_key].shape:
+            before = tuple(state[position_key].shape)
+            state[position_key] = resize_position_embedding(state[position_key], grid)
+            resized.append(f"{position_key} {before} -> {tuple(state[position_key].shape)}")
+        usable = {key: value for key, value in state.items() if key in own}
+        mismatched = [f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}" for key, value in usable.items()
+                      if value.shape != own[key].shape]
+        if mismatched:
+            raise ValueError(f"CLIP weights do not fit FACET-VLM: shapes differ for {mismatched}")
+        self.load_state_dict(usable, strict=False)
+        stem = "vision_model.embeddings.patch_embedding."
+        new = sorted(key for key in own if key not in usable and not key.endswith("position_ids"))
+        unexpected = [key for key in new if not key.startswith(OWN_MODULES)
+                      and not (self.config.patch_stem == "conv" and key.startswith(stem))]
+        if unexpected:
+            raise ValueError(f"CLIP weights do not fit FACET-VLM: no CLIP weight for {unexpected}")
+        report = {"loaded": sorted(usable), "new": new, "resized": resized,
+                  "unused": sorted(key for key in state if key not in usable and not key.endswith("position_ids"))}
+        logger.info("from_clip %s: %d tensors loaded from CLIP (%s); %d start new (%s); CLIP tensors not used: %s; "
+                    "resized: %s", source, len(report["loaded"]), ", ".join(report["loaded"]), len(new),
+                    ", ".join(new) or "none", ", ".join(report["unused"]) or "none", "; ".join(resized) or "none")
+        if self.prompt_context is not None and self.config.prompt_context_init_ids is not None:
+            self.init_prompt_context()
+        stem_note = " (patch stem new: conv)" if self.config.patch_stem == "conv" else ""
+        self.config.starting_weights = {
+            "source": "clip",
+            "vision_tower": f"{source}{stem_note}",
+            "text_tower": source if self.text_model is not None else "none (linear head)",
+            "text_tower_trained": self.text_model is not None and not self.config.freeze_text_tower,
+        }
         self.mark_text_embeds_stale()
+        return report
 
     # ----- text side -----
-    def _text_tower_trainable(self) -> bool:
-        parameters = list(self.text_model.parameters()) + list(self.text_projection.parameters())
-        return any(p.requires_grad for p in parameters)
+    def text_side_trainable(self) -> bool:
+        """Whether anything that the class text embeddings depend on trains (text tower or projection weights, their
+        LoRA adapters, the context vectors): then training recomputes them with gradients at every step."""
+        modules = (self.text_model, self.text_projection, self.prompt_context)
+        return any(p.requires_grad for module in modules if module is not None for p in module.parameters())
 
-    def encode_prompts(self) -> torch.Tensor:
-        """(K, D) class text embeddings: every prompt through the text tower, L2-normalised, averaged per class,
-        L2-normalised again (open_clip's zero-shot recipe), then centred over classes (`center_text_embeds`)."""
+    def _require_text(self, what: str) -> None:
+        if self.text_model is None:
+            raise ValueError(f"{what} needs the text tower; this model has class_head='linear' (no text side)")
+
+    def encode_prompt_features(self) -> torch.Tensor:
+        """(P, D) projected text-tower features of every prompt, before normalisation.
+
+        Without learned context this is CLIP's `get_text_features` for the prompts' tokens. With context the start
+        token's embedding, the context vectors and the embeddings of the remaining tokens go through the tower's
+        position embeddings, causal encoder and final layer norm (as `CLIPTextModel.forward` does with token ids),
+        pooled at the end token."""
+        self._require_text("encode_prompt_features")
         if self.prompt_input_ids.numel() == 0:
             raise ValueError(
                 "the config has no tokenized prompts (prompt_input_ids); `import facet_vlm` before building the "
                 "config, or call model.set_labels(labels, tokenizer=...) with a CLIP tokenizer"
             )
-        text = self.text_model(input_ids=self.prompt_input_ids, attention_mask=self.prompt_attention_mask)
-        prompt_embeds = F.normalize(self.text_projection(text.pooler_output), dim=-1)
+        input_ids, mask = self.prompt_input_ids, self.prompt_attention_mask
+        if self.prompt_context is None:
+            pooled = self.text_model(input_ids=input_ids, attention_mask=mask).pooler_output
+            return self.text_projection(pooled)
+        tower = self.text_model
+        tokens = tower.embeddings.token_embedding(input_ids)
+        context = self.prompt_context(self.prompt_class_index).to(tokens.dtype)
+        embeds = torch.cat([tokens[:, :1], context, tokens[:, 1:]], dim=1)
+        mask = torch.cat([mask[:, :1], mask.new_ones(len(mask), context.shape[1]), mask[:, 1:]], dim=1)
+        hidden = tower.embeddings(inputs_embeds=embeds)
+        causal = create_causal_mask(config=tower.config, inputs_embeds=hidden, attention_mask=mask, cache=None)
+        hidden = tower.encoder(inputs_embeds=hidden, attention_mask=causal, is_causal=True).last_hidden_state
+        hidden = tower.final_layer_norm(hidden)
+        pooled = hidden[torch.arange(len(hidden), device=hidden.device), mask.sum(dim=1) - 1]
+        return self.text_projection(pooled)
+
+    def encode_prompts(self, center: bool | None = None) -> torch.Tensor:
+        """(K, D) class text embeddings: every prompt through the text tower, L2-normalised, averaged per class,
+        L2-normalised again (open_clip's zero-shot recipe), then centred over classes (`center`, default
+        `config.center_text_embeds`)."""
+        prompt_embeds = F.normalize(self.encode_prompt_features(), dim=-1)
         class_sums = prompt_embeds.new_zeros(self.config.num_labels, prompt_embeds.shape[-1])
         class_embeds = F.normalize(class_sums.index_add(0, self.prompt_class_index, prompt_embeds), dim=-1)
-        if self.config.center_text_embeds and len(class_embeds) > 1:
+        center = self.config.center_text_embeds if center is None else center
+        if center and len(class_embeds) > 1:
             class_embeds = F.normalize(class_embeds - class_embeds.mean(dim=0, keepdim=True), dim=-1)
         return class_embeds
 
     def get_text_embeds(self) -> torch.Tensor:
-        """Class text embeddings, from the cache unless the text tower is being trained (then with gradients)."""
-        if self.training and torch.is_grad_enabled() and self._text_tower_trainable():
+        """Class text embeddings: recomputed with gradients in training when the text side trains
+        (`text_side_trainable`), otherwise from the cache (filled once after every weight or label change and
+        every switch between training and evaluation)."""
+        if self.training and torch.is_grad_enabled() and self.text_side_trainable():
+            self.text_embeds_stale = True  # the weights change with every step: the cache is out of date
             return self.encode_prompts()
         if self.text_embeds_stale:
             with torch.no_grad():
@@ -605,11 +787,15 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         keep_known_classes: bool = True,
     ) -> None:
         """Switch to a new class set without retraining: the classes' prompts are tokenized and encoded by the text
-        tower (no weight of the model depends on the class set). `prompts` gives each class's prompt ensemble (a
-        dict by name or a list aligned with `labels`); by default a class the model already has keeps its prompts
-        (`keep_known_classes`), and the others get the config's templates x class descriptions (the class name when
+        tower. `prompts` gives each class's prompt ensemble (a dict by name or a list aligned with `labels`); by
+        default a class the model already has keeps its prompts (`keep_known_classes`), and the others get the
+        config's templates x class descriptions (the bare descriptions with learned context; the class name when
         it has none). `tokenizer` maps a list of strings to CLIP token ids; defaults to the offline CLIP tokenizer
-        (`configuration_facet_vlm.default_prompt_tokenizer`)."""
+        (`configuration_facet_vlm.default_prompt_tokenizer`).
+
+        The learned context is reused: a shared context as it is; a class-specific one keeps the rows of the
+        classes the model knows (with `keep_known_classes`) and starts every new class from the mean of the old
+        rows. The linear head keeps the rows of known classes and starts new ones afresh."""
         labels = list(labels)
         known = dict(self.config.label_prompts or {}) if keep_known_classes else {}
         if isinstance(prompts, (list, tuple)):
@@ -620,6 +806,7 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         if tokenizer is None:
             raise ValueError("set_labels needs a tokenizer: pass tokenizer=... (e.g. the processor's CLIP tokenizer)")
         config = self.config
+        old_labels = config.labels
         keys = ("id2label", "label2id", "label_prompts", "prompt_input_ids")
         previous = {key: getattr(config, key) for key in keys}
         try:
@@ -627,7 +814,7 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
             config.label2id = {label: i for i, label in enumerate(labels)}
             config.label_prompts = {
                 label: list((prompts or {}).get(label) or known.get(label) or ensemble_prompts(
-                    label, config.prompt_templates, config.class_descriptions))
+                    label, config.class_prompt_templates, config.class_descriptions))
                 for label in labels
             }
             config.prompt_input_ids = config.tokenize_prompts(tokenizer)
@@ -637,6 +824,24 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
                 setattr(config, key, value)
             raise
         self._register_prompt_buffers()
+        rows = [old_labels.index(label) if keep_known_classes and label in old_labels else None for label in labels]
+        if self.prompt_context is not None and self.prompt_context.class_specific:
+            old = self.prompt_context.context.detach()
+            fresh = old.mean(dim=0, keepdim=True).expand(len(labels), -1, -1).clone()
+            for row, source in enumerate(rows):
+                if source is not None:
+                    fresh[row] = old[source]
+            self.prompt_context.context = nn.Parameter(fresh, requires_grad=self.prompt_context.context.requires_grad)
+        if self.linear_head is not None:
+            old_head = self.linear_head
+            self.linear_head = nn.Linear(old_head.in_features, len(labels)).to(old_head.weight.device)
+            init.normal_(self.linear_head.weight, std=self.config.initializer_range)
+            init.zeros_(self.linear_head.bias)
+            with torch.no_grad():
+                for row, source in enumerate(rows):
+                    if source is not None:
+                        self.linear_head.weight[row] = old_head.weight[source]
+                        self.linear_head.bias[row] = old_head.bias[source]
 
     # ----- vision side -----
     def _images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -686,7 +891,8 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
     def _logit_scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
 
-    def _fuse_frames(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _fuse_frames(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor | None
+                     ) -> dict[str, torch.Tensor]:
         """Per-frame CVSA + MTGF on (N, V, C, H, W); "views" are each view's own embeddings, taken before CVSA."""
         tokens, patches = self.encode_views(pixel_values)
         batch, views, groups, dim = tokens.shape
@@ -700,13 +906,13 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
             view_weights = weights.view(batch, -1, views, groups).sum(-1)
         else:
             fused = face.unsqueeze(1)
-            view_weights = tokens.new_full((batch, text_embeds.shape[0], views), 1.0 / views)
+            view_weights = tokens.new_full((batch, self.config.num_labels, views), 1.0 / views)
         return {"face": face, "fused": fused, "views": own_views, "view_weights": view_weights}
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> FacetVLMOutput:
         """Logits and embeddings of 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) renderer output."""
         self._check_pixels(pixel_values)
-        text_embeds = self.get_text_embeds()
+        text_embeds = self.get_text_embeds() if self.text_model is not None else None
         sequence = pixel_values.dim() == 6
         batch = pixel_values.shape[0]
         frames = pixel_values.shape[1] if sequence else 1
@@ -721,9 +927,12 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
             class_embeds = pooled[:, 1:] if self.mtgf is not None else pooled
             views = views.view(batch, frames, *views.shape[1:]).mean(dim=1)
             view_weights = view_weights.view(batch, frames, *view_weights.shape[1:]).mean(dim=1)
-        scale = self._logit_scale()
-        logits = scale * (F.normalize(class_embeds, dim=-1) * text_embeds).sum(-1)
-        view_logits = scale * F.normalize(views, dim=-1) @ text_embeds.t()
+        if self.linear_head is not None:
+            logits, view_logits = self.linear_head(face), self.linear_head(views)
+        else:
+            scale = self._logit_scale()
+            logits = scale * (F.normalize(class_embeds, dim=-1) * text_embeds).sum(-1)
+            view_logits = scale * F.normalize(views, dim=-1) @ text_embeds.t()
         return FacetVLMOutput(
             logits=logits,
             face_embeds=face,
@@ -738,9 +947,16 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         """CLIP zero-shot classification with the pretrained towers alone (no CVSA, MTGF or temporal weights, which
         are untrained right after `from_clip`): the normalised CLIP embeddings of all views, channel groups (and
         frames) are averaged and compared by cosine with the prompt-ensemble text embeddings, times the logit scale.
+        The text embeddings follow CLIP's zero-shot recipe (open_clip's `build_zero_shot_classifier`: normalised
+        prompt features averaged per class and normalised again, not centred over classes, with the learned context
+        where the model has one); they are cached until the weights or labels change. For a single view and channel
+        group the logits are CLIP's image-text logits.
         """
         self._check_pixels(pixel_values)
-        text_embeds = self.get_text_embeds()
+        self._require_text("zero_shot")
+        if self._zero_shot_text_embeds is None:
+            self._zero_shot_text_embeds = self.encode_prompts(center=False)
+        text_embeds = self._zero_shot_text_embeds
         flat = pixel_values.flatten(0, 1) if pixel_values.dim() == 6 else pixel_values
         views = F.normalize(self.encode_views(flat)[0], dim=-1).mean(dim=2)
         views = views.view(pixel_values.shape[0], -1, *views.shape[1:]).mean(dim=1)
