@@ -15,11 +15,11 @@ export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False PIP_DISABLE_PIP_VERSION_C
 unset PYTHONPATH
 TORCH=(torch==2.14.1 torchvision==0.29.1)
 
-# The smoke subset (149 tests; 33 s to 132 s here, one thread per test, 2 cores shared with other jobs): every module imports and the
-# dependency symbols; config and model save/load of all four models through the auto classes, their processors, a
-# LoRA adapter through peft and the remote code; the metrics; the open_clip conversion; the scan and video pipelines;
-# one tiny training run through the train entry point (accelerate, the datasets cache, a checkpoint); the MAHNOB
-# reader (pyedflib); the model card (huggingface_hub); the Space's card and one call to the app (gradio).
+# The smoke subset (149 tests; 33 s to 132 s here, one thread per test, 2 cores shared with other jobs): every module
+# imports and the dependency symbols; config and model save/load of all four models through the auto classes, their
+# processors, a LoRA adapter through peft and the remote code; the metrics; the open_clip conversion; the scan and video
+# pipelines; one tiny training run through the train entry point (accelerate, the datasets cache, a checkpoint); the
+# MAHNOB reader (pyedflib); the model card (huggingface_hub); the Space's card and one call to the app (gradio).
 SMOKE=(
   tests/test_imports.py
   tests/test_dependencies.py
