@@ -53,8 +53,9 @@ import pathlib
 
 import transformers
 
-import facet_vlm  # noqa: F401  (registers the models and the pipeline tasks)
+import facet_vlm
 
+facet_vlm.register_pipelines()  # `import facet_vlm` registers the models; the pipeline tasks are registered on demand
 classify = transformers.pipeline("expression-recognition", model="hub_folder", trust_remote_code=True)
 rows = classify(pathlib.Path("scan.txt").read_text())
 assert abs(sum(row["score"] for row in rows) - 1.0) < 1e-4, rows

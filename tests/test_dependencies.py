@@ -1,19 +1,21 @@
 """The floors in pyproject.toml hold: the symbols the code relies on exist in the installed versions, and the
 installed versions are not below the floors (so a test run on the floors would fail here first if they were wrong).
 
-transformers' floor (5.20) was found by reading the released wheels: 5.19.0's `configuration_utils.py` has no
-`sub_configs_defaults`, 5.20.0's has; `transformers.initialization` exists in 5.x (4.57 lacks it).
+transformers' floor (5.21) was found by reading the released wheels and running the tests on them: 5.19.0's
+`configuration_utils.py` has no `sub_configs_defaults`; 5.20.x has it but needs a `SubConfigSpec` per entry, which
+5.21.0 makes from a bare config class (as the composite configs write them); `transformers.initialization` exists in
+5.x (4.57 lacks it). `.ci/lowest_versions.sh` runs this file with every dependency at its floor.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -43,7 +45,7 @@ def test_transformers_has_what_the_models_and_the_run_layer_use():
     from transformers import initialization as init
     from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-    assert floors()["transformers"] >= Version("5.20")
+    assert floors()["transformers"] >= Version("5.21")
     assert "sub_configs_defaults" in PreTrainedConfig.__dict__ and hasattr(init, "normal_")
     assert "type" in inspect.signature(PIPELINE_REGISTRY.register_pipeline).parameters
     assert hasattr(Pipeline, "_load_processor") and hasattr(ProcessorMixin, "get_attributes")

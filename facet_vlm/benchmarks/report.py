@@ -137,7 +137,7 @@ def run_section(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     out = args.output / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     args.bench_main(section.command(args, out))
     result = json.loads(out.read_text(encoding="utf-8"))
     result["report"] = {"code_version": code_version(), "started": started.isoformat(timespec="seconds"),
