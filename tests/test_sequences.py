@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -34,7 +35,7 @@ from facet_vlm.data.sequence_cache import FrameCache, prepare_sequence_features,
 from facet_vlm.errors import DatasetLayoutError, UnsupportedFormatError
 from facet_vlm.geometry import render_views
 from facet_vlm.geometry.align import align
-from facet_vlm.io import read_face
+from facet_vlm.io import read_face, read_tbnd
 from facet_vlm.labels import LABEL_SETS
 
 SUBJECTS, FRAMES, CLIPS = 2, 6, 2
@@ -90,50 +91,97 @@ def test_bp4d_reader_indexes_tasks_frames_and_au_codes(generated):
                                      "T5": "fear", "T6": "pain", "T7": "anger", "T8": "disgust"}[row["task"]]
         assert LABEL_SETS["bp4d_tasks"][row["label"]] == row["expression"]
         assert row["num_frames"] == FRAMES and row["sex"] == row["subject"][0]
-        assert [Path(f).name for f in row["frames"]] == [f"{i:04d}.wrl" for i in range(FRAMES)]
+        assert [Path(f).name for f in row["frames"]] == [f"{i:04d}.obj" for i in range(FRAMES)]
+        assert Path(row["frames"][0]).parent.parent.parent.name == "Sequences(2D+3D)"
         with open(row["au_path"]) as handle:
             table = list(csv.reader(handle))
+        by_au_frame = {int(line[0]): line for line in table[1:]}
+        truth_acts = expected[f"{row['subject']}/{row['task']}"]["activations"]
         for au in (4, 12):
             column = table[0].index(str(au))
-            assert row[f"au{au:02d}"] == [int(line[column]) for line in table[1:]]
+            # model frame N takes the AU row of frame N + 1 (the guide); the last model frame is not coded
+            assert row[f"au{au:02d}"] == [int(by_au_frame[n + 1][column]) if n + 1 in by_au_frame else -1
+                                          for n in range(FRAMES)]
+            assert row[f"au{au:02d}"][:-1] == [int(acts.get(au, 0.0) >= 0.25) for acts in truth_acts[:-1]]
+            assert row[f"au{au:02d}"][-1] == -1
+        assert row["au12_int"][:-1] == [0 if a.get(12, 0.0) < 0.25 else min(5, int(np.ceil(a[12] * 5)))
+                                        for a in truth_acts[:-1]]
+        assert "au10" not in row  # the face model has no AU10: coded 9 (unknown) everywhere, so not indexed
+        pose, marks = read_tbnd(row["landmark_frames"][2])
+        np.testing.assert_allclose(marks, read_bnd_points(row["landmark_frames"][2]), atol=1e-6)
+        assert pose.shape == (3,) and marks.shape == (83, 3)
         apex = expected[f"{row['subject']}/{row['task']}"]["apex"]
         if row["task"] == "T1":  # happiness = AU6 + AU12: coded at the apex, not on the neutral first frame
             assert row["au12"][apex] == 1 and row["au12"][0] == 0
+
+
+def read_bnd_points(path):
+    """The landmark rows of a .tbnd written by the generator (x y z after the pose line), read independently."""
+    return np.loadtxt(path, skiprows=1)
+
+
+def test_bp4d_refuses_a_root_it_cannot_read_and_never_indexes_without_labels(generated, tmp_path):
+    root, _ = generated
+    with pytest.raises(DatasetLayoutError, match=r"no Sequences\(2D\+3D\) and no AUCoding/AU_OCC"):
+        load_bp4d(tmp_path)
+    copy = tmp_path / "db"
+    shutil.copytree(root / "bp4d", copy)
+    shutil.rmtree(copy / "AUCoding" / "AU_OCC")
+    with pytest.raises(DatasetLayoutError, match="no AUCoding/AU_OCC folder"):
+        load_bp4d(copy)
+    (copy / "AUCoding" / "AU_OCC").mkdir()
+    for path in (root / "bp4d" / "AUCoding" / "AU_OCC").iterdir():
+        (copy / "AUCoding" / "AU_OCC" / path.name).write_text("Frame,1\n1,yes\n")
+    with pytest.raises(DatasetLayoutError, match="refusing an index without AU labels"):
+        load_bp4d(copy)
+    shutil.rmtree(copy / "3DFeatures")
+    with pytest.raises(DatasetLayoutError, match="no 3DFeatures folder"):
+        load_bp4d(copy, landmarks=True)
 
 
 def test_bp4d_reports_every_file_that_does_not_fit(generated, tmp_path):
     root, _ = generated
     copy = tmp_path / "bp4d"
     shutil.copytree(root / "bp4d", copy)
-    (copy / "F001" / "T9").mkdir()
-    (copy / "F001" / "T1" / "notes.txt").write_text("x")
-    (copy / "M001" / "T2").rename(copy / "M001" / "T2_moved")
-    shutil.copy(copy / "AUCoding" / "M001_T1.csv", copy / "AUCoding" / "M009_T1.csv")
-    (copy / "AUCoding" / "M001_T3.csv").write_text("Frame,1\n0,yes\n")
-    for task in ("T4",):  # an empty task folder
-        for path in (copy / "F001" / task).iterdir():
-            path.unlink()
+    sequences, occurrence = copy / "Sequences(2D+3D)", copy / "AUCoding" / "AU_OCC"
+    (sequences / "F001" / "T9").mkdir()
+    (sequences / "F001" / "T1" / "notes.txt").write_text("x")
+    (sequences / "M001" / "T2").rename(sequences / "M001" / "T2_moved")
+    shutil.copy(occurrence / "M001_T1.csv", occurrence / "M009_T1.csv")
+    (occurrence / "M001_T3.csv").write_text("Frame,1\n0,yes\n")
+    (copy / "AUCoding" / "AU_INT" / "F001_T2_AU12.csv").write_text("1,7\n")
+    (copy / "3DFeatures" / "F001" / "T5" / "0003.tbnd").unlink()
+    for path in (sequences / "F001" / "T4").iterdir():  # an empty task folder
+        path.unlink()
     with pytest.warns(UserWarning, match="do not follow"):
         dataset = load_bp4d(copy)
     reported = "\n".join(dataset.bad_files)
     for fragment in ("T9: not a task folder", "notes.txt: not a frame", "T2_moved: not a task folder",
-                     "M009_T1.csv: AU file of M009 T1", "M001_T3.csv: line 2", "T4: task folder holds no frames"):
-        assert fragment in reported
+                     "M009_T1.csv: AU file of M009 T1", "M001_T3.csv: line 2", "T4: task folder holds no frames",
+                     "F001_T2_AU12.csv: line 1: intensity code 7", "T5: 1 of 6 model frames have no .tbnd",
+                     "M001/T3: no AU occurrence file M001_T3.csv"):
+        assert fragment in reported, fragment
     assert len(dataset) == SUBJECTS * 8 - 2
-    assert dataset.filter(lambda row: row["subject"] == "M001" and row["task"] == "T3")[0]["au_path"] == ""
+    m001_t3 = dataset.filter(lambda row: row["subject"] == "M001" and row["task"] == "T3")[0]
+    assert m001_t3["au_path"] == "" and set(m001_t3["au12"]) == {-1}
+    f001_t5 = dataset.filter(lambda row: row["subject"] == "F001" and row["task"] == "T5")[0]
+    assert f001_t5["landmark_frames"][3] == "" and f001_t5["landmark_frames"][2].endswith("0002.tbnd")
     with pytest.raises(DatasetLayoutError, match="do not follow the BP4D"):
         load_bp4d(copy, strict=True)
 
 
 def test_frames_are_sorted_in_numeric_order(generated, tmp_path):
     root, _ = generated
-    task = tmp_path / "bp4d" / "F001" / "T1"
-    shutil.copytree(root / "bp4d" / "F001" / "T1", task)
+    copy = tmp_path / "bp4d"
+    shutil.copytree(root / "bp4d", copy)
+    task = copy / "Sequences(2D+3D)" / "F001" / "T1"
     for i in range(FRAMES):  # unpadded numbers 8, 9, 10, ...: name order is not frame order
-        for suffix in (".wrl", ".bmp"):
+        for suffix in (".obj", ".mtl", ".jpg"):
             (task / f"{i:04d}{suffix}").rename(task / f"{i + 8}{suffix}")
-    dataset = load_bp4d(tmp_path, au_folder=None)
-    assert [Path(f).name for f in dataset[0]["frames"]] == [f"{i + 8}.wrl" for i in range(FRAMES)]
+    dataset = load_bp4d(copy, landmarks=False, au_intensity=False)
+    row = dataset.filter(lambda row: row["subject"] == "F001" and row["task"] == "T1")[0]
+    assert [Path(f).name for f in row["frames"]] == [f"{i + 8}.obj" for i in range(FRAMES)]
+    assert row["au12"] == [-1] * FRAMES  # frames 8.. take AU rows 9.., which the file does not have
     assert sort_frames(["b/10.obj", "b/9.obj", "b/frame_0011.obj"]) == ["b/9.obj", "b/10.obj", "b/frame_0011.obj"]
     with pytest.raises(DatasetLayoutError, match="two frames carry frame number 9"):
         sort_frames(["9.obj", "009.obj"])
@@ -197,12 +245,12 @@ def test_protocol_helpers(generated):
 
 def test_a_sequence_given_as_folder_list_or_zip(generated, tmp_path):
     root, _ = generated
-    folder = root / "bp4d" / "F001" / "T3"
-    expected = [str(folder / f"{i:04d}.wrl") for i in range(FRAMES)]
+    folder = root / "bp4d" / "Sequences(2D+3D)" / "F001" / "T3"
+    expected = [str(folder / f"{i:04d}.obj") for i in range(FRAMES)]
     assert sequence_frames(folder) == expected
     assert sequence_frames(list(reversed(expected))) == expected
     with pytest.raises(SequenceError, match="missing"):
-        sequence_frames(expected + [str(folder / "0099.wrl")])
+        sequence_frames(expected + [str(folder / "0099.obj")])
     archive = tmp_path / "clip.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         for path in sorted(folder.iterdir(), reverse=True):
@@ -258,10 +306,10 @@ def test_apex_is_the_frame_farthest_from_the_first(generated):
     root, result = generated
     errors = []
     for sequence in result.sequences:
-        frames = sorted(str(p) for p in Path(sequence["path"]).glob("*.wrl"))
+        frames = sorted(str(p) for p in Path(sequence["path"]).iterdir() if p.suffix in (".wrl", ".obj"))
         errors.append(abs(apex_frame_index(frames) - sequence["apex"]))
     assert max(errors) <= 1 and np.mean(np.equal(errors, 0)) >= 0.75
-    bp4d = load_bp4d(root, au_folder=None).select([0])
+    bp4d = load_bp4d(root).select([0])
     static = FrameSelection(num_frames=2, mode="apex", apex_from_geometry=True)
     assert select_frames(bp4d[0], static) == [bp4d[0]["frames"][apex_frame_index(bp4d[0]["frames"])]] * 2
     assert select_frames(bp4d[0], FrameSelection(num_frames=1, mode="apex")) == [bp4d[0]["frames"][FRAMES // 2 - 1]]
@@ -369,16 +417,16 @@ def test_bu4dfe_sequences_go_through_the_frame_cache(tmp_path):
 @pytest.mark.parametrize("damage", ["missing", "empty", "corrupt"])
 def test_a_bad_frame_is_named(generated, tmp_path, damage):
     root, _ = generated
-    shutil.copytree(root / "bp4d" / "M001" / "T2", tmp_path / "bp4d" / "M001" / "T2")
-    dataset = load_bp4d(tmp_path, au_folder=None)
+    shutil.copytree(root / "bp4d", tmp_path / "bp4d")
+    dataset = load_bp4d(tmp_path / "bp4d").filter(lambda row: row["subject"] == "M001" and row["task"] == "T2")
     frame = Path(dataset[0]["frames"][2])
     if damage == "missing":
         frame.unlink()
     elif damage == "empty":
         frame.write_bytes(b"")
     else:
-        frame.write_text("#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2")
-    with pytest.raises(SequenceError, match=rf"{frame}: frame (file is {damage}|cannot be read)"):
+        frame.write_text("v 1 2 3\nv 2 3 4\nf 1 2 9\n")
+    with pytest.raises(SequenceError, match=rf"{re.escape(str(frame))}: frame (file is {damage}|cannot be read)"):
         prepare_sequence_features(dataset, tmp_path / "cache", CountingFeatures(tmp_path / "c"),
                                   FrameSelection(num_frames=FRAMES))
 

@@ -414,7 +414,7 @@ def bench_sequences(frames: int = 8, views: int = 5, size: int = 224,
     with tempfile.TemporaryDirectory() as tmp:
         generate_sequences(Path(tmp) / "data", subjects=1, formats=("bp4d",), frames=frames, vertices=vertices,
                            texture_size=texture_size)
-        paths = load_bp4d(Path(tmp) / "data", au_folder=None)[0]["frames"]
+        paths = load_bp4d(Path(tmp) / "data")[0]["frames"]
         render = _median_seconds(lambda: [feature(read_face(path)) for path in paths], repeats)
         cache_dirs = iter(range(repeats))
         fill = _median_seconds(lambda: FrameCache(Path(tmp) / f"cache{next(cache_dirs)}", feature,

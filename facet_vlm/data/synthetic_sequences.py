@@ -2,19 +2,27 @@
 end without the licensed data (the BU-4DFE layout is written by `facet_vlm.data.synthetic.generate`).
 
 Built from the still generator's public pieces (`subject_model`, `subject_identity`, the face model's AU
-activations and pose) and written with `facet_vlm.io.write_wrl` (one ``.wrl`` + ``.bmp`` texture per frame)::
+activations and pose)::
 
-    bp4d/F001/T1/0000.wrl ...              8 tasks per subject; neutral -> onset -> apex -> offset (partly relaxed)
-    bp4d/AUCoding/F001_T1.csv              Frame + one column per AU: 1 where the AU's activation is >= 0.25
-    4dme/S01/S01_micro_01/0137.wrl ...     short, low-intensity micro clips and stronger macro clips; frame numbers
-                                           start at a random offset so that numbers and positions differ
-    4dme/labels.csv                        Subject, Clip, Onset, Apex, Offset, Emotion, Type (frame numbers)
+    bp4d/Sequences(2D+3D)/F001/T1/0000.obj, .mtl, .jpg     8 tasks per subject; neutral -> onset -> apex -> offset
+                                                           (partly relaxed), `facet_vlm.io.write_obj`
+    bp4d/3DFeatures/F001/T1/0000.tbnd                      the frame's 83 landmarks after the pose line
+    bp4d/AUCoding/AU_OCC/F001_T1.csv                       header 0,1,...,99 (frame, AU 1-99), one row per AU
+                                                           frame: 1 where the AU's activation is >= 0.25, 0 below,
+                                                           9 for AUs the face model lacks; AU frame = model frame + 1,
+                                                           and the last model frame is left uncoded (no row)
+    bp4d/AUCoding/AU_INT/F001_T1_AU06.csv, ..._AU12.csv    frame,code rows (no header): 0 below 0.25, else 1-5
+    4dme/S01/S01_micro_01/0137.wrl ...                     short, low-intensity micro clips and stronger macro
+                                                           clips; frame numbers start at a random offset so that
+                                                           numbers and positions differ
+    4dme/labels.csv                                        Subject, Clip, Onset, Apex, Offset, Emotion, Type
 
-These layouts are the ones the readers assume (see `facet_vlm.data.bp4d` / `fourdme`), not verified against the
-real data sets. The AU sets of the non-basic classes are this stand-in's choice, not from the data sets: BP4D
-embarrassment = AU12 + AU15 + AU23 (a controlled smile), pain = AU4 + AU6 + AU7 + AU9 (the brow, orbit and nose
-AUs of pain-intensity scales that the face model has); 4DME positive = AU6 + AU12, negative = AU4 + AU9 + AU15,
-surprise = AU1 + AU2 + AU26, repression = AU15 + AU23, others = AU4 + AU7.
+The BP4D layout is the one its user guide describes (`facet_vlm.data.bp4d`); the 4DME layout is the one
+`facet_vlm.data.fourdme` assumes, not verified against the real data set. The AU sets of the non-basic classes
+are this stand-in's choice, not from the data sets: BP4D embarrassment = AU12 + AU15 + AU23 (a controlled smile),
+pain = AU4 + AU6 + AU7 + AU9 (the brow, orbit and nose AUs of pain-intensity scales that the face model has); 4DME
+positive = AU6 + AU12, negative = AU4 + AU9 + AU15, surprise = AU1 + AU2 + AU26, repression = AU15 + AU23, others =
+AU4 + AU7.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ _CLASS_AUS = {"embarrassment": (12, 15, 23), "pain": (4, 6, 7, 9), "positive": (
 MICRO_AMOUNT = (0.2, 0.35)
 MACRO_AMOUNT = (0.8, 1.0)
 AU_THRESHOLD = 0.25
+#: AUs written to AU_INT: those of the user guide's five intensity-coded AUs (6, 10, 12, 14, 17) the face model has.
+INTENSITY_AUS = (6, 12)
+#: AU_OCC columns: AU 1 to 99, as in the real files' header.
+OCCURRENCE_COLUMNS = tuple(range(1, 100))
 
 
 @dataclass
@@ -66,9 +78,11 @@ def _profile(num_frames: int, onset: int, apex: int, offset: int, rest: float = 
 
 
 def _write_clip(folder: Path, model, expression: str, amount: float, profile: np.ndarray, numbers: Sequence[int],
-                rng: np.random.Generator, nuisance: Nuisance, meta: dict) -> list[dict[int, float]]:
-    """Write one clip (frame i -> ``<numbers[i]:04d>.wrl``); return each frame's AU activations."""
-    from ..io import write_wrl
+                rng: np.random.Generator, nuisance: Nuisance, meta: dict,
+                features: Path | None = None) -> list[dict[int, float]]:
+    """Write one clip (frame i -> ``<numbers[i]:04d>``: ``.wrl`` + ``.bmp``, or with `features` the BP4D form
+    ``.obj`` + ``.mtl`` + ``.jpg`` and a ``.tbnd`` in `features`); return each frame's AU activations."""
+    from ..io import write_obj, write_tbnd, write_wrl
 
     apex = jitter_activations(_activations(expression, amount), rng, nuisance)
     asymmetry = float(rng.uniform(-nuisance.asymmetry, nuisance.asymmetry))
@@ -82,9 +96,37 @@ def _write_clip(folder: Path, model, expression: str, amount: float, profile: np
         pose = pose_matrix(*np.radians([yaw, pitch, roll]), translation, centre)
         acts = {au: value * float(weight) for au, value in apex.items()}
         face = model.scan(acts, rng, nuisance, pose=pose, asymmetry=asymmetry, meta={**meta, "frame": number}).face
-        write_wrl(folder / f"{number:04d}.wrl", face)
+        if features is None:
+            write_wrl(folder / f"{number:04d}.wrl", face)
+        else:
+            write_obj(folder / f"{number:04d}.obj", face)
+            write_tbnd(features / f"{number:04d}.tbnd", face.landmarks[:83], (pitch, yaw, roll))
         frames.append(acts)
     return frames
+
+
+def intensity_code(activation: float) -> int:
+    """AU_INT code of an activation: 0 below `AU_THRESHOLD`, else 1-5 (the guide's levels A-E) in steps of 0.2."""
+    return 0 if activation < AU_THRESHOLD else int(np.clip(np.ceil(activation * 5.0), 1, 5))
+
+
+def _write_au_files(root: Path, subject: str, task: str, acts: list[dict[int, float]]) -> None:
+    """AU_OCC and AU_INT files of one task; AU frame = model frame + 1; the last model frame is not coded."""
+    occurrence = root / "AUCoding" / "AU_OCC"
+    intensity = root / "AUCoding" / "AU_INT"
+    occurrence.mkdir(parents=True, exist_ok=True)
+    intensity.mkdir(parents=True, exist_ok=True)
+    coded = acts[:-1]
+    with open(occurrence / f"{subject}_{task}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([0, *OCCURRENCE_COLUMNS])
+        for number, frame in enumerate(coded):
+            writer.writerow([number + 1, *(int(frame.get(au, 0.0) >= AU_THRESHOLD) if au in ACTION_UNITS else 9
+                                           for au in OCCURRENCE_COLUMNS)])
+    for au in INTENSITY_AUS:
+        with open(intensity / f"{subject}_{task}_AU{au:02d}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([number + 1, intensity_code(frame.get(au, 0.0))]
+                                         for number, frame in enumerate(coded))
 
 
 def _annotation(rng: np.random.Generator, num_frames: int) -> tuple[int, int, int]:
@@ -101,18 +143,14 @@ def _write_bp4d(root: Path, index: int, settings: SyntheticSettings, num_frames:
         task = f"T{task_number}"
         rng = np.random.default_rng([settings.seed, index, 40, task_number])
         onset, apex, offset = _annotation(rng, num_frames)
-        folder = root / subject / task
+        folder = root / "Sequences(2D+3D)" / subject / task
         acts = _write_clip(folder, model, expression, 1.0, _profile(num_frames, onset, apex, offset),
                            range(num_frames), rng, settings.nuisance,
-                           {"subject": subject, "expression": expression, "format": "bp4d"})
-        (root / "AUCoding").mkdir(parents=True, exist_ok=True)
-        with open(root / "AUCoding" / f"{subject}_{task}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["Frame", *ACTION_UNITS])
-            for number, frame in enumerate(acts):
-                writer.writerow([number, *(int(frame.get(au, 0.0) >= AU_THRESHOLD) for au in ACTION_UNITS)])
+                           {"subject": subject, "expression": expression, "format": "bp4d"},
+                           features=root / "3DFeatures" / subject / task)
+        _write_au_files(root, subject, task, acts)
         out.append({"format": "bp4d", "subject": subject, "sequence": task, "expression": expression,
-                    "path": str(folder), "onset": onset, "apex": apex, "offset": offset})
+                    "path": str(folder), "onset": onset, "apex": apex, "offset": offset, "activations": acts})
 
 
 def _write_4dme(root: Path, index: int, settings: SyntheticSettings, clips: int, micro_frames: int,

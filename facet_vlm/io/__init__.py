@@ -14,8 +14,18 @@ from ..errors import FacetVLMError, UnsupportedFormatError
 from ..face import Face
 from ._common import MissingTexturePolicy, TexturePathPolicy, check_policy, check_texture_paths
 from .bnt import grid_mesh, read_bnt, read_bnt_grid, write_bnt
-from .landmarks import BOSPHORUS_TO_STANDARD, read_bnd, read_lm3, write_bnd, write_lm3
-from .mesh import TRIMESH_EXTENSIONS, read_mesh
+from .landmarks import (
+    BOSPHORUS_TO_STANDARD,
+    LANDMARK_FRAME_SUFFIXES,
+    read_bnd,
+    read_landmark_sequence,
+    read_lm3,
+    read_tbnd,
+    write_bnd,
+    write_lm3,
+    write_tbnd,
+)
+from .mesh import TRIMESH_EXTENSIONS, read_mesh, write_obj
 from .paths import is_inside, require_inside
 from .validate import ValidationReport, find_scan_files, validate_files
 from .wrl import read_wrl, write_wrl
@@ -84,6 +94,7 @@ def read_face(
 __all__ = [
     "BNT_EXTENSIONS",
     "BOSPHORUS_TO_STANDARD",
+    "LANDMARK_FRAME_SUFFIXES",
     "SUPPORTED_EXTENSIONS",
     "TRIMESH_EXTENSIONS",
     "WRL_EXTENSIONS",
@@ -95,13 +106,17 @@ __all__ = [
     "read_bnt",
     "read_bnt_grid",
     "read_face",
+    "read_landmark_sequence",
     "read_lm3",
     "read_mesh",
+    "read_tbnd",
     "read_wrl",
     "require_inside",
     "validate_files",
     "write_bnd",
     "write_bnt",
     "write_lm3",
+    "write_obj",
+    "write_tbnd",
     "write_wrl",
 ]

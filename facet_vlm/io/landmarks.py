@@ -1,4 +1,5 @@
-"""Landmark files: BU-3DFE ``.bnd`` (83 points) and Bosphorus ``.lm3`` (named 3D points)."""
+"""Landmark files: BU-3DFE ``.bnd`` (83 points), the BU-4DFE landmark release (``.bnd`` and ``.landmark`` per frame),
+BP4D-Spontaneous ``.tbnd`` (83 tracked points with a pose line) and Bosphorus ``.lm3`` (named 3D points)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ BOSPHORUS_TO_STANDARD = {
 _STANDARD_TO_BOSPHORUS = {standard: name.capitalize() for name, standard in BOSPHORUS_TO_STANDARD.items()}
 #: Landmarks in a BU-3DFE .bnd file (its 83 feature points).
 BND_COUNT = 83
+#: Per-frame landmark files of the BU-4DFE 3D landmark release (``BU4DFE_BND_V1.1/F001/Happy/000.bnd``; the
+#: ``F001/Surprise`` folder also holds ``000.landmark`` ...). Both hold 83 rows ``index x y z``, like BU-3DFE's .bnd.
+LANDMARK_FRAME_SUFFIXES = (".bnd", ".landmark")
 _LM3_COUNT = re.compile(r"^(\d+)\s+landmarks?\s*:?$", re.IGNORECASE)
 
 
@@ -74,6 +78,81 @@ def read_bnd(path: str | os.PathLike, expected_count: int | None = BND_COUNT) ->
     landmarks = np.asarray(rows, dtype=np.float64)
     check_float32(landmarks, "landmark", path)
     return landmarks.astype(np.float32), bnd_names(len(landmarks))
+
+
+def read_landmark_sequence(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Read the per-frame landmark files of one sequence (``.bnd`` or ``.landmark``, 83 rows ``index x y z``) into a
+    float64 (T, 83, 3) array, in the order given.
+
+    Raises:
+        FormatError: the first file that is empty, malformed, non-finite or not 83 rows (it names the file).
+    """
+    if not paths:
+        raise FormatError("a landmark sequence needs at least one frame file")
+    return np.stack([read_bnd(path)[0] for path in paths]).astype(np.float64)
+
+
+def read_tbnd(path: str | os.PathLike, expected_count: int | None = BND_COUNT) -> tuple[np.ndarray, np.ndarray]:
+    """Read a BP4D-Spontaneous ``.tbnd`` file: (pose, landmarks).
+
+    The BP4D user guide: "Each frame is tracked with 83 feature points on 3D surface. [...] All the coordinates are
+    recorded in the TBND file following the index order. Besides, the first line in the TBND file reports the pose
+    information of the model in degrees. The three values are the angle of pitch, yaw and roll in range of [-180,
+    180]." and "A few frames are partially un-trackable, indicated by (0,0,0) as certain vertices coordinates." It
+    also says: "The 3D coordinate is defined in left-handed Cartesian coordinate system."
+
+    The guide does not say whether a point's row starts with an index, so a row may hold ``x y z`` or
+    ``index x y z`` (the first column then dropped, as in a .bnd). Values may be separated by spaces or commas.
+
+    Returns:
+        pose: float64 (3,) pitch, yaw, roll in degrees; landmarks: float64 (83, 3), NaN where the file writes
+        (0, 0, 0) (an untracked point).
+
+    Raises:
+        FormatError: an empty file, a pose line that is not 3 numbers, a row of another width, a pose outside
+            [-180, 180], or (with `expected_count`) another number of points.
+    """
+    lines = [(number, line.replace(",", " ").split()) for number, line in enumerate(read_text(path).splitlines(), 1)]
+    lines = [(number, tokens) for number, tokens in lines if tokens]
+    number, first = lines[0]
+    if len(first) != 3:
+        raise FormatError(f"line {number}: the first line must be the pose (pitch yaw roll in degrees), found "
+                          f"{len(first)} values", path)
+    pose = np.asarray(_floats(first, path, number), dtype=np.float64)
+    if not np.all(np.abs(pose) <= 180.0):
+        raise FormatError(f"line {number}: pose angles must lie in [-180, 180] degrees, got {pose.tolist()}", path)
+    rows = []
+    for number, tokens in lines[1:]:
+        if len(tokens) not in (3, 4):
+            raise FormatError(f"line {number}: expected 3 (x y z) or 4 (index x y z) values, found {len(tokens)}",
+                              path)
+        rows.append(_floats(tokens[-3:], path, number))
+    if not rows:
+        raise FormatError("no landmark rows after the pose line", path)
+    if expected_count is not None and len(rows) != expected_count:
+        raise FormatError(f"{len(rows)} landmarks, expected {expected_count}", path)
+    landmarks = np.asarray(rows, dtype=np.float64)
+    check_float32(landmarks, "landmark", path)
+    landmarks[np.all(landmarks == 0.0, axis=1)] = np.nan
+    return pose, landmarks
+
+
+def write_tbnd(path: str | os.PathLike, landmarks: np.ndarray, pose: Sequence[float] = (0.0, 0.0, 0.0)) -> Path:
+    """Write a BP4D-style ``.tbnd`` file: the pose line (pitch yaw roll, degrees), then one ``x y z`` row per point
+    (NaN points are written as ``0 0 0``, the guide's mark of an untracked point); return the path."""
+    path = Path(path)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.ndim != 2 or landmarks.shape[1] != 3:
+        raise FormatError(f"cannot write: landmarks must have shape (L, 3), got {landmarks.shape}", path)
+    pose = [float(angle) for angle in pose]
+    if len(pose) != 3 or not all(abs(angle) <= 180.0 for angle in pose):
+        raise FormatError(f"cannot write: pose must be 3 angles in [-180, 180] degrees, got {pose}", path)
+    rows = np.where(np.isfinite(landmarks).all(axis=1, keepdims=True), landmarks, 0.0)
+    lines = [" ".join(f"{angle:.6g}" for angle in pose)]
+    lines += [f"{x:.9g} {y:.9g} {z:.9g}" for x, y, z in rows.tolist()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def write_bnd(path: str | os.PathLike, landmarks: np.ndarray, vertex_indices: Sequence[int] | None = None) -> Path:

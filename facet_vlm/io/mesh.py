@@ -145,3 +145,36 @@ def read_mesh(
         "texture_path": None if texture_path is None else str(texture_path),
     }
     return Face(vertices=vertices, faces=faces, uv=uv, texture=texture, colors=colors, meta=meta)
+
+
+def write_obj(path: str | os.PathLike, face: Face, image_suffix: str = ".jpg", quality: int = 95) -> Path:
+    """Write a Wavefront OBJ with its material file and texture image beside it, as a BP4D-Spontaneous frame is
+    stored (the user guide: "frame 0000 associates with 0000.jpg, 0000.mtl, and 0000.obj, among which, the
+    material file (.mtl) records the material property of the model, and .jpg is the 2D texture image").
+
+    Writes ``<stem>.obj`` (vertices, per-vertex uv when the face has them, triangles), ``<stem>.mtl`` and, when the
+    face has a texture, ``<stem><image_suffix>`` (JPEG at `quality`, or any format PIL writes); returns the OBJ path.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() != ".obj":
+        raise FormatError("write_obj writes .obj files", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    has_uv = face.uv is not None and face.texture is not None
+    material = path.with_suffix(".mtl")
+    lines = [f"mtllib {material.name}", "usemtl face"]
+    lines += [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in face.vertices.astype(float).tolist()]
+    if has_uv:
+        lines += [f"vt {u:.9g} {v:.9g}" for u, v in face.uv.astype(float).tolist()]
+        lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in (face.faces + 1).tolist()]
+    else:
+        lines += [f"f {a} {b} {c}" for a, b, c in (face.faces + 1).tolist()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    material_lines = ["newmtl face", "Ka 1 1 1", "Kd 1 1 1", "Ks 0 0 0"]
+    if has_uv:
+        image = path.with_suffix(image_suffix)
+        Image.fromarray(face.texture).save(image, quality=quality)
+        material_lines.append(f"map_Kd {image.name}")
+    material.write_text("\n".join(material_lines) + "\n", encoding="utf-8")
+    return path
