@@ -145,6 +145,8 @@ def load_bu4dfe(root: str | os.PathLike, landmarks_root: str | os.PathLike | Non
       .wrl). Columns: subject, expression, label, intensity, path, sex, frames (the landmark files), num_frames and
       the motion columns: neutral, onset, apex, offset (frame indices, offset -1 when the expression does not fall
       back), starts_neutral, interocular (mm, of the neutral frame) and repairs (every repaired point, as text).
+      ``dataset.motions`` holds each row's `LandmarkMotion` (like ``bad_files``, not carried through `datasets`
+      transforms; `landmark_motion` rebuilds one from a row).
     - ``load_bu4dfe(MESH_ROOT, landmarks_root=BND_ROOT)``: the mesh release with each sequence's landmark frames
       (column landmark_frames), the motion columns, and landmark_transforms (per frame the 12 numbers of the rigid
       map from the raw frame into the canonical frame, row-major 3 x 4, so that mesh frames align the same way).
@@ -180,7 +182,9 @@ def load_bu4dfe(root: str | os.PathLike, landmarks_root: str | os.PathLike | Non
     if landmarks_root is None:
         bad_files.clear()
         rows = _landmark_rows(root, landmark_suffix, options, bad_files)
-        return finish_index(rows, LANDMARK_COLUMNS, bad_files, root, strict, "BU-4DFE landmark")
+        dataset = finish_index(rows, LANDMARK_COLUMNS, bad_files, root, strict, "BU-4DFE landmark")
+        dataset.motions = [row["motion"] for row in rows]
+        return dataset
     landmark_bad: list[str] = []
     by_key = {(row["subject"], row["expression"]): row
               for row in _landmark_rows(landmarks_root, landmark_suffix, options, landmark_bad, transforms=True)}
@@ -242,7 +246,7 @@ def _landmark_rows(root: str | os.PathLike, suffix: str, options: MotionOptions,
         for (row, _), motion in zip(sequences, _subject_motions(sequences, options, bad_files)):
             if motion is None:
                 continue
-            row.update(_motion_fields(motion))
+            row.update(_motion_fields(motion), motion=motion)
             if transforms:
                 row["transforms"] = motion.transforms.reshape(len(motion.transforms), 12).tolist()
             rows.append(row)

@@ -17,6 +17,7 @@ surface and displacement, so they follow the deformed face exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -743,11 +744,14 @@ class FaceModel:
 
     def scan(self, acts: dict[int, float], rng: np.random.Generator, nuisance: Nuisance | None = None,
              pose: np.ndarray | None = None, asymmetry: float | None = None,
-             meta: dict | None = None) -> SyntheticScan:
+             meta: dict | None = None, deform: Callable[[np.ndarray], np.ndarray] | None = None,
+             landmarks: np.ndarray | None = None, landmark_names: list[str] | None = None) -> SyntheticScan:
         """Generate one scan under AU activations ``{au: 0..1}`` (already jittered, see `jitter_activations`).
 
         `pose` (3x4 rigid transform) and `asymmetry` override their random per-scan draws, e.g. to keep them smooth
-        along a sequence.
+        along a sequence. `deform` maps the surface points (N, 3) after the AU displacement and before pose and
+        noise (e.g. a landmark-driven warp); `landmarks` (L, 3, in the same frame, after `deform`) and
+        `landmark_names` then replace the generator's own landmarks (`facet_vlm.data.calibrate.calibrated_scan`).
         """
         nuisance = nuisance or Nuisance()
         p = self.params
@@ -756,8 +760,13 @@ class FaceModel:
         gx, gy = self.grid_x[self.mask], self.grid_y[self.mask]
         base = np.stack([gx, gy, self.grid_z[self.mask]], axis=-1)
         points = base + au_displacement(p, acts, gx, gy, asymmetry)
-        marks_xy = landmarks_2d(p, acts)
-        marks = self.surface(marks_xy[:, 0], marks_xy[:, 1], acts, asymmetry)
+        if deform is not None:
+            points = deform(points)
+        if landmarks is None:
+            marks_xy = landmarks_2d(p, acts)
+            marks = self.surface(marks_xy[:, 0], marks_xy[:, 1], acts, asymmetry)
+        else:
+            marks = np.asarray(landmarks, dtype=np.float64)
         marks = marks + rng.normal(0.0, nuisance.landmark_noise_mm, marks.shape)
         if pose is None:
             pose = random_pose(rng, nuisance, center=(0.0, p.eye_y - 10.0, -80.0))
@@ -774,10 +783,13 @@ class FaceModel:
         used[faces.ravel()] = True
         remap = np.cumsum(used) - 1
         texture = _scan_texture(self, acts, rng, nuisance)
-        names = BND_NAMES + list(STANDARD_LANDMARKS)
-        standard = marks[[BND_STANDARD_INDEX[name] for name in STANDARD_LANDMARKS]]
+        if landmarks is None:
+            names = BND_NAMES + list(STANDARD_LANDMARKS)
+            marks = np.concatenate([marks, marks[[BND_STANDARD_INDEX[name] for name in STANDARD_LANDMARKS]]])
+        else:
+            names = list(landmark_names) if landmark_names is not None else [f"p{i:02d}" for i in range(len(marks))]
         face = Face(vertices=points[used], faces=remap[faces], uv=self.uv[used], texture=texture,
-                    landmarks=np.concatenate([marks, standard]), landmark_names=names, meta=dict(meta or {}))
+                    landmarks=marks, landmark_names=names, meta=dict(meta or {}))
         xyz_grid = np.full(self.shape + (3,), np.nan, dtype=np.float32)
         uv_grid = np.full(self.shape + (2,), np.nan, dtype=np.float32)
         rows, cols = np.nonzero(self.mask)
