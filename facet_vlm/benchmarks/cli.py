@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accuracy, comparison, report, rppg, speed
+from . import accuracy, comparison, real_motion, report, rppg, speed
 
 #: The subcommand adders, in ``--help`` order.
 PARSERS = (
@@ -23,6 +23,7 @@ PARSERS = (
     accuracy.add_main_job_parser,
     comparison.add_compare_parser,
     rppg.add_parser,
+    real_motion.add_parser,
     report.add_report_parser,
 )
 

@@ -90,6 +90,12 @@ def _landmark_frames(sequence: Path, suffix: str, bad_files: list[str]) -> list[
     return _numbered(frames, suffix, bad_files)
 
 
+def read_landmark_frames(frames: list[str | Path], bad_files: list[str] | None = None) -> np.ndarray:
+    """(T, 83, 3) landmarks of one sequence's frame files as read; an unreadable frame becomes NaN and is reported in
+    `bad_files` (`canonical_motion` then interpolates it from its neighbours)."""
+    return _read_frames([Path(frame) for frame in frames], [] if bad_files is None else bad_files)
+
+
 def _read_frames(frames: list[Path], bad_files: list[str]) -> np.ndarray:
     """(T, 83, 3) landmarks; an unreadable frame becomes NaN (repaired by interpolation) and is reported."""
     out = np.full((len(frames), 83, 3), np.nan)

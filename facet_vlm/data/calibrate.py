@@ -180,13 +180,14 @@ class MotionCalibration:
         neutral = np.mean([m.landmarks[m.neutral] / m.interocular for _, _, m in motions], axis=0)
         reference = reference or reference_model()
         basis = au_basis(reference, neutral)
-        scale = canonical_axes(generator_landmarks(reference, {}, neutral))[2]
+        rotation, _, interocular = canonical_axes(generator_landmarks(reference, {}, neutral))
+        to_reference = interocular * rotation  # normalised canonical motion -> the reference's millimetres
         expressions = {}
         for expression in BASIC_EXPRESSIONS:
             chosen = [m for _, name, m in motions if name == expression]
             if len(chosen) < 2:
                 raise ConfigError(f"{expression}: {len(chosen)} sequences; at least 2 are needed to fit its motion")
-            expressions[expression] = _fit_expression(chosen, components, basis, scale)
+            expressions[expression] = _fit_expression(chosen, components, basis, to_reference)
         interocular = [m.interocular for _, _, m in motions]
         return cls(expressions=expressions, neutral=neutral,
                    interocular_mm=(float(np.mean(interocular)), float(np.std(interocular))), source=source,
@@ -240,7 +241,7 @@ def load_calibration(source: str | os.PathLike | MotionCalibration = "bu4dfe") -
 
 
 def _fit_expression(motions: list[LandmarkMotion], components: int, basis: np.ndarray,
-                    scale: float) -> ExpressionModel:
+                    to_reference: np.ndarray) -> ExpressionModel:
     apex = np.stack([m.displacements()[m.apex] for m in motions])
     symmetric = 0.5 * (apex + mirror(apex))
     antisymmetric = apex - symmetric
@@ -254,7 +255,7 @@ def _fit_expression(motions: list[LandmarkMotion], components: int, basis: np.nd
     asymmetry = np.sqrt((antisymmetric ** 2).sum(axis=0) / max(1, len(apex) - 1))
     ratios = [_magnitude(m.displacements()[m.onset]) / max(_magnitude(m.displacements()[m.apex]), 1e-9)
               for m in motions]
-    activations = np.stack([fit_activations(basis, d * scale) for d in apex])
+    activations = np.stack([fit_activations(basis, d @ to_reference) for d in apex])
     timing = {}
     started = [m for m in motions if m.neutral == 0 and m.num_frames > 1] or motions
     for name in ("onset", "apex", "offset"):
@@ -323,10 +324,13 @@ def au_basis(model: FaceModel, neutral: np.ndarray) -> np.ndarray:
 
 def fit_activations(basis: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """AU activations in [0, `MAX_ACTIVATION`] whose landmark motion (`au_basis`) best matches `displacement`
-    (83, 3) in mm (bounded least squares)."""
+    (83, 3) in mm on the non-contour points (bounded least squares; the contour's tracked motion is left to the
+    warp)."""
     from scipy.optimize import lsq_linear
 
-    return lsq_linear(basis, np.asarray(displacement, float).ravel(), bounds=(0.0, MAX_ACTIVATION)).x
+    rows = np.asarray(INNER)[:, None] * 3 + np.arange(3)
+    target = np.asarray(displacement, float).reshape(NUM_POINTS, 3)[list(INNER)].ravel()
+    return lsq_linear(basis[rows.ravel()], target, bounds=(0.0, MAX_ACTIVATION)).x
 
 
 def calibrated_scan(model: FaceModel, displacement: np.ndarray, rng: np.random.Generator, neutral: np.ndarray,

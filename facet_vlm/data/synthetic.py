@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ class SyntheticSettings:
     vertices: int = 6000
     texture_size: int = 512
     nuisance: Nuisance = field(default_factory=Nuisance)
+    motion: str = ""  # "" (the AU expression model) or a motion calibration: "bu4dfe" or a file (see `generate`)
 
     def __post_init__(self) -> None:
         if not 1 <= self.intensities <= 4:
@@ -116,6 +118,7 @@ class SyntheticSettings:
         if self.sequence_frames < 2:
             raise ConfigError(f"sequence_frames must be at least 2, got {self.sequence_frames}")
         self.nuisance = as_nuisance(self.nuisance)
+        self.motion = str(self.motion or "")
 
     def amount(self, level: int) -> float:
         """AU activation of intensity `level` (1..intensities): evenly spaced up to 1, e.g. 0.25 .. 1.0."""
@@ -129,7 +132,16 @@ class SyntheticSettings:
         for name in _LATER_NUISANCE_FIELDS:
             if content["nuisance"][name] == json.loads(json.dumps(defaults[name])):
                 del content["nuisance"][name]
+        if not content["motion"]:
+            del content["motion"]
         return content
+
+    @cached_property
+    def calibration(self):
+        """The motion calibration of ``motion`` (`facet_vlm.data.calibrate.load_calibration`), None without one."""
+        from .calibrate import load_calibration
+
+        return load_calibration(self.motion) if self.motion else None
 
 
 #: Nuisance fields that version 1 of the generator did not have (the hard setting of issue 17).
@@ -207,6 +219,7 @@ def generate(
     vertices: int = 6000,
     texture_size: int = 512,
     nuisance: Nuisance | str | dict | None = None,
+    motion: str | os.PathLike | None = None,
 ) -> SyntheticSummary:
     """Write a synthetic 3D facial-expression data set in the real layouts (see the module docstring).
 
@@ -227,6 +240,15 @@ def generate(
             a `Nuisance`, a preset name ("hard": the hard evaluation setting; "pretrain": the varied population for
             pretraining; see `NUISANCE_PRESETS`) or a dict of fields, optionally with "preset"; `Nuisance()` by
             default.
+        motion: None (default) moves faces with the generator's AU expression model. "bu4dfe" (the calibration
+            fitted on real BU-4DFE motion, `facet_vlm.data.calibrate.CALIBRATION_FILE`) or the path of a saved
+            `MotionCalibration` moves them with calibrated motion instead (`calibrated_scan`; formats "bu3dfe" and
+            "bu4dfe" only): per subject and expression a displacement field drawn from the calibration, scaled by
+            ``level / intensities``; sequences follow the calibrated onset / apex / offset timing. The ``.bnd`` files
+            then hold the 83 points in the real BU-4DFE layout (the generator's own layout orders the first eye and
+            brow the other way and has no nose outline), and BU-4DFE frames get a ``.bnd`` too. The nuisance's
+            expression fields (AU jitter and leak, styles, asymmetry, movements) are not used: the calibration holds
+            how people vary; pose, noise, holes and the mesh fields apply as usual.
 
     Returns:
         A `SyntheticSummary` (print ``summary.table()``); ``summary.roots[fmt]`` is what the loaders take.
@@ -243,7 +265,10 @@ def generate(
         raise ConfigError(f"num_proc must be at least 1, got {num_proc}")
     settings = SyntheticSettings(seed=seed, intensities=intensities, include_neutral=include_neutral,
                                  sequence_frames=sequence_frames, vertices=vertices, texture_size=texture_size,
-                                 nuisance=as_nuisance(nuisance))
+                                 nuisance=as_nuisance(nuisance), motion=str(motion or ""))
+    if settings.motion and "bosphorus" in formats:
+        raise ConfigError("motion= (calibrated motion) writes the bu3dfe and bu4dfe formats, not bosphorus")
+    settings.calibration  # noqa: B018  (read the calibration now: a bad file fails before any subject is written)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     formats = tuple(dict.fromkeys(formats))
@@ -378,6 +403,8 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
             "sex": identity.sex, "format": fmt}
     nuisance = settings.nuisance
     amount = settings.amount(level) if expression != "neutral" else 0.0
+    if settings.calibration is not None:
+        return _calibrated_scan(index, expression, amount, rng, settings, model, meta)
     acts = jitter_activations(styled_activations(expression, amount, _style(settings, index, expression)), rng,
                               nuisance)
     acts, movement = add_movement(acts, np.random.default_rng([settings.seed, index, 20, *keys]), nuisance)
@@ -405,6 +432,23 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
         scan.face = decimate(scan.face, keep, seed=int(decimation.integers(2 ** 31)), max_edge_factor=1.5)
         scan.face.meta["decimated"] = round(keep, 3)
     return scan
+
+
+def calibrated_displacement(settings: SyntheticSettings, index: int, expression: str) -> np.ndarray:
+    """Subject `index`'s apex displacement of `expression` under calibrated motion (its own random stream, drawn
+    once per subject and expression: how this person shows it); zeros for neutral."""
+    if expression == "neutral":
+        return np.zeros((83, 3))
+    rng = np.random.default_rng([settings.seed, index, 7, _EXPRESSION_ID[expression]])
+    return settings.calibration.expressions[expression].sample(rng)
+
+
+def _calibrated_scan(index: int, expression: str, amount: float, rng: np.random.Generator,
+                     settings: SyntheticSettings, model: FaceModel, meta: dict) -> SyntheticScan:
+    from .calibrate import calibrated_scan
+
+    displacement = amount * calibrated_displacement(settings, index, expression)
+    return calibrated_scan(model, displacement, rng, settings.calibration.neutral, settings.nuisance, meta=meta)
 
 
 def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
@@ -473,6 +517,9 @@ def _write_bu4dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, set
     for expression in BASIC_EXPRESSIONS:
         rng = np.random.default_rng([settings.seed, identity.index, 10 + FORMATS.index("bu4dfe"),
                                      _EXPRESSION_ID[expression]])
+        if settings.calibration is not None:
+            _write_calibrated_sequence(folder, model, identity, settings, expression, rng, stats)
+            continue
         apex = jitter_activations(styled_activations(expression, 1.0, _style(settings, identity.index, expression)),
                                   rng, nuisance)
         if nuisance.subject_asymmetry:
@@ -494,6 +541,33 @@ def _write_bu4dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, set
             write_wrl(wrl, face)
             _record(stats, face, expression, -1, [wrl, wrl.with_suffix(".bmp")])
     return stats
+
+
+def _write_calibrated_sequence(folder: Path, model: FaceModel, identity: SubjectIdentity, settings: SyntheticSettings,
+                               expression: str, rng: np.random.Generator, stats: dict) -> None:
+    """One BU-4DFE sequence under calibrated motion: the subject's apex displacement times the calibrated timing
+    profile, a pose moving smoothly from one random pose to another; a ``.bnd`` (real layout) beside each frame."""
+    from ..io import write_bnd, write_wrl
+    from .calibrate import calibrated_scan
+
+    nuisance = settings.nuisance
+    apex = calibrated_displacement(settings, identity.index, expression)
+    profile = settings.calibration.expressions[expression].profile(settings.sequence_frames, rng)
+    limits = np.array([*nuisance.pose_deg, *[nuisance.translate_mm] * 3])
+    start, end = (rng.uniform(-1.0, 1.0, 6) * limits for _ in range(2))
+    centre = (0.0, model.params.eye_y - 10.0, -80.0)
+    sequence = folder / _BU4DFE_FOLDER_OF[expression]
+    for frame, amount in enumerate(profile):
+        t = frame / (len(profile) - 1)
+        yaw, pitch, roll, *translation = start + (end - start) * t
+        pose = pose_matrix(*np.radians([yaw, pitch, roll]), translation, centre)
+        meta = {"subject": identity.bu4dfe, "expression": expression, "frame": frame, "format": "bu4dfe"}
+        face = calibrated_scan(model, amount * apex, rng, settings.calibration.neutral, nuisance, pose=pose,
+                               meta=meta).face
+        wrl = sequence / f"{frame:03d}.wrl"
+        write_wrl(wrl, face)
+        write_bnd(wrl.with_suffix(".bnd"), face.landmarks[:83])
+        _record(stats, face, expression, -1, [wrl, wrl.with_suffix(".bmp"), wrl.with_suffix(".bnd")])
 
 
 _WRITERS = {"bu3dfe": _write_bu3dfe, "bosphorus": _write_bosphorus, "bu4dfe": _write_bu4dfe}

@@ -6,13 +6,13 @@ separates them so that the motion can be compared between people and moved onto 
 (`facet_vlm.geometry.warp`):
 
 1. **Glitches.** On the 41 development subjects of BU-4DFE, single landmarks jump by 125-340 mm for one to three
-   frames. Every frame is rigidly aligned (on `STABLE_POINTS`) with a temporal median of the sequence
-   (`MotionOptions.median_window` frames); a point farther than `MotionOptions.glitch_mm` from that median, or not
-   finite, is flagged and replaced by linear interpolation between the nearest unflagged frames of the same point.
-   Every replaced point is listed (`LandmarkMotion.repairs`): nothing is used silently.
+   frames. After the frames are aligned (2.), a point farther than `MotionOptions.glitch_mm` from the temporal median
+   of its aligned positions (`MotionOptions.median_window` frames), or not finite, is flagged and replaced by linear
+   interpolation between the nearest unflagged frames of the same point. Every replaced point is listed
+   (`LandmarkMotion.repairs`): nothing is used silently.
 2. **Head motion.** Each frame is aligned with the neutral frame by the rigid motion (Kabsch, no scaling) that best
-   maps its `STABLE_POINTS` onto the neutral frame's; the transforms are estimated on the temporally median-filtered
-   sequence, so that a glitch on a stable point does not tilt a frame.
+   maps its `STABLE_POINTS` onto the neutral frame's, refitted without a stable point left far off (a glitch must
+   not tilt the frame), and refined once the glitches are repaired.
 3. **Canonical axes** (`canonical_axes`), from the neutral frame: x from the centre of the first eye contour (points
    0-7) to the second (8-15), y from the mouth centre (48-67) to the eye midpoint made orthogonal to x, z = x × y;
    should the nose (36-47) lie behind the eyes' plane (a mirrored, left-handed coordinate system such as the one the
@@ -233,12 +233,36 @@ def _interpolate(sequence: np.ndarray, flags: np.ndarray, path: str) -> np.ndarr
     return out
 
 
-def _align_all(raw: np.ndarray, smooth: np.ndarray, reference: int, stable: list[int]) -> np.ndarray:
-    """(T, 3, 4) rigid transforms mapping each frame onto frame `reference`, estimated on `smooth`."""
-    transforms = np.empty((len(raw), 3, 4))
-    for t in range(len(raw)):
-        rotation, shift = rigid_fit(smooth[reference, stable], smooth[t, stable])
-        transforms[t, :, :3], transforms[t, :, 3] = rotation, shift
+def _robust_fit(reference: np.ndarray, moving: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """`rigid_fit` on the points finite in both, refitted without those left farther than max(`limit`, 3 x the
+    median residual) from the reference (a glitch on a stable point must not tilt the frame); None with fewer than
+    3 usable points."""
+    usable = np.isfinite(reference).all(axis=1) & np.isfinite(moving).all(axis=1)
+    for _ in range(3):
+        if usable.sum() < 3:
+            return None
+        rotation, shift = rigid_fit(reference[usable], moving[usable])
+        residual = np.linalg.norm(moving @ rotation.T + shift - reference, axis=1)
+        keep = usable & (residual <= max(limit, 3.0 * float(np.median(residual[usable]))))
+        if keep.sum() < 3 or (keep == usable).all():
+            break
+        usable = keep
+    return rotation, shift
+
+
+def _align_all(sequence: np.ndarray, reference: int, stable: list[int], limit: float) -> np.ndarray:
+    """(T, 3, 4) rigid transforms mapping each frame's stable points onto frame `reference`'s (`_robust_fit`); a
+    frame without 3 usable stable points takes the transform of the nearest frame that has them."""
+    transforms = np.full((len(sequence), 3, 4), np.nan)
+    for t in range(len(sequence)):
+        fit = _robust_fit(sequence[reference, stable], sequence[t, stable], limit)
+        if fit is not None:
+            transforms[t, :, :3], transforms[t, :, 3] = fit
+    valid = np.flatnonzero(np.isfinite(transforms).all(axis=(1, 2)))
+    if len(valid) == 0:
+        raise FormatError("no frame has 3 usable stable points in common with the reference frame")
+    for t in np.flatnonzero(~np.isfinite(transforms).all(axis=(1, 2))):
+        transforms[t] = transforms[valid[np.argmin(np.abs(valid - t))]]
     return transforms
 
 
@@ -263,6 +287,10 @@ def canonical_motion(raw: np.ndarray, neutral: int = 0, options: MotionOptions |
                      path: str = "") -> LandmarkMotion:
     """Clean a raw landmark sequence (T, 83, 3) and put it into the canonical frame of its `neutral` frame.
 
+    Two passes: every frame is aligned on the stable points (robustly: `_robust_fit`) with the neutral frame, the
+    glitches are found against the temporal median of the aligned sequence and interpolated, then the alignment is
+    refined on the repaired frames (so that a glitch in the neutral frame itself does not shift every frame).
+
     Raises:
         FormatError: a sequence that is not (T, 83, 3) with T >= 1, a point that is never usable, or a neutral
             frame outside the sequence (the message names `path`).
@@ -275,16 +303,21 @@ def canonical_motion(raw: np.ndarray, neutral: int = 0, options: MotionOptions |
     if not 0 <= neutral < len(raw):
         raise FormatError(f"neutral frame {neutral} is outside the sequence of {len(raw)} frames", path or None)
     stable = list(options.stable_points)
-    finite = np.isfinite(raw).all(axis=-1)
-    smooth = temporal_median(raw, options.median_window)
-    if not np.isfinite(smooth[:, stable]).all():
-        raise FormatError("a stable point is missing in a whole median window; the frames cannot be aligned",
-                          path or None)
-    to_reference = _align_all(raw, smooth, neutral, stable)
-    aligned = _apply(to_reference, np.where(finite[..., None], raw, np.nan))
-    flags, distance = _glitches(aligned, _apply(to_reference, smooth), options.glitch_mm)
+    limit = options.glitch_mm / 4.0
+    raw = np.where(np.isfinite(raw).all(axis=-1, keepdims=True), raw, np.nan)
+    usable = np.flatnonzero(np.isfinite(raw[:, stable]).all(axis=-1).sum(axis=1) >= 3)
+    if len(usable) == 0:
+        raise FormatError("no frame has 3 finite stable points; the frames cannot be aligned", path or None)
+    first = _align_all(raw, int(usable[np.argmin(np.abs(usable - neutral))]), stable, limit)
+    aligned = _apply(first, raw)
+    flags, distance = _glitches(aligned, temporal_median(aligned, options.median_window), options.glitch_mm)
     repairs = [Repair(int(t), int(p), float(distance[t, p])) for t, p in np.argwhere(flags)]
-    aligned = _interpolate(aligned, flags, path)
+    aligned = _interpolate(np.where(flags[..., None], np.nan, aligned), flags, path)
+    second = _align_all(aligned, neutral, stable, limit)
+    aligned = _apply(second, aligned)
+    to_reference = np.empty_like(first)
+    to_reference[:, :, :3] = second[:, :, :3] @ first[:, :, :3]
+    to_reference[:, :, 3] = np.einsum("tij,tj->ti", second[:, :, :3], first[:, :, 3]) + second[:, :, 3]
     rotation, origin, interocular = canonical_axes(aligned[neutral], options.stable_points)
     landmarks = (aligned - origin) @ rotation.T
     if options.contour == "fixed_depth":
@@ -309,8 +342,8 @@ def frame_distance(reference: np.ndarray, moving: np.ndarray, stable_points: tup
 
 
 def choose_neutral_frames(sequences: list[np.ndarray], options: MotionOptions | None = None) -> list[int]:
-    """The neutral frame of each of one subject's sequences (raw (T, 83, 3) arrays, already glitch-free or
-    median-filtered).
+    """The neutral frame of each of one subject's sequences ((T, 83, 3) arrays, glitch-free: e.g. the landmarks of
+    `canonical_motion`).
 
     BU-4DFE sequences go neutral -> apex -> neutral, but about 7 % of the development subjects' sequences do not start
     at a neutral face. The subject's neutral face is taken as the medoid of the first and last frames of all their
@@ -337,12 +370,13 @@ def choose_neutral_frames(sequences: list[np.ndarray], options: MotionOptions | 
 def subject_motions(sequences: list[np.ndarray], paths: list[str] | None = None,
                     options: MotionOptions | None = None) -> list[LandmarkMotion]:
     """`canonical_motion` of each of one subject's raw sequences, with the neutral frames `choose_neutral_frames`
-    picks (measured on the median-filtered sequences, so that glitches do not count)."""
+    picks on the repaired sequences."""
     options = options or MotionOptions()
     paths = paths or [""] * len(sequences)
-    smooth = [temporal_median(np.asarray(raw, dtype=np.float64), options.median_window) for raw in sequences]
-    neutrals = choose_neutral_frames(smooth, options)
-    return [canonical_motion(raw, neutral, options, path) for raw, neutral, path in zip(sequences, neutrals, paths)]
+    first = [canonical_motion(raw, 0, options, path) for raw, path in zip(sequences, paths)]
+    neutrals = choose_neutral_frames([motion.landmarks for motion in first], options)
+    return [motion if neutral == 0 else canonical_motion(raw, neutral, options, path)
+            for motion, raw, neutral, path in zip(first, sequences, neutrals, paths)]
 
 
 def frame_shape(frame: np.ndarray, options: MotionOptions | None = None) -> np.ndarray:

@@ -1,0 +1,320 @@
+"""Real motion: the development benchmark built from the BU-4DFE landmark release, its landmark baseline, and the
+generator's calibration measured against real motion (``python scripts/bench.py real-motion --bnd-root ROOT``).
+
+Steps (``--steps``, any of):
+
+- ``baseline``: the landmark random forest on the real motion of the development subjects, BU-3DFE-like protocol
+  P1 (6 expressions x intensities 3 and 4 = the onset frame at `MotionOptions.onset_fraction` of the apex magnitude
+  and the apex; one sample each per sequence), subject-independent k-fold (`facet_vlm.data.subject_kfold`), without
+  the neutral face (each frame alone in its own canonical frame, divided by its inter-ocular distance:
+  `facet_vlm.geometry.motion.frame_shape`) and with it (the motion from the neutral frame in its canonical frame,
+  divided by the inter-ocular distance). Also on the raw file coordinates (the ``.bnd`` rows as read, neutral frame
+  concatenated for "with"; an unreadable frame interpolated over time), which is what a classifier handed the
+  landmarks without this library's cleaning sees (the frames chosen are the same).
+- ``generated``: the same classifier trained on generated motion and tested on the real motion of each fold's test
+  subjects ("generated -> real"), against real -> real. In every fold the calibration is fitted on that fold's
+  training subjects only (`MotionCalibration.fit`); the generated subjects are the generator's identities with the
+  real layout placed on them (`generator_points`) moved by motion sampled from that calibration. The generator's
+  own, uncalibrated AU motion is scored the same way.
+- ``calibrate``: fit the calibration on all the subjects given and save it (``--calibration-out``; the library ships
+  the one fitted on the 41 development subjects as ``facet_vlm/data/calibration/bu4dfe_motion.json``).
+- ``write``: the benchmark data set: one generated identity per real subject (same sex; named after it, F001 ->
+  F0001), driven by that subject's real motion (`calibrated_scan`), written in the BU-3DFE layout (neutral, and
+  each expression at intensities 3 and 4) under ``OUT/bu3dfe`` and in the BU-4DFE layout (``--sequence-frames``
+  frames per sequence, evenly over the real sequence, with each frame's ``.bnd``) under ``OUT/bu4dfe``, plus
+  ``OUT/benchmark.json`` with the subjects and folds. `facet_vlm.data.load_bu3dfe` / `load_bu4dfe` read them.
+
+Results go to ``OUT/real_motion.json`` (per-fold accuracies and settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Classifier settings shared by every score of this benchmark (``--trees`` replaces n_estimators).
+FOREST = {"n_estimators": 300, "min_samples_leaf": 1, "max_features": "sqrt"}
+LEVELS = (3, 4)
+STEPS = ("baseline", "generated", "calibrate", "write")
+
+
+@dataclass
+class Samples:
+    """Landmark samples of P1 (one row per subject x expression x level)."""
+
+    subjects: np.ndarray
+    labels: np.ndarray
+    levels: np.ndarray
+    shapes: np.ndarray  # (n, 249): the frame alone (its own canonical frame / inter-ocular distance)
+    motions: np.ndarray  # (n, 249): motion from the neutral frame / inter-ocular distance
+    raw: np.ndarray | None = None  # (n, 498): the frame and the neutral frame as read (real data only)
+
+    def features(self, neutral: bool, raw: bool = False) -> np.ndarray:
+        if raw:
+            return self.raw if neutral else self.raw[:, : self.raw.shape[1] // 2]
+        return self.motions if neutral else self.shapes
+
+
+def real_motions(bnd_root: str | Path, subjects: list[str] | None = None):
+    """(index, [(subject, expression, LandmarkMotion)]) of a BU-4DFE landmark release, optionally restricted to
+    `subjects` (the index keeps every subject; only their motions are read)."""
+    from ..data import load_bu4dfe
+
+    dataset = load_bu4dfe(bnd_root)
+    keep = set(subjects) if subjects else None
+    motions = [(row["subject"], row["expression"], motion) for row, motion in zip(dataset, dataset.motions)
+               if keep is None or row["subject"] in keep]
+    return dataset, motions
+
+
+def real_samples(motions: list, raw_frames: dict | None = None) -> Samples:
+    """P1 samples of real sequences; `raw_frames` maps a sequence path to its raw (T, 83, 3) landmarks."""
+    from ..geometry.motion import frame_shape
+    from ..labels import BASIC_EXPRESSIONS
+
+    rows = {"subjects": [], "labels": [], "levels": [], "shapes": [], "motions": [], "raw": []}
+    for subject, expression, motion in motions:
+        displacement = motion.displacements()
+        for level, frame in zip(LEVELS, (motion.onset, motion.apex)):
+            rows["subjects"].append(subject)
+            rows["labels"].append(BASIC_EXPRESSIONS.index(expression))
+            rows["levels"].append(level)
+            rows["shapes"].append(frame_shape(motion.landmarks[frame]).ravel())
+            rows["motions"].append(displacement[frame].ravel())
+            if raw_frames is not None:
+                raw = raw_frames[motion.path]
+                rows["raw"].append(np.concatenate([raw[frame].ravel(), raw[motion.neutral].ravel()]))
+    return Samples(subjects=np.array(rows["subjects"]), labels=np.array(rows["labels"]),
+                   levels=np.array(rows["levels"]), shapes=np.array(rows["shapes"]),
+                   motions=np.array(rows["motions"]), raw=np.array(rows["raw"]) if raw_frames is not None else None)
+
+
+def generated_samples(calibration, subjects: int, seed: int, calibrated: bool = True,
+                      landmark_noise_mm: float = 0.4) -> Samples:
+    """P1 samples of `subjects` generated identities (the generator's subjects 0..n-1 of `seed`, real layout placed
+    on them): with `calibrated`, motion sampled from `calibration` (a per-subject style per expression; intensity 3 =
+    the apex motion times a drawn onset ratio), else the generator's own AU expressions (default nuisance: per-scan AU
+    jitter and leak, asymmetry) at amounts 0.75 and 1. Landmarks get `landmark_noise_mm` of noise."""
+    from ..data.calibrate import generator_landmarks
+    from ..data.face_model import Nuisance, expression_activations, jitter_activations
+    from ..data.synthetic import SyntheticSettings, subject_model
+    from ..geometry.motion import canonical_axes, frame_shape
+    from ..labels import BASIC_EXPRESSIONS
+
+    settings = SyntheticSettings(seed=seed, vertices=400, texture_size=32)
+    nuisance = Nuisance()
+    rows = {"subjects": [], "labels": [], "levels": [], "shapes": [], "motions": []}
+    for index in range(subjects):
+        _, model = subject_model(index, settings)
+        rest = generator_landmarks(model, {}, calibration.neutral)
+        rotation, _, interocular = canonical_axes(rest)
+        for label, expression in enumerate(BASIC_EXPRESSIONS):
+            rng = np.random.default_rng([seed, index, 70, label])
+            if calibrated:
+                model_motion = calibration.expressions[expression]
+                apex = model_motion.sample(rng)
+                targets = [rest + interocular * (model_motion.onset(rng) * apex) @ rotation,
+                           rest + interocular * apex @ rotation]
+            else:
+                targets = [generator_landmarks(model, jitter_activations(expression_activations(expression, amount),
+                                                                         rng, nuisance), calibration.neutral)
+                           for amount in (0.75, 1.0)]
+            noisy_rest = rest + rng.normal(0.0, landmark_noise_mm, rest.shape)
+            for level, target in zip(LEVELS, targets):
+                target = target + rng.normal(0.0, landmark_noise_mm, target.shape)
+                rows["subjects"].append(f"G{index:04d}")
+                rows["labels"].append(label)
+                rows["levels"].append(level)
+                rows["shapes"].append(frame_shape(target).ravel())
+                rows["motions"].append((((target - noisy_rest) @ rotation.T) / interocular).ravel())
+    return Samples(**{key: np.array(value) for key, value in rows.items()})
+
+
+def forest_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                  seed: int, trees: int = FOREST["n_estimators"]) -> float:
+    """Accuracy of the `FOREST` random forest (`trees` trees) trained on (train_x, train_y), tested on (test_x,
+    test_y)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(**{**FOREST, "n_estimators": trees}, random_state=seed, n_jobs=1)
+    forest.fit(train_x, train_y)
+    return float(np.mean(forest.predict(test_x) == test_y))
+
+
+def baseline(samples: Samples, folds: list, seed: int = 0, trees: int = FOREST["n_estimators"]) -> dict:
+    """Per-fold accuracies of the landmark forest cross-validated on real samples (see the module docstring)."""
+    out = {}
+    variants = {"without_neutral": (False, False), "with_neutral": (True, False)}
+    if samples.raw is not None:
+        variants.update({"raw_without_neutral": (False, True), "raw_with_neutral": (True, True)})
+    for name, (neutral, raw) in variants.items():
+        x = samples.features(neutral, raw)
+        scores = []
+        for fold, (train, test) in enumerate(folds):
+            a, b = np.isin(samples.subjects, train), np.isin(samples.subjects, test)
+            scores.append(forest_scores(x[a], samples.labels[a], x[b], samples.labels[b], seed + fold, trees))
+        out[name] = scores
+    return out
+
+
+def generated_to_real(motions: list, samples: Samples, folds: list, generated_subjects: int, seed: int = 0,
+                      components: int = 5, trees: int = FOREST["n_estimators"]) -> dict:
+    """Per-fold accuracies of the forest trained on generated motion and tested on each fold's real test
+    subjects: calibrated on that fold's training subjects, and the uncalibrated generator (see the module docstring).
+    """
+    from ..data.calibrate import MotionCalibration
+
+    out: dict[str, list[float]] = {}
+    for fold, (train, test) in enumerate(folds):
+        calibration = MotionCalibration.fit([m for m in motions if m[0] in set(train)], components=components)
+        test_rows = np.isin(samples.subjects, test)
+        for calibrated in (True, False):
+            generated = generated_samples(calibration, generated_subjects, seed + 1000 * fold, calibrated)
+            for neutral in (False, True):
+                name = f"{'calibrated' if calibrated else 'uncalibrated'}_{'with' if neutral else 'without'}_neutral"
+                out.setdefault(name, []).append(forest_scores(
+                    generated.features(neutral), generated.labels, samples.features(neutral)[test_rows],
+                    samples.labels[test_rows], seed + fold, trees))
+    return out
+
+
+def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 6000, texture_size: int = 512,
+                    sequence_frames: int = 16, folds: list | None = None, calibration=None) -> dict:
+    """Write the benchmark data set (see the module docstring); returns what ``benchmark.json`` holds."""
+    from ..data.calibrate import calibrated_scan, load_calibration
+    from ..data.face_model import RACE_WEIGHTS, FaceModel, Nuisance, sample_subject
+    from ..io import write_bnd, write_wrl
+    from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES, BU4DFE_FOLDERS
+
+    calibration = load_calibration(calibration or "bu4dfe")
+    codes = {name: code for code, name in BU3DFE_CODES.items()}
+    folders = {name: folder for folder, name in BU4DFE_FOLDERS.items()}
+    by_subject: dict[str, dict] = {}
+    for subject, expression, motion in motions:
+        by_subject.setdefault(subject, {})[expression] = motion
+    nuisance = Nuisance()
+    races = list(RACE_WEIGHTS)
+    written = []
+    for number, (subject, sequences) in enumerate(sorted(by_subject.items())):
+        rng = np.random.default_rng([seed, number, 80])
+        race = races[int(rng.choice(len(races), p=np.array(list(RACE_WEIGHTS.values())) / sum(RACE_WEIGHTS.values())))]
+        model = FaceModel(sample_subject(np.random.default_rng([seed, number, 81]), subject[0], race),
+                          vertices=vertices, texture_size=texture_size, seed=int(rng.integers(2 ** 31)))
+        name = f"{subject[0]}{int(subject[1:]):04d}"
+        still = out / "bu3dfe" / name
+        plan = [("neutral", 0, np.zeros((83, 3)))]
+        for expression in BASIC_EXPRESSIONS:
+            if expression in sequences:
+                motion = sequences[expression]
+                plan += [(expression, level, motion.displacements()[frame])
+                         for level, frame in zip(LEVELS, (motion.onset, motion.apex))]
+        for expression, level, displacement in plan:
+            scan = calibrated_scan(model, displacement, np.random.default_rng([seed, number, 82, level,
+                                   len(written)]), calibration.neutral, nuisance,
+                                   meta={"subject": name, "expression": expression, "intensity": level})
+            stem = f"{name}_{codes[expression]}{level:02d}{race}_F3D"
+            write_wrl(still / f"{stem}.wrl", scan.face)
+            write_bnd(still / f"{stem}.bnd", scan.face.landmarks[:83])
+            written.append(str(still / f"{stem}.wrl"))
+        for expression, motion in sequences.items():
+            frames = np.unique(np.r_[np.round(np.linspace(0, motion.num_frames - 1, max(2, sequence_frames))),
+                                     motion.apex, motion.onset, motion.neutral].astype(int)) if sequence_frames \
+                else np.arange(motion.num_frames)
+            folder = out / "bu4dfe" / subject / folders[expression]
+            for position, frame in enumerate(frames):
+                scan = calibrated_scan(model, motion.displacements()[frame],
+                                       np.random.default_rng([seed, number, 83, int(frame)]), calibration.neutral,
+                                       nuisance, meta={"subject": subject, "expression": expression,
+                                                       "frame": int(frame)})
+                write_wrl(folder / f"{position:03d}.wrl", scan.face)
+                write_bnd(folder / f"{position:03d}.bnd", scan.face.landmarks[:83])
+    info = {"subjects": sorted(by_subject), "bu3dfe_names": {s: f"{s[0]}{int(s[1:]):04d}" for s in by_subject},
+            "folds": folds or [], "levels": {"3": "onset", "4": "apex"}, "seed": seed, "vertices": vertices,
+            "texture_size": texture_size, "sequence_frames": sequence_frames, "scans": len(written)}
+    (out / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def _filled(raw: np.ndarray) -> np.ndarray:
+    """Raw frames with an unreadable frame (NaN) filled by linear interpolation over time, per coordinate."""
+    missing = ~np.isfinite(raw)
+    if missing.any():
+        frames = np.arange(len(raw))
+        flat = raw.reshape(len(raw), -1)
+        for column in np.flatnonzero(missing.reshape(len(raw), -1).any(axis=0)):
+            good = np.isfinite(flat[:, column])
+            flat[:, column] = np.interp(frames, frames[good], flat[good, column])
+    return raw
+
+
+def _summary(scores: dict) -> dict:
+    return {name: {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": [round(v, 4) for v in values]}
+            for name, values in scores.items()}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``bench.py real-motion``: see the module docstring."""
+    parser = subparsers.add_parser("real-motion", help="the real-motion development benchmark: landmark baseline, "
+                                   "generated -> real, calibration, benchmark data set")
+    parser.add_argument("--bnd-root", type=Path, required=True, help="BU4DFE_BND_V1.1 (the 3D landmark release)")
+    parser.add_argument("--subjects", nargs="*", help="restrict to these subjects (default: every subject found)")
+    parser.add_argument("--out", type=Path, default=Path("real_motion"), help="output folder")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=["baseline", "generated"])
+    parser.add_argument("--folds", type=int, default=10, help="subject-independent folds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generated-subjects", type=int, default=200, help="generated identities per fold")
+    parser.add_argument("--components", type=int, default=5, help="principal directions per expression")
+    parser.add_argument("--trees", type=int, default=FOREST["n_estimators"], help="trees of each random forest")
+    parser.add_argument("--calibration-out", type=Path, help="where 'calibrate' saves the fitted calibration")
+    parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
+    parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
+    parser.add_argument("--sequence-frames", type=int, default=16, help="'write': frames per 4D sequence (0: all)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..data import subject_kfold
+    from ..data.bu4dfe import read_landmark_frames
+    from ..data.calibrate import MotionCalibration
+
+    start = time.perf_counter()
+    dataset, motions = real_motions(args.bnd_root, args.subjects)
+    subjects = sorted({subject for subject, _, _ in motions})
+    folds = subject_kfold(subjects, args.folds, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "real_motion.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results["settings"] = {"bnd_root": str(args.bnd_root), "subjects": subjects, "folds": folds, "seed": args.seed,
+                           "forest": {**FOREST, "n_estimators": args.trees}, "levels": {"3": "onset", "4": "apex"},
+                           "generated_subjects": args.generated_subjects, "components": args.components,
+                           "repaired_points": sum(len(r) for r in dataset["repairs"]),
+                           "sequences_not_starting_neutral": int(sum(not s for s in dataset["starts_neutral"]))}
+    if "baseline" in args.steps or "generated" in args.steps:
+        frames = {row["path"]: _filled(read_landmark_frames(row["frames"])) for row in dataset
+                  if row["subject"] in subjects}
+        samples = real_samples(motions, frames)
+    if "baseline" in args.steps:
+        results["baseline"] = _summary(baseline(samples, folds, args.seed, args.trees))
+    if "generated" in args.steps:
+        scores = generated_to_real(motions, samples, folds, args.generated_subjects, args.seed, args.components,
+                                   args.trees)
+        results["generated"] = _summary(scores)
+    if "calibrate" in args.steps:
+        calibration = MotionCalibration.fit(motions, args.components, source=(
+            f"BU-4DFE 3D landmark release ({args.bnd_root.name}), {len(subjects)} subjects, {len(motions)} sequences"))
+        saved = calibration.save(args.calibration_out or args.out / "bu4dfe_motion.json")
+        results["calibration"] = str(saved)
+    if "write" in args.steps:
+        results["written"] = write_benchmark(motions, args.out, args.seed, args.vertices, args.texture_size,
+                                             args.sequence_frames, folds)
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    for section in ("baseline", "generated"):
+        for name, value in results.get(section, {}).items():
+            print(f"{section:10s} {name:32s} {100 * value['mean']:5.1f} ± {100 * value['std']:4.1f} %")
+    print(f"results: {results_path} ({results['seconds']} s)")
