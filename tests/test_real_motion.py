@@ -4,6 +4,7 @@ landmark-driven warp; the calibrated generator; the real-motion benchmark. Every
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from facet_vlm.data import generate, load_bu3dfe, load_bu4dfe
 from facet_vlm.data.bu4dfe import landmark_motion
 from facet_vlm.data.calibrate import (
     MotionCalibration,
+    calibrated_rest,
     calibrated_scan,
     generator_landmarks,
     load_calibration,
@@ -269,8 +271,12 @@ def synthetic_motions(subjects: int = 4):
 
 def test_calibration_fits_summaries_that_round_trip_and_sample_like_the_data(tmp_path):
     motions = synthetic_motions()
-    calibration = MotionCalibration.fit(motions, components=2, source="generated")
+    calibration = MotionCalibration.fit(motions, components=2, source="generated", identity_subjects=3)
     assert calibration.subjects == 4 and calibration.neutral.shape == (83, 3)
+    neutrals = np.stack([m.landmarks[m.neutral] / m.interocular for _, _, m in motions])
+    per_subject = neutrals.reshape(4, 6, 83, 3).mean(axis=1)
+    np.testing.assert_allclose(calibration.neutral_std, per_subject.std(axis=0), atol=1e-12)
+    assert calibration.generator_mean.shape == calibration.generator_std.shape == (83, 3)
     for expression, model in calibration.expressions.items():
         apex = np.stack([m.displacements()[m.apex] for _, name, m in motions if name == expression])
         symmetric = 0.5 * (apex + mirror(apex))
@@ -290,14 +296,15 @@ def test_calibration_fits_summaries_that_round_trip_and_sample_like_the_data(tmp
     again = MotionCalibration.load(saved)
     np.testing.assert_allclose(again.expressions["fear"].mean, calibration.expressions["fear"].mean, atol=1e-5)
     data = json.loads(saved.read_text())
-    assert "frames" not in saved.read_text() and set(data) == {"version", "source", "subjects", "settings",
-                                                                "interocular_mm", "neutral", "expressions"}
+    assert "frames" not in saved.read_text() and set(data) == {
+        "version", "source", "subjects", "settings", "interocular_mm", "neutral", "neutral_std", "generator_mean",
+        "generator_std", "expressions"}
     data["version"] = 99
     (tmp_path / "old.json").write_text(json.dumps(data))
     with pytest.raises(FormatError, match="old.json: calibration version 99"):
         MotionCalibration.load(tmp_path / "old.json")
     with pytest.raises(ConfigError, match="at least 2 are needed"):
-        MotionCalibration.fit(motions[:6])
+        MotionCalibration.fit(motions[:6], identity_subjects=0)
 
 
 def calibration_aus():
@@ -309,6 +316,7 @@ def calibration_aus():
 def test_the_shipped_calibration_holds_only_summaries():
     calibration = load_calibration("bu4dfe")
     assert calibration.subjects == 41 and set(calibration.expressions) == set(FOLDERS)
+    assert calibration.neutral_std.shape == calibration.generator_mean.shape == (83, 3)
     for model in calibration.expressions.values():
         assert model.samples == 41 and model.components.shape[0] <= 5  # a few directions, no per-person scores
         assert model.covariance.shape == (13, 13)
@@ -321,16 +329,21 @@ def test_a_calibrated_scan_puts_every_landmark_where_it_was_sent():
     displacement = calibration.expressions["surprise"].sample(np.random.default_rng(0))
     exact = Nuisance(noise_mm=0.0, holes=(0, 0), landmark_noise_mm=0.0)
     identity = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)
-    scan = calibrated_scan(model, displacement, np.random.default_rng(1), calibration.neutral, exact, pose=identity)
-    rest = generator_landmarks(model, {}, calibration.neutral)
+    scan = calibrated_scan(model, displacement, np.random.default_rng(1), calibration, exact, pose=identity)
+    rest = calibrated_rest(model, calibration)
     rotation, _, interocular = canonical_axes(rest)
     np.testing.assert_allclose(scan.face.landmarks[:83], rest + interocular * displacement @ rotation, atol=1e-3)
     assert scan.face.landmark_names[:2] == ["bnd_00", "bnd_01"] and "nose_tip" in scan.face.landmark_names
     assert float(scan.face.meta["activations"]["26"]) > 0.3  # surprise drops the jaw
-    still = calibrated_scan(model, np.zeros((83, 3)), np.random.default_rng(1), calibration.neutral, exact,
-                            pose=identity)
+    plain = dataclasses.replace(calibration, neutral_std=None)
+    still = calibrated_scan(model, np.zeros((83, 3)), np.random.default_rng(1), plain, exact, pose=identity)
     neutral = model.scan({}, np.random.default_rng(1), exact, pose=identity, asymmetry=0.0)
     np.testing.assert_allclose(still.face.vertices, neutral.face.vertices, atol=1e-3)
+    # the identity geometry gives the generated face the real faces' proportions: a narrower mouth
+    width = {name: np.ptp(frame_shape(points)[[48, 54], 0]) for name, points in
+             (("own", generator_landmarks(model, {}, calibration.neutral)), ("calibrated", rest))}
+    real = np.ptp(calibration.neutral[[48, 54], 0])
+    assert abs(width["calibrated"] - real) < abs(width["own"] - real)
 
 
 def test_calibrated_motion_is_an_option_of_the_generator(tmp_path):
@@ -371,8 +384,8 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     out = tmp_path / "out"
     with pytest.warns(UserWarning):
         main(["real-motion", "--bnd-root", str(copy), "--out", str(out), "--folds", "2", "--generated-subjects", "3",
-              "--components", "2", "--trees", "10", "--steps", "baseline", "generated", "calibrate", "write",
-              "--vertices", "300", "--texture-size", "32", "--sequence-frames", "3"])
+              "--components", "2", "--trees", "10", "--identity-subjects", "3", "--steps", "baseline", "generated",
+              "calibrate", "write", "--vertices", "300", "--texture-size", "32", "--sequence-frames", "3"])
     results = json.loads((out / "real_motion.json").read_text())
     assert set(results["baseline"]) == {"without_neutral", "with_neutral", "raw_without_neutral", "raw_with_neutral"}
     assert set(results["generated"]) == {f"{kind}_{side}_neutral" for kind in ("calibrated", "uncalibrated")

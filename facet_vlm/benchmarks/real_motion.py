@@ -97,10 +97,11 @@ def real_samples(motions: list, raw_frames: dict | None = None) -> Samples:
 def generated_samples(calibration, subjects: int, seed: int, calibrated: bool = True,
                       landmark_noise_mm: float = 0.4) -> Samples:
     """P1 samples of `subjects` generated identities (the generator's subjects 0..n-1 of `seed`, real layout placed
-    on them): with `calibrated`, motion sampled from `calibration` (a per-subject style per expression; intensity 3 =
-    the apex motion times a drawn onset ratio), else the generator's own AU expressions (default nuisance: per-scan AU
-    jitter and leak, asymmetry) at amounts 0.75 and 1. Landmarks get `landmark_noise_mm` of noise."""
-    from ..data.calibrate import generator_landmarks
+    on them): with `calibrated`, the calibrated neutral face (`calibrated_rest`) moved by motion sampled from
+    `calibration` (a per-subject style per expression; intensity 3 = the apex motion times a drawn onset ratio), else
+    the generator's own face and AU expressions (default nuisance: per-scan AU jitter and leak) at amounts 0.75 and
+    1. Landmarks get `landmark_noise_mm` of noise."""
+    from ..data.calibrate import calibrated_rest, generator_landmarks
     from ..data.face_model import Nuisance, expression_activations, jitter_activations
     from ..data.synthetic import SyntheticSettings, subject_model
     from ..geometry.motion import canonical_axes, frame_shape
@@ -111,7 +112,8 @@ def generated_samples(calibration, subjects: int, seed: int, calibrated: bool = 
     rows = {"subjects": [], "labels": [], "levels": [], "shapes": [], "motions": []}
     for index in range(subjects):
         _, model = subject_model(index, settings)
-        rest = generator_landmarks(model, {}, calibration.neutral)
+        rest = calibrated_rest(model, calibration) if calibrated else generator_landmarks(model, {},
+                                                                                           calibration.neutral)
         rotation, _, interocular = canonical_axes(rest)
         for label, expression in enumerate(BASIC_EXPRESSIONS):
             rng = np.random.default_rng([seed, index, 70, label])
@@ -163,7 +165,7 @@ def baseline(samples: Samples, folds: list, seed: int = 0, trees: int = FOREST["
 
 
 def generated_to_real(motions: list, samples: Samples, folds: list, generated_subjects: int, seed: int = 0,
-                      components: int = 5, trees: int = FOREST["n_estimators"]) -> dict:
+                      components: int = 5, trees: int = FOREST["n_estimators"], identity_subjects: int = 100) -> dict:
     """Per-fold accuracies of the forest trained on generated motion and tested on each fold's real test
     subjects: calibrated on that fold's training subjects, and the uncalibrated generator (see the module docstring).
     """
@@ -171,7 +173,8 @@ def generated_to_real(motions: list, samples: Samples, folds: list, generated_su
 
     out: dict[str, list[float]] = {}
     for fold, (train, test) in enumerate(folds):
-        calibration = MotionCalibration.fit([m for m in motions if m[0] in set(train)], components=components)
+        calibration = MotionCalibration.fit([m for m in motions if m[0] in set(train)], components=components,
+                                            identity_subjects=identity_subjects)
         test_rows = np.isin(samples.subjects, test)
         for calibrated in (True, False):
             generated = generated_samples(calibration, generated_subjects, seed + 1000 * fold, calibrated)
@@ -215,7 +218,7 @@ def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 600
                          for level, frame in zip(LEVELS, (motion.onset, motion.apex))]
         for expression, level, displacement in plan:
             scan = calibrated_scan(model, displacement, np.random.default_rng([seed, number, 82, level,
-                                   len(written)]), calibration.neutral, nuisance,
+                                   len(written)]), calibration, nuisance,
                                    meta={"subject": name, "expression": expression, "intensity": level})
             stem = f"{name}_{codes[expression]}{level:02d}{race}_F3D"
             write_wrl(still / f"{stem}.wrl", scan.face)
@@ -228,7 +231,7 @@ def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 600
             folder = out / "bu4dfe" / subject / folders[expression]
             for position, frame in enumerate(frames):
                 scan = calibrated_scan(model, motion.displacements()[frame],
-                                       np.random.default_rng([seed, number, 83, int(frame)]), calibration.neutral,
+                                       np.random.default_rng([seed, number, 83, int(frame)]), calibration,
                                        nuisance, meta={"subject": subject, "expression": expression,
                                                        "frame": int(frame)})
                 write_wrl(folder / f"{position:03d}.wrl", scan.face)
@@ -270,6 +273,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generated-subjects", type=int, default=200, help="generated identities per fold")
     parser.add_argument("--components", type=int, default=5, help="principal directions per expression")
     parser.add_argument("--trees", type=int, default=FOREST["n_estimators"], help="trees of each random forest")
+    parser.add_argument("--identity-subjects", type=int, default=100,
+                        help="generator subjects the calibration's identity geometry is measured on (0: none)")
     parser.add_argument("--calibration-out", type=Path, help="where 'calibrate' saves the fitted calibration")
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
@@ -292,6 +297,7 @@ def run(args: argparse.Namespace) -> None:
     results["settings"] = {"bnd_root": str(args.bnd_root), "subjects": subjects, "folds": folds, "seed": args.seed,
                            "forest": {**FOREST, "n_estimators": args.trees}, "levels": {"3": "onset", "4": "apex"},
                            "generated_subjects": args.generated_subjects, "components": args.components,
+                           "identity_subjects": args.identity_subjects,
                            "repaired_points": sum(len(r) for r in dataset["repairs"]),
                            "sequences_not_starting_neutral": int(sum(not s for s in dataset["starts_neutral"]))}
     if "baseline" in args.steps or "generated" in args.steps:
@@ -302,11 +308,12 @@ def run(args: argparse.Namespace) -> None:
         results["baseline"] = _summary(baseline(samples, folds, args.seed, args.trees))
     if "generated" in args.steps:
         scores = generated_to_real(motions, samples, folds, args.generated_subjects, args.seed, args.components,
-                                   args.trees)
+                                   args.trees, args.identity_subjects)
         results["generated"] = _summary(scores)
     if "calibrate" in args.steps:
         calibration = MotionCalibration.fit(motions, args.components, source=(
-            f"BU-4DFE 3D landmark release ({args.bnd_root.name}), {len(subjects)} subjects, {len(motions)} sequences"))
+            f"BU-4DFE 3D landmark release ({args.bnd_root.name}), {len(subjects)} subjects, {len(motions)} sequences"),
+            identity_subjects=args.identity_subjects)
         saved = calibration.save(args.calibration_out or args.out / "bu4dfe_motion.json")
         results["calibration"] = str(saved)
     if "write" in args.steps:

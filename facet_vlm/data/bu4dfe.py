@@ -6,9 +6,10 @@ Layouts (subject ``F``/``M`` + 3 digits; sequence folders Angry Disgust Fear Hap
   ``.jpg``);
 - the 3D landmark release: ``BU4DFE_BND_V1.1/F001/Happy/000.bnd, 001.bnd, ...``, one file per frame with 83 rows
   ``index x y z`` (millimetres); the sequences run neutral -> apex -> neutral over 69-220 frames (development
-  subjects). ``F001/Surprise`` also holds ``000.landmark`` ... in the same format beside its ``.bnd`` files (they
-  differ by about 2.7 mm) and a MATLAB ``F001_Surprise.mat`` (a shape model of the sequence), neither of which is
-  read (``landmark_suffix`` picks the files used; the others are listed in ``bad_files``).
+  subjects). ``F001/Surprise`` also holds ``000.landmark`` ... in the same format beside its ``.bnd`` files (other
+  vertex numbers in the first column; the points lie 1.8 mm apart on average, at most 19 mm) and a MATLAB
+  ``F001_Surprise.mat`` (a ``ShapeModel`` struct: eigenvectors, eigenvalues and mean of the sequence's shapes),
+  neither of which is read (``landmark_suffix`` picks the files used; the others are listed in ``bad_files``).
 
 Landmark sequences are cleaned and put into a canonical frame by `facet_vlm.geometry.motion` (glitches repaired and
 listed, head motion removed on stable points, the sliding contour's depth fixed); the neutral frame of each sequence

@@ -151,7 +151,12 @@ def _round(values, digits: int = 5):
 @dataclass
 class MotionCalibration:
     """Per-expression calibrated motion (`ExpressionModel`) plus the mean neutral face (83, 3) in the canonical
-    frame, divided by the inter-ocular distance, and the inter-ocular distance (mean, std) in mm."""
+    frame, divided by the inter-ocular distance, and the inter-ocular distance (mean, std) in mm.
+
+    Identity geometry (optional, used by `calibrated_rest`): `neutral_std` (83, 3), the standard deviation of the
+    real neutral faces per point and axis; `generator_mean` / `generator_std`, the same two statistics of the
+    generator's own subjects with the real layout placed on them (computed from the generator, not from real data).
+    """
 
     expressions: dict[str, ExpressionModel]
     neutral: np.ndarray
@@ -159,10 +164,13 @@ class MotionCalibration:
     source: str = ""
     subjects: int = 0
     settings: dict = field(default_factory=dict)
+    neutral_std: np.ndarray | None = None
+    generator_mean: np.ndarray | None = None
+    generator_std: np.ndarray | None = None
 
     @classmethod
     def fit(cls, motions: list[tuple[str, str, LandmarkMotion]], components: int = 5, source: str = "",
-            reference: FaceModel | None = None) -> MotionCalibration:
+            reference: FaceModel | None = None, identity_subjects: int = 100) -> MotionCalibration:
         """Fit the calibration to real sequences: (subject, expression, motion) triples, with at least two
         sequences of each of the six basic expressions.
 
@@ -171,13 +179,16 @@ class MotionCalibration:
             components: principal directions per expression (at most the number of sequences minus one).
             source: what the sequences are (stored in the file).
             reference: the generated subject whose AUs refit the real motion (default: `reference_model`).
+            identity_subjects: generator subjects (0.. of the default generator) that `generator_mean` and
+                `generator_std` are measured on; 0 leaves the identity geometry out.
 
         Raises:
             ConfigError: an expression with fewer than two sequences, or components < 1.
         """
         if components < 1:
             raise ConfigError(f"components must be at least 1, got {components}")
-        neutral = np.mean([m.landmarks[m.neutral] / m.interocular for _, _, m in motions], axis=0)
+        neutrals = np.stack([m.landmarks[m.neutral] / m.interocular for _, _, m in motions])
+        neutral = neutrals.mean(axis=0)
         reference = reference or reference_model()
         basis = au_basis(reference, neutral)
         rotation, _, interocular = canonical_axes(generator_landmarks(reference, {}, neutral))
@@ -189,14 +200,21 @@ class MotionCalibration:
                 raise ConfigError(f"{expression}: {len(chosen)} sequences; at least 2 are needed to fit its motion")
             expressions[expression] = _fit_expression(chosen, components, basis, to_reference)
         interocular = [m.interocular for _, _, m in motions]
+        identity = {}
+        if identity_subjects:
+            shapes = np.stack(_generator_shapes(neutral, identity_subjects))
+            identity = {"neutral_std": _subject_std(motions, neutrals), "generator_mean": shapes.mean(axis=0),
+                        "generator_std": shapes.std(axis=0)}
         return cls(expressions=expressions, neutral=neutral,
                    interocular_mm=(float(np.mean(interocular)), float(np.std(interocular))), source=source,
-                   subjects=len({subject for subject, _, _ in motions}), settings={"components": components})
+                   subjects=len({subject for subject, _, _ in motions}),
+                   settings={"components": components, "identity_subjects": identity_subjects}, **identity)
 
     def to_dict(self) -> dict:
+        identity = {name: _round(getattr(self, name)) for name in IDENTITY_FIELDS if getattr(self, name) is not None}
         return {"version": CALIBRATION_VERSION, "source": self.source, "subjects": self.subjects,
                 "settings": self.settings, "interocular_mm": _round(self.interocular_mm),
-                "neutral": _round(self.neutral),
+                "neutral": _round(self.neutral), **identity,
                 "expressions": {name: model.to_dict() for name, model in self.expressions.items()}}
 
     @classmethod
@@ -207,9 +225,11 @@ class MotionCalibration:
         try:
             expressions = {name: ExpressionModel.from_dict(value) for name, value in data["expressions"].items()}
             neutral = np.asarray(data["neutral"], float)
+            identity = {name: np.asarray(data[name], float) for name in IDENTITY_FIELDS if name in data}
             calibration = cls(expressions=expressions, neutral=neutral,
                               interocular_mm=tuple(data["interocular_mm"]), source=data.get("source", ""),
-                              subjects=int(data.get("subjects", 0)), settings=dict(data.get("settings", {})))
+                              subjects=int(data.get("subjects", 0)), settings=dict(data.get("settings", {})),
+                              **identity)
         except (KeyError, TypeError, ValueError) as error:
             raise FormatError(f"not a motion calibration: {type(error).__name__}: {error}", path) from None
         missing = sorted(set(BASIC_EXPRESSIONS) - set(expressions))
@@ -231,6 +251,27 @@ class MotionCalibration:
         except (OSError, ValueError) as error:
             raise FormatError(f"cannot read the motion calibration: {error}", path) from None
         return cls.from_dict(data, path)
+
+
+#: The optional identity-geometry fields of `MotionCalibration`.
+IDENTITY_FIELDS = ("neutral_std", "generator_mean", "generator_std")
+
+
+def _subject_std(motions: list, neutrals: np.ndarray) -> np.ndarray:
+    """Per point and axis, the standard deviation between subjects of their mean neutral face."""
+    subjects = sorted({subject for subject, _, _ in motions})
+    per_subject = np.stack([neutrals[[i for i, (s, _, _) in enumerate(motions) if s == subject]].mean(axis=0)
+                            for subject in subjects])
+    return per_subject.std(axis=0)
+
+
+def _generator_shapes(neutral: np.ndarray, subjects: int) -> list[np.ndarray]:
+    from ..geometry.motion import frame_shape
+    from .synthetic import SyntheticSettings, subject_model
+
+    settings = SyntheticSettings(vertices=400, texture_size=32)
+    return [frame_shape(generator_landmarks(subject_model(index, settings)[1], {}, neutral))
+            for index in range(subjects)]
 
 
 def load_calibration(source: str | os.PathLike | MotionCalibration = "bu4dfe") -> MotionCalibration:
@@ -333,20 +374,41 @@ def fit_activations(basis: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     return lsq_linear(basis[rows.ravel()], target, bounds=(0.0, MAX_ACTIVATION)).x
 
 
-def calibrated_scan(model: FaceModel, displacement: np.ndarray, rng: np.random.Generator, neutral: np.ndarray,
-                    nuisance: Nuisance | None = None, pose: np.ndarray | None = None,
+def calibrated_rest(model: FaceModel, calibration: MotionCalibration) -> np.ndarray:
+    """The neutral landmarks (83, 3; real layout, the generator's millimetres) a calibrated scan of `model` starts
+    from. With the calibration's identity geometry, the generated face's deviation from the generator's mean face is
+    rescaled per point and axis to the real spread and added to the real mean face (in the canonical frame, in
+    inter-ocular units): the generator's faces keep their individual shapes with the real faces' proportions and
+    variety (the generator's mouths, for instance, are about 25 % wider, relative to the eyes, than the
+    development subjects'). Without it, the generator's own landmarks."""
+    from ..geometry.motion import frame_shape
+
+    rest = generator_landmarks(model, {}, calibration.neutral)
+    if calibration.neutral_std is None or calibration.generator_mean is None or calibration.generator_std is None:
+        return rest
+    shape = frame_shape(rest)
+    wanted = calibration.neutral + (shape - calibration.generator_mean) * calibration.neutral_std / np.maximum(
+        calibration.generator_std, 1e-6)
+    rotation, _, interocular = canonical_axes(rest)
+    return rest + interocular * (wanted - shape) @ rotation
+
+
+def calibrated_scan(model: FaceModel, displacement: np.ndarray, rng: np.random.Generator,
+                    calibration: MotionCalibration, nuisance: Nuisance | None = None, pose: np.ndarray | None = None,
                     meta: dict | None = None) -> SyntheticScan:
     """A scan of a generated subject showing `displacement` (83, 3; canonical axes, divided by the inter-ocular
     distance, as `LandmarkMotion.displacements()` or `ExpressionModel.sample` give it); see the module docstring.
 
-    The scan's landmarks are the 83 points of the real layout (``bnd_00`` ...), then the project's named points
-    (`STANDARD_IN_REAL`, and the generator's nose tip). Each landmark lands where it was sent, up to the nuisance's
-    pose and landmark noise; ``meta["activations"]`` holds the fitted AUs.
+    The motion starts from `calibrated_rest`. The scan's landmarks are the 83 points of the real layout (``bnd_00``
+    ...), then the project's named points (`STANDARD_IN_REAL`, and the generator's nose tip). Each landmark lands
+    where it was sent, up to the nuisance's pose and landmark noise; ``meta["activations"]`` holds the fitted AUs.
     """
-    rest = generator_landmarks(model, {}, neutral)
+    neutral = calibration.neutral
+    rest = calibrated_rest(model, calibration)
     rotation, _, interocular = canonical_axes(rest)
-    target = rest + interocular * np.asarray(displacement, float) @ rotation
-    acts = dict(zip(ACTION_UNITS, fit_activations(au_basis(model, neutral), target - rest).tolist()))
+    motion = interocular * np.asarray(displacement, float) @ rotation
+    target = rest + motion
+    acts = dict(zip(ACTION_UNITS, fit_activations(au_basis(model, neutral), motion).tolist()))
     moved = generator_landmarks(model, acts, neutral)
     spline = ThinPlateSpline(moved, target)
     tip = spline(model.surface(np.zeros(1), np.zeros(1), acts))

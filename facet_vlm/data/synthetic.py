@@ -404,16 +404,17 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
     nuisance = settings.nuisance
     amount = settings.amount(level) if expression != "neutral" else 0.0
     if settings.calibration is not None:
-        return _calibrated_scan(index, expression, amount, rng, settings, model, meta)
-    acts = jitter_activations(styled_activations(expression, amount, _style(settings, index, expression)), rng,
-                              nuisance)
-    acts, movement = add_movement(acts, np.random.default_rng([settings.seed, index, 20, *keys]), nuisance)
-    if movement:
-        meta["movement"] = movement
-    asymmetry = None
-    if nuisance.subject_asymmetry:
-        asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
-    scan = model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
+        scan = _calibrated_scan(index, expression, amount, rng, settings, model, meta)
+    else:
+        acts = jitter_activations(styled_activations(expression, amount, _style(settings, index, expression)), rng,
+                                  nuisance)
+        acts, movement = add_movement(acts, np.random.default_rng([settings.seed, index, 20, *keys]), nuisance)
+        if movement:
+            meta["movement"] = movement
+        asymmetry = None
+        if nuisance.subject_asymmetry:
+            asymmetry = _asymmetry(rng, nuisance, _subject_asymmetry(settings, index))
+        scan = model.scan(acts, rng, nuisance, asymmetry=asymmetry, meta=meta)
     if nuisance.ripple_mm > 0:  # its own random stream, so that the other draws stay as they are
         stripes = np.random.default_rng([settings.seed, index, 22, *keys])
         state = stripes.bit_generator.state
@@ -448,7 +449,7 @@ def _calibrated_scan(index: int, expression: str, amount: float, rng: np.random.
     from .calibrate import calibrated_scan
 
     displacement = amount * calibrated_displacement(settings, index, expression)
-    return calibrated_scan(model, displacement, rng, settings.calibration.neutral, settings.nuisance, meta=meta)
+    return calibrated_scan(model, displacement, rng, settings.calibration, settings.nuisance, meta=meta)
 
 
 def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
@@ -562,7 +563,7 @@ def _write_calibrated_sequence(folder: Path, model: FaceModel, identity: Subject
         yaw, pitch, roll, *translation = start + (end - start) * t
         pose = pose_matrix(*np.radians([yaw, pitch, roll]), translation, centre)
         meta = {"subject": identity.bu4dfe, "expression": expression, "frame": frame, "format": "bu4dfe"}
-        face = calibrated_scan(model, amount * apex, rng, settings.calibration.neutral, nuisance, pose=pose,
+        face = calibrated_scan(model, amount * apex, rng, settings.calibration, nuisance, pose=pose,
                                meta=meta).face
         wrl = sequence / f"{frame:03d}.wrl"
         write_wrl(wrl, face)
