@@ -48,9 +48,9 @@ project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 pinned = dict(arg.split("==") for arg in sys.argv[2:])
 floors = {}
 for line in project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]:
-    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)", line)
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)(\s*,\s*<\s*[0-9][0-9A-Za-z.]*)?", line)
     if not match:
-        sys.exit(f"pyproject.toml: {line!r} is not NAME>=FLOOR")
+        sys.exit(f"pyproject.toml: {line!r} is not NAME>=FLOOR or NAME>=FLOOR,<CAP")
     name = re.sub(r"[-_.]+", "-", match[1]).lower()
     if floors.setdefault(name, match[2]) != match[2]:
         sys.exit(f"pyproject.toml: {name} has two floors, {floors[name]} and {match[2]}")

@@ -50,6 +50,18 @@ def _train_run(command: list[str], out: Path, label: str) -> dict:
     return {**json.loads((out / "all_results.json").read_text()), "seconds": time.perf_counter() - start}
 
 
+def _train_runs(jobs: list[tuple[list[str], Path, str]], parallel: int) -> list[dict]:
+    """`_train_run` of every job, in order; with ``parallel`` > 1 the first job runs alone (it makes the data and the
+    render cache the others share) and the rest in up to ``parallel`` processes at a time."""
+    if parallel <= 1 or len(jobs) < 2:
+        return [_train_run(*job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = _train_run(*jobs[0])
+    with ThreadPoolExecutor(parallel) as pool:  # threads that each wait on one training subprocess
+        return [first, *pool.map(lambda job: _train_run(*job), jobs[1:])]
+
+
 def _print_side_by_side(title: str, column: str, models: dict[str, dict], rows: list[tuple[str, str, str]]) -> None:
     """A table with one column per entry of ``models``: ``rows`` are (label, key, format) with format "percent",
     "seconds" or "count"; a missing value prints as 0."""
@@ -125,6 +137,13 @@ def add_hard_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", default=".cache/facet_vlm", help="generated data and render caches")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_hard"))
     parser.add_argument("--num-proc", type=int, default=1, help="processes for generation and rendering")
+    parser.add_argument("--dataset", default=None,
+                        help="train and test on this data set (scripts/train.py --dataset, e.g. bu3dfe:ROOT of the "
+                             "development benchmark set of `bench.py real-motion --steps write`) instead of the "
+                             "generated hard setting (--subjects, --seed, --options are then unused)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="folds trained at the same time, each in its own process (the first fold of each model "
+                             "runs alone, so that data generation and the render cache are made once)")
     _train_args_argument(parser, "every model and fold")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.set_defaults(run=run_hard)
@@ -135,17 +154,20 @@ def run_hard(args: argparse.Namespace) -> None:
     subprocess of ``scripts/train.py`` per fold and print accuracy (mean over the folds, with the population std when
     there are several) and wall time per model."""
     results = {"seed": args.seed, "options": json.loads(args.options), "subjects": args.subjects,
-               "protocol": args.protocol, "folds": args.folds, "train_args": args.train_args, "models": {}}
+               "dataset": args.dataset or "synthetic", "protocol": args.protocol, "folds": args.folds,
+               "train_args": args.train_args, "models": {}}
+    data = (["--dataset", args.dataset] if args.dataset else
+            ["--dataset", "synthetic", "--synthetic_subjects", str(args.subjects), "--synthetic_seed", str(args.seed),
+             "--synthetic_options", args.options])
     for model in args.models:
         out = args.output_dir / model
-        command = [*TRAIN_COMMAND, "--config", str(config_file(HARD_MODELS[model])),
-                   "--dataset", "synthetic", "--synthetic_subjects", str(args.subjects),
-                   "--synthetic_seed", str(args.seed), "--synthetic_options", args.options,
+        command = [*TRAIN_COMMAND, "--config", str(config_file(HARD_MODELS[model])), *data,
                    "--protocol", args.protocol, "--cache_dir", args.cache_dir, "--num_proc", str(args.num_proc),
                    "--final_model", "none", "--eval_each_epoch", "false",
                    "--report_to", "none", *shlex.split(args.train_args)]
-        runs = [_train_run([*command, "--fold", str(fold)], out / f"fold_{fold}", f"{model}, fold {fold}")
+        jobs = [([*command, "--fold", str(fold)], out / f"fold_{fold}", f"{model}, fold {fold}")
                 for fold in args.folds]
+        runs = _train_runs(jobs, args.jobs)
         accuracies = [run["accuracy"] for run in runs]
         seconds = float(sum(run["seconds"] for run in runs))
         results["models"][model] = {"accuracy_per_fold": accuracies, "accuracy": float(np.mean(accuracies)),
@@ -155,7 +177,9 @@ def run_hard(args: argparse.Namespace) -> None:
     rows = [("accuracy", "accuracy", "percent"), ("seconds", "seconds", "seconds")]
     if len(args.folds) > 1:
         rows.insert(1, ("std", "accuracy_std", "percent"))
-    _print_side_by_side(f"hard setting: {args.subjects} subjects, seed {args.seed}, options {args.options}; "
+    setting = (f"data set {args.dataset}" if args.dataset else
+               f"hard setting: {args.subjects} subjects, seed {args.seed}, options {args.options}")
+    _print_side_by_side(f"{setting}; "
                         f"{args.protocol}, folds {args.folds}; OMP_NUM_THREADS="
                         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}"
                         + (f"; train args {args.train_args}" if args.train_args else ""),

@@ -261,7 +261,7 @@ IDENTITY_FIELDS = ("neutral_std", "generator_mean", "generator_std")
 
 def _generator_shapes(neutral: np.ndarray, subjects: int) -> list[np.ndarray]:
     from ..geometry.motion import frame_shape
-    from .synthetic import SyntheticSettings, subject_model
+    from .subjects import SyntheticSettings, subject_model
 
     settings = SyntheticSettings(vertices=400, texture_size=32)
     return [frame_shape(generator_landmarks(subject_model(index, settings)[1], {}, neutral))
@@ -316,7 +316,7 @@ def _magnitude(displacement: np.ndarray) -> float:
 
 def reference_model() -> FaceModel:
     """The generated subject the AU refit of `MotionCalibration.fit` uses: subject 0 of the default generator."""
-    from .synthetic import SyntheticSettings, subject_model
+    from .subjects import SyntheticSettings, subject_model
 
     return subject_model(0, SyntheticSettings(vertices=400, texture_size=32))[1]
 

@@ -28,8 +28,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,6 @@ from ..errors import ConfigError
 from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES, BU4DFE_FOLDERS
 from .face_model import (
     BND_STANDARD_INDEX,
-    RACE_WEIGHTS,
     FaceModel,
     Nuisance,
     SyntheticScan,
@@ -47,18 +46,31 @@ from .face_model import (
     jitter_activations,
     pose_matrix,
     ripple,
-    sample_subject,
     styled_activations,
     subject_style,
 )
+from .subjects import (
+    SubjectIdentity,
+    SyntheticSettings,
+    as_nuisance,
+    subject_identity,
+    subject_model,
+)
 
 FORMATS = ("bu3dfe", "bosphorus", "bu4dfe")
-#: Share of women among the subjects, as in BU-3DFE (56 of 100).
-FEMALE_SHARE = 0.56
 #: Name of the completion marker left in every finished subject folder.
 MARKER = ".facet_vlm_complete.json"
 #: Bumped whenever the generator's output changes, so that stale folders are not mistaken for complete ones.
 GENERATOR_VERSION = 1
+
+@lru_cache(maxsize=4)
+def motion_calibration(motion: str):
+    """The motion calibration a generator's ``motion`` names (`facet_vlm.data.calibrate.load_calibration`), None
+    for the generator's own AU expression model; read once per process."""
+    from .calibrate import load_calibration
+
+    return load_calibration(motion) if motion else None
+
 
 _EXPRESSION_ID = {name: i for i, name in enumerate(("neutral",) + BASIC_EXPRESSIONS)}
 _CODE_OF = {name: code for code, name in BU3DFE_CODES.items()}
@@ -69,100 +81,6 @@ _BU4DFE_FOLDER_OF = {name: folder for folder, name in BU4DFE_FOLDERS.items()}
 _BOSPHORUS_EXTRA = {"Middle right eyebrow": 18, "Middle left eyebrow": 28, "Nose saddle right": 37,
                     "Nose saddle left": 45, "Right nose peak": 39, "Left nose peak": 43, "Upper lip inner middle": 62,
                     "Lower lip inner middle": 66}
-
-
-@dataclass
-class SubjectIdentity:
-    """Who synthetic subject number `index` is, and its name in each layout."""
-
-    index: int
-    sex: str
-    race: str
-    bu3dfe: str  # F0001
-    bosphorus: str  # bs000
-    bu4dfe: str  # F001
-
-
-def subject_identity(index: int, seed: int = 0) -> SubjectIdentity:
-    """Sex (a fixed 56 % female pattern), ethnicity (random, BU-3DFE shares) and names of subject `index`.
-
-    Numbering depends only on the subjects before `index`, never on how many are generated.
-    """
-    female = int(np.floor((index + 1) * FEMALE_SHARE) - np.floor(index * FEMALE_SHARE)) == 1
-    females_before = int(np.floor(index * FEMALE_SHARE))
-    number = females_before + 1 if female else index - females_before + 1
-    sex = "F" if female else "M"
-    races = list(RACE_WEIGHTS)
-    weights = np.array([RACE_WEIGHTS[r] for r in races])
-    race = races[int(np.random.default_rng([seed, index, 0]).choice(len(races), p=weights / weights.sum()))]
-    return SubjectIdentity(index=index, sex=sex, race=race, bu3dfe=f"{sex}{number:04d}",
-                           bosphorus=f"bs{index:03d}", bu4dfe=f"{sex}{number:03d}")
-
-
-@dataclass
-class SyntheticSettings:
-    """Everything that decides the generated files (stored in each completion marker)."""
-
-    seed: int = 0
-    intensities: int = 4
-    include_neutral: bool = True
-    sequence_frames: int = 12
-    vertices: int = 6000
-    texture_size: int = 512
-    nuisance: Nuisance = field(default_factory=Nuisance)
-    motion: str = ""  # "" (the AU expression model) or a motion calibration: "bu4dfe" or a file (see `generate`)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.intensities <= 4:
-            raise ConfigError(f"intensities must be 1..4 (BU-3DFE has 4 levels), got {self.intensities}")
-        if self.sequence_frames < 2:
-            raise ConfigError(f"sequence_frames must be at least 2, got {self.sequence_frames}")
-        self.nuisance = as_nuisance(self.nuisance)
-        self.motion = str(self.motion or "")
-
-    def amount(self, level: int) -> float:
-        """AU activation of intensity `level` (1..intensities): evenly spaced up to 1, e.g. 0.25 .. 1.0."""
-        return level / self.intensities
-
-    def to_json(self) -> dict:
-        """The settings as JSON; nuisance fields added after generator version 1 only when they are not at their
-        default (off), so folders generated before they existed still resume."""
-        content = json.loads(json.dumps(asdict(self)))
-        defaults = asdict(Nuisance())
-        for name in _LATER_NUISANCE_FIELDS:
-            if content["nuisance"][name] == json.loads(json.dumps(defaults[name])):
-                del content["nuisance"][name]
-        if not content["motion"]:
-            del content["motion"]
-        return content
-
-    @cached_property
-    def calibration(self):
-        """The motion calibration of ``motion`` (`facet_vlm.data.calibrate.load_calibration`), None without one."""
-        from .calibrate import load_calibration
-
-        return load_calibration(self.motion) if self.motion else None
-
-
-#: Nuisance fields that version 1 of the generator did not have (the hard setting of issue 17).
-_LATER_NUISANCE_FIELDS = ("style_weight", "style_coactivation", "style_extra_aus", "subject_asymmetry",
-                          "movement_prob", "movement_amount", "shape_spread", "texture_spread", "vertex_range",
-                          "remesh_prob", "decimate_prob", "decimate_keep", "ripple_mm", "light_deg", "white_balance")
-
-
-def as_nuisance(value: Nuisance | str | dict | None) -> Nuisance:
-    """A `Nuisance` from itself, a preset name ("default", "hard", "pretrain"), a dict of fields (optionally with
-    "preset": a name whose fields the others replace), or None (the default)."""
-    if value is None:
-        return Nuisance()
-    if isinstance(value, Nuisance):
-        return value
-    if isinstance(value, str):
-        return Nuisance.preset(value)
-    if isinstance(value, dict):
-        settings = dict(value)
-        return Nuisance.preset(settings.pop("preset", "default"), **settings)
-    raise ConfigError(f"nuisance must be a Nuisance, a preset name or a dict of fields, got {type(value).__name__}")
 
 
 @dataclass
@@ -268,7 +186,7 @@ def generate(
                                  nuisance=as_nuisance(nuisance), motion=str(motion or ""))
     if settings.motion and "bosphorus" in formats:
         raise ConfigError("motion= (calibrated motion) writes the bu3dfe and bu4dfe formats, not bosphorus")
-    settings.calibration  # noqa: B018  (read the calibration now: a bad file fails before any subject is written)
+    motion_calibration(settings.motion)  # noqa: B018  (read the calibration now: a bad file fails before any subject is written)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     formats = tuple(dict.fromkeys(formats))
@@ -365,24 +283,6 @@ def _new_stats() -> dict:
     return {"counts": [], "vertices": [], "triangles": [], "bytes": 0}
 
 
-def subject_model(index: int, settings: SyntheticSettings | None = None) -> tuple[SubjectIdentity, FaceModel]:
-    """Subject `index`'s identity and face model, exactly as `generate` builds them."""
-    settings = settings or SyntheticSettings()
-    nuisance = settings.nuisance
-    identity = subject_identity(index, settings.seed)
-    params = sample_subject(np.random.default_rng([settings.seed, index, 1]), identity.sex, identity.race,
-                            nuisance.shape_spread, nuisance.texture_spread)
-    vertices = settings.vertices
-    if tuple(nuisance.vertex_range) != (1.0, 1.0):
-        vertices = max(200, int(round(vertices * np.random.default_rng([settings.seed, index, 5]).uniform(
-            *nuisance.vertex_range))))
-    remesh = nuisance.remesh_prob > 0 and np.random.default_rng([settings.seed, index, 6]).random() < \
-        nuisance.remesh_prob
-    model = FaceModel(params, vertices=vertices, texture_size=settings.texture_size,
-                      seed=int(np.random.default_rng([settings.seed, index, 2]).integers(2 ** 31)), remesh=remesh)
-    return identity, model
-
-
 def make_scan(index: int, expression: str, level: int, settings: SyntheticSettings | None = None,
               fmt: str = "bu3dfe", model: FaceModel | None = None) -> SyntheticScan:
     """The in-memory scan that `generate` writes for subject `index`, `expression` at intensity `level` (0 for
@@ -403,7 +303,7 @@ def make_scan(index: int, expression: str, level: int, settings: SyntheticSettin
             "sex": identity.sex, "format": fmt}
     nuisance = settings.nuisance
     amount = settings.amount(level) if expression != "neutral" else 0.0
-    if settings.calibration is not None:
+    if motion_calibration(settings.motion) is not None:
         scan = _calibrated_scan(index, expression, amount, rng, settings, model, meta)
     else:
         acts = jitter_activations(styled_activations(expression, amount, _style(settings, index, expression)), rng,
@@ -441,7 +341,7 @@ def calibrated_displacement(settings: SyntheticSettings, index: int, expression:
     if expression == "neutral":
         return np.zeros((83, 3))
     rng = np.random.default_rng([settings.seed, index, 7, _EXPRESSION_ID[expression]])
-    return settings.calibration.expressions[expression].sample(rng)
+    return motion_calibration(settings.motion).expressions[expression].sample(rng)
 
 
 def _calibrated_scan(index: int, expression: str, amount: float, rng: np.random.Generator,
@@ -449,7 +349,7 @@ def _calibrated_scan(index: int, expression: str, amount: float, rng: np.random.
     from .calibrate import calibrated_scan
 
     displacement = amount * calibrated_displacement(settings, index, expression)
-    return calibrated_scan(model, displacement, rng, settings.calibration, settings.nuisance, meta=meta)
+    return calibrated_scan(model, displacement, rng, motion_calibration(settings.motion), settings.nuisance, meta=meta)
 
 
 def _style(settings: SyntheticSettings, index: int, expression: str) -> dict[int, float]:
@@ -518,7 +418,7 @@ def _write_bu4dfe(folder: Path, model: FaceModel, identity: SubjectIdentity, set
     for expression in BASIC_EXPRESSIONS:
         rng = np.random.default_rng([settings.seed, identity.index, 10 + FORMATS.index("bu4dfe"),
                                      _EXPRESSION_ID[expression]])
-        if settings.calibration is not None:
+        if motion_calibration(settings.motion) is not None:
             _write_calibrated_sequence(folder, model, identity, settings, expression, rng, stats)
             continue
         apex = jitter_activations(styled_activations(expression, 1.0, _style(settings, identity.index, expression)),
@@ -553,7 +453,7 @@ def _write_calibrated_sequence(folder: Path, model: FaceModel, identity: Subject
 
     nuisance = settings.nuisance
     apex = calibrated_displacement(settings, identity.index, expression)
-    profile = settings.calibration.expressions[expression].profile(settings.sequence_frames, rng)
+    profile = motion_calibration(settings.motion).expressions[expression].profile(settings.sequence_frames, rng)
     limits = np.array([*nuisance.pose_deg, *[nuisance.translate_mm] * 3])
     start, end = (rng.uniform(-1.0, 1.0, 6) * limits for _ in range(2))
     centre = (0.0, model.params.eye_y - 10.0, -80.0)
@@ -563,7 +463,7 @@ def _write_calibrated_sequence(folder: Path, model: FaceModel, identity: Subject
         yaw, pitch, roll, *translation = start + (end - start) * t
         pose = pose_matrix(*np.radians([yaw, pitch, roll]), translation, centre)
         meta = {"subject": identity.bu4dfe, "expression": expression, "frame": frame, "format": "bu4dfe"}
-        face = calibrated_scan(model, amount * apex, rng, settings.calibration, nuisance, pose=pose,
+        face = calibrated_scan(model, amount * apex, rng, motion_calibration(settings.motion), nuisance, pose=pose,
                                meta=meta).face
         wrl = sequence / f"{frame:03d}.wrl"
         write_wrl(wrl, face)
@@ -597,3 +497,7 @@ def _summarise(root: Path, formats: tuple[str, ...], settings: SyntheticSettings
                             scans=scans, counts=counts, vertices=vertices, triangles=triangles, disk_bytes=disk,
                             seconds=seconds, skipped_subjects=sum(result["skipped"] for result in results),
                             settings=settings)
+
+
+__all__ = ["FORMATS", "MARKER", "SubjectIdentity", "SyntheticSettings", "SyntheticSummary", "as_nuisance",
+           "generate", "make_scan", "motion_calibration", "subject_identity", "subject_model"]

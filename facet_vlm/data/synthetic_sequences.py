@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..labels import LABEL_SETS
 from .face_model import ACTION_UNITS, Nuisance, expression_activations, jitter_activations, pose_matrix
-from .synthetic import SyntheticSettings, subject_model
+from .subjects import SyntheticSettings, subject_model
 
 SEQUENCE_FORMATS = ("bp4d", "4dme")
 _CLASS_AUS = {"embarrassment": (12, 15, 23), "pain": (4, 6, 7, 9), "positive": (6, 12), "negative": (4, 9, 15),
