@@ -209,9 +209,11 @@ def register_processors() -> None:
 #: Where a trained model of this machine is looked for when none is named (the Space, `facet_vlm.pipeline` without
 #: ``model``, ``scripts/predict.py`` without ``--model``), in this order; ``{name}`` is a registry name
 #: (``facet_vlm``, ``couplefer``, ``afnet_m``, ``physio_prompt``). First the synthetic pretraining run's model, then
-#: the model of the model's small config (the README's first training command). These are the ``model/`` folders
-#: that ``scripts/train.py`` writes into its ``--output_dir``; relative paths are read from the current directory.
-LOCAL_MODEL_DIRS: tuple[str, ...] = ("outputs/pretrain_{name}/model", "outputs/{name}_synthetic_small/model")
+#: the README's main job (``<name>_calibrated_small``), then a small synthetic config's run. These are the
+#: ``model/`` folders that ``scripts/train.py`` writes into its ``--output_dir``; relative paths are read from the
+#: current directory.
+LOCAL_MODEL_DIRS: tuple[str, ...] = ("outputs/pretrain_{name}/model", "outputs/{name}_calibrated_small/model",
+                                     "outputs/{name}_synthetic_small/model")
 #: Environment variable that replaces `LOCAL_MODEL_DIRS`: folders separated by ``os.pathsep`` (``:`` on Linux),
 #: with the same ``{name}`` placeholder; set it empty to search nothing.
 LOCAL_MODELS_ENV = "FACET_VLM_LOCAL_MODELS"

@@ -15,8 +15,9 @@ rate and the rPPG pulse signal.
 Models come from environment variables holding a local folder or a Hub id, one per entry of `facet_vlm.registry`:
 ``FACET_VLM_MODEL``, ``COUPLEFER_MODEL``, ``AFNET_M_MODEL`` and ``PHYSIO_PROMPT_MODEL``. A model whose variable is not
 set is the trained model found on this machine, if any: the first folder of `facet_vlm.registry.LOCAL_MODEL_DIRS`
-(``outputs/pretrain_<name>/model``, then ``outputs/<name>_synthetic_small/model``, relative to the current directory;
-``FACET_VLM_LOCAL_MODELS`` replaces the list) that holds a saved model of that kind. The page names the folder or Hub
+(``outputs/pretrain_<name>/model``, ``outputs/<name>_calibrated_small/model``,
+``outputs/<name>_synthetic_small/model``, relative to the current directory; ``FACET_VLM_LOCAL_MODELS`` replaces the
+list) that holds a saved model of that kind. The page names the folder or Hub
 id of every model it serves and what its weights started from (`facet_vlm.starting_weights`: random, a CLIP, or a
 saved model, and whether the text tower was trained; a FACET-VLM whose text tower did not start from CLIP is said to
 use learned class anchors, not language, as prompts). When there is no 3D model (or no video model) at all, the app
