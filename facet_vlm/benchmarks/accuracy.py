@@ -86,7 +86,7 @@ def _train_args_argument(parser: argparse.ArgumentParser, who: str) -> None:
 
 # -------------------------------------------------------------------------------------------------- main job
 #: The README's main job.
-MAIN_JOB_CONFIG = "facet_vlm/configs/facet_vlm_synthetic_small.json"
+MAIN_JOB_CONFIG = "facet_vlm/configs/facet_vlm_calibrated_small.json"
 
 
 def add_main_job_parser(subparsers: argparse._SubParsersAction) -> None:

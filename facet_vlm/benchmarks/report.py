@@ -57,7 +57,8 @@ def _train_args(args: argparse.Namespace, *extra: str) -> list[str]:
 
 
 def _main_command(args: argparse.Namespace, out: Path) -> list[str]:
-    return ["main-job", "--output-dir", str(args.runs / "main"), "--json", str(out), *_train_args(args)]
+    return ["main-job", "--output-dir", str(args.runs / "main"), "--json", str(out),
+            *_train_args(args, f"--num_proc {args.num_proc} --cache_dir {args.runs / 'cache'}")]
 
 
 def _render_main(result: dict[str, Any]) -> str:
@@ -68,6 +69,7 @@ def _render_main(result: dict[str, Any]) -> str:
 
 def _hard_command(args: argparse.Namespace, out: Path) -> list[str]:
     return ["hard", "--folds", *map(str, HARD_FOLDS), "--output-dir", str(args.runs / "hard"), "--json", str(out),
+            "--jobs", str(args.jobs), "--num-proc", str(args.num_proc), "--cache-dir", str(args.runs / "cache"),
             *_train_args(args, "--num_threads 1")]
 
 
@@ -84,6 +86,7 @@ def _render_hard(result: dict[str, Any]) -> str:
 
 def _sequence_command(args: argparse.Namespace, out: Path) -> list[str]:
     return ["sequence-hard", "--output-dir", str(args.runs / "sequence_hard"), "--json", str(out),
+            "--num-proc", str(args.num_proc), "--cache-dir", str(args.runs / "cache"),
             *_train_args(args, "--num_threads 1")]
 
 
@@ -179,6 +182,8 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=Path("docs"), help="where results/ and results.md go")
     parser.add_argument("--runs", type=Path, default=Path("outputs/report"), help="training runs of the sections")
     parser.add_argument("--render-only", action="store_true", help="only rewrite results.md from the JSON files")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at the same time (bench.py hard --jobs)")
+    parser.add_argument("--num-proc", type=int, default=1, help="processes for data generation and rendering")
     parser.add_argument("--train-args", default="", help="more training arguments for every training section (a "
                                                          "smoke run: '--max_steps 2'); the docs' numbers use none")
     parser.set_defaults(run=run_report)
