@@ -237,3 +237,19 @@ def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_trai
         limit_train_subjects(folds, 0)
     _, data_args, _ = parse_args(["--max_train_subjects", "20", "--train_subjects_seed", "3"])
     assert (data_args.max_train_subjects, data_args.train_subjects_seed) == (20, 3)
+
+
+def test_the_main_job_config_runs_with_calibrated_motion(tmp_path):
+    """The README's main job (its config as it is, a tiny budget): generated identities moved by the calibrated
+    motion, trained and scored on held-out subjects, its model found where the pipeline and the Space look."""
+    config = REPO / "facet_vlm" / "configs" / "facet_vlm_calibrated_small.json"
+    out = tmp_path / "main"
+    run_train("--config", str(config), "--max_steps", "1", "--synthetic_subjects", "4", "--synthetic_options",
+              json.dumps({"vertices": 800, "texture_size": 32, "motion": "bu4dfe"}), "--cache_dir",
+              str(tmp_path / "cache"), "--output_dir", str(out), "--num_proc", "1", "--num_threads", "1")
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["protocol"] == "holdout" and results["num_subjects"] == 4
+    assert results["starting_weights"]["text_tower_trained"] is False
+    generated = list((tmp_path / "cache" / "synthetic").glob("*/.complete"))
+    assert len(generated) == 1 and json.loads(generated[0].read_text())["options"]["motion"] == "bu4dfe"
+    assert (out / "model" / "config.json").is_file()
