@@ -173,6 +173,9 @@ class DataArguments:
         "help": "Keep only these expression intensities (BU-3DFE: 1..4; protocol P1 uses 3 4)."})
     synthetic_subjects: int = field(default=40, metadata={"help": "Subjects of a generated synthetic set."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of a generated synthetic set."})
+    synthetic_carrier: str = field(default="both", metadata={
+        "help": "What carries the emotion in generated face videos (the physio model): both (face and pulse), face "
+                "or pulse; see facet_vlm.data.synthetic_video."})
     synthetic_options: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object of further facet_vlm.data.synthetic.generate arguments (a dict in a --config file), "
                 "e.g. '{\"vertices\": 3000, \"texture_size\": 256}'."})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -179,3 +180,71 @@ def test_synthetic_videos_follow_their_labels():
     # Same seed, same data.
     again = generate_videos(subjects=1, trials_per_subject=1, fps=20, seconds=3, size=32, seed=7)[0]
     np.testing.assert_array_equal(again.frames, videos[0].frames)
+
+
+def _carrier_set(carrier: str):
+    # 20 s = whole periods of both heart-rate oscillations, so a clip's mean heart rate is its set rate.
+    return generate_videos(subjects=4, trials_per_subject=8, fps=5, seconds=20, size=16, seed=11, carrier=carrier)
+
+
+def _agreement(videos) -> float:
+    """Share of clips whose shown expression's arousal sign matches the arousal label."""
+    return float(np.mean([(v.expression[1] > 0) == (v.arousal > 5) for v in videos]))
+
+
+def test_pulse_carrier_puts_arousal_in_the_pulse_only():
+    """"pulse": the heart rate rises and its variability falls with arousal on each subject's own baseline, and the
+    face shows an expression unrelated to the ratings."""
+    videos = _carrier_set("pulse")
+    for subject in {v.subject for v in videos}:
+        trials = [v for v in videos if v.subject == subject]
+        high = [v for v in trials if v.arousal > 5]
+        low = [v for v in trials if v.arousal <= 5]
+        assert min(v.hr_bpm for v in high) > max(v.hr_bpm for v in low)
+        assert max(v.hrv for v in high) < min(v.hrv for v in low)
+    assert _agreement(videos) < 0.8  # chance-like; the "both" set agrees on every clip
+    assert _agreement(_carrier_set("both")) == 1.0
+
+
+def test_face_carrier_keeps_the_pulse_at_baseline():
+    """"face": the expression follows the arousal and the pulse does not (same heart rate and variability for every
+    trial of a subject, whatever its label)."""
+    videos = _carrier_set("face")
+    assert _agreement(videos) == 1.0
+    for subject in {v.subject for v in videos}:
+        trials = [v for v in videos if v.subject == subject]
+        assert np.ptp([v.hrv for v in trials]) == 0.0
+        assert np.ptp([v.hr_bpm for v in trials]) < 0.5
+    rates = {v.subject: round(v.hr_bpm) for v in videos}
+    assert len(set(rates.values())) > 1  # subjects keep different baselines
+
+
+def test_unknown_carrier_is_refused(tmp_path):
+    from facet_vlm.data.prepare import synthetic_video_root
+    from facet_vlm.errors import ConfigError
+
+    with pytest.raises(ValueError, match="carrier"):
+        generate_videos(subjects=1, trials_per_subject=1, seconds=1, size=16, carrier="voice")
+    with pytest.raises(ConfigError, match="synthetic_carrier"):
+        synthetic_video_root(tmp_path, 4, 0, "voice")
+    assert synthetic_video_root(tmp_path, 4, 0, "pulse") != synthetic_video_root(tmp_path, 4, 0, "both")
+
+
+def test_physio_benchmark_arms_share_the_config_and_change_one_thing():
+    """Each arm of `bench.py physio` reads the small training config and changes only the carrier and its switch."""
+    from facet_vlm.arguments import parse_args
+    from facet_vlm.benchmarks.physio import ARMS, DEFAULT_CONFIG
+
+    base_model, base_data, _ = parse_args(["--config", DEFAULT_CONFIG])
+    for arm, spec in ARMS.items():
+        argv = ["--config", DEFAULT_CONFIG, "--synthetic_carrier", spec["carrier"]]
+        if spec["model_config"]:
+            argv += ["--model_config", json.dumps(spec["model_config"])]
+        model_args, data_args, _ = parse_args(argv)
+        assert data_args.synthetic_carrier == spec["carrier"], arm
+        assert (data_args.synthetic_subjects, data_args.folds, data_args.protocol) == (
+            base_data.synthetic_subjects, base_data.folds, base_data.protocol)
+        merged, base = (c if isinstance(c, dict) else json.loads(c)
+                        for c in (model_args.model_config, base_model.model_config))
+        assert merged == {**base, **spec["model_config"]}, arm
+    assert base_model.label_set == "arousal" and base_data.synthetic_carrier == "both"

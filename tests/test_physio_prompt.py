@@ -225,3 +225,25 @@ def test_peft_vit_lora_keeps_base_weights(tmp_path):
             torch.testing.assert_close(value, frozen[original], rtol=0, atol=0)
 
 
+
+
+def test_without_pulse_prompts_the_model_reads_no_pulse():
+    """The "without pulse prompts" arm has no other path for the pulse: the shortcut to the heads is forced off, and
+    any TFR (even after training moved every weight) gives identical logits."""
+    model = tiny_model(use_pulse_prompts=False, use_pulse_embedding=True, num_train_subjects=0)
+    assert model.config.use_pulse_embedding is False
+    assert model.heads.valence.in_features == TINY_VISION["hidden_size"]
+    inputs = batch()
+    train_steps(model, {key: inputs[key] for key in ("pixel_values", "tfr_values", "labels")}, steps=3)
+    other_tfr = 3 * torch.randn(inputs["tfr_values"].shape, generator=torch.Generator().manual_seed(9))
+    model.eval()
+    with torch.no_grad():
+        first = model(inputs["pixel_values"], inputs["tfr_values"])
+        second = model(inputs["pixel_values"], other_tfr)
+    torch.testing.assert_close(first.logits, second.logits, rtol=0, atol=0)
+    assert first.pulse_embeds is None
+
+
+def test_pulse_embedding_shortcut_is_off_by_default():
+    assert PhysioPromptConfig().use_pulse_embedding is False
+    assert tiny_model().heads.valence.in_features == TINY_VISION["hidden_size"]

@@ -32,11 +32,12 @@ class PhysioPromptConfig(PreTrainedConfig):
         gradient_reversal_scale (`float`, defaults to 1.0): gradient-reversal factor in front of the adversary.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
-        use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding to the heads (the
-            pulse-to-head shortcut); off, the pulse reaches the output through the prompt tokens alone.
+        use_pulse_embedding (`bool`, defaults to False): also feed the pulse embedding to the heads (a
+            pulse-to-head shortcut beside the prompts); off (the default, the method as described), the pulse reaches
+            the output through the prompt tokens alone. Forced off when `use_pulse_prompts` is off.
         use_pulse_prompts (`bool`, defaults to True): insert the pulse-conditioned prompt tokens into every ViT layer;
-            off (the "without pulse prompts" ablation), no prompt token is inserted and the pulse can reach the output
-            only through the pulse-to-head shortcut (`use_pulse_embedding`).
+            off (the "without pulse prompts" ablation), no prompt token is inserted, `use_pulse_embedding` is set to
+            False and the model reads no pulse at all: its output does not depend on ``tfr_values``.
         use_subject_adapters (`bool`, defaults to True): build the subject-specific adapters and the subject
             adversary when `num_train_subjects` > 0; off (the "without decoupled adapters" ablation),
             `num_train_subjects` is set to 0, whatever the training run passes, leaving the shared adapters only.
@@ -77,7 +78,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     adversarial_weight: float = 0.1
     gradient_reversal_scale: float = 1.0
     temporal_pooling: str = "attention"
-    use_pulse_embedding: bool = True
+    use_pulse_embedding: bool = False
     use_pulse_prompts: bool = True
     use_subject_adapters: bool = True
     num_emotions: int = 0
@@ -94,6 +95,8 @@ class PhysioPromptConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if not self.use_subject_adapters:
             self.num_train_subjects = 0
+        if not self.use_pulse_prompts:
+            self.use_pulse_embedding = False
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):

@@ -69,7 +69,7 @@ class PhysioPromptOutput(ModelOutput):
         loss_adversarial: subject cross-entropy of the adversary (None unless training with subject_ids).
         subject_logits: ``(B, num_train_subjects)`` of the adversary, when it ran.
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
-        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR.
+        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
     """
 
     loss: torch.Tensor | None = None
@@ -95,7 +95,7 @@ class PhysioPromptModelOutput(ModelOutput):
         features: ``(B, hidden [+ pulse_hidden_size])`` what the heads read: the time-pooled CLS embedding, with the
             pulse embedding appended when ``use_pulse_embedding``.
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
-        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR.
+        pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
         shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames (what
             the subject adversary reads).
         loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
@@ -334,8 +334,10 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
         images = (images - self.image_mean) / self.image_std
 
-        prompts, pulse_embeds = self.prompt_generator(tfr_values.to(images.dtype))
-        prompts = prompts.repeat_interleave(frames_per_clip, dim=0)
+        prompts = pulse_embeds = None
+        if self.config.use_pulse_prompts:
+            prompts, pulse_embeds = self.prompt_generator(tfr_values.to(images.dtype))
+            prompts = prompts.repeat_interleave(frames_per_clip, dim=0)
         use_specific = self.training and subject_ids is not None and self.config.num_train_subjects > 0
         frame_subjects = keep = None
         if use_specific:
@@ -355,7 +357,7 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
                 tokens = torch.cat([hidden[:, :1], prompts[:, index], hidden[:, 1:]], dim=1)
                 tokens = layer(tokens, attention_mask=None)
                 hidden = torch.cat([tokens[:, :1], tokens[:, 1 + num_prompts:]], dim=1)
-            else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only
+            else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only, the pulse is unread
                 hidden = layer(hidden, attention_mask=None)
             adapters = self.adapter_layers[index]
             shared = adapters.shared_adapter(hidden)

@@ -213,11 +213,14 @@ def generate_data(model_args: Any, data_args: Any, accelerator: Any) -> Path | N
     if kind != "synthetic" or root:
         return None
     if model_entry(model_args.model).is_video:
-        folder = synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects, data_args.synthetic_seed)
+        carrier = getattr(data_args, "synthetic_carrier", "both")
+        folder = synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects, data_args.synthetic_seed,
+                                      carrier)
         if accelerator.is_main_process and not (folder / ".complete").is_file():
             from .synthetic_video import generate_videos
 
-            generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed)
+            generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed,
+                            carrier=carrier)
             (folder / ".complete").write_text("done\n")
     else:
         fmt = getattr(data_args, "synthetic_format", "bu3dfe")
@@ -418,9 +421,13 @@ def save_processor(model: Any, directory: Path, feature_spec: dict[str, Any]) ->
     cls(**settings).save_pretrained(directory)
 
 
-def synthetic_video_root(cache_dir: str | Path, subjects: int, seed: int) -> Path:
-    """Where ``--dataset synthetic`` keeps the generated face videos of the physio model."""
-    return Path(cache_dir) / "synthetic" / f"mahnob_s{subjects}_seed{seed}"
+def synthetic_video_root(cache_dir: str | Path, subjects: int, seed: int, carrier: str = "both") -> Path:
+    """Where ``--dataset synthetic`` keeps the generated face videos of the physio model (one folder per carrier)."""
+    from .synthetic_video import CARRIERS
+
+    if carrier not in CARRIERS:
+        raise ConfigError(f"--synthetic_carrier {carrier!r}: use one of {', '.join(CARRIERS)}")
+    return Path(cache_dir) / "synthetic" / f"mahnob_s{subjects}_seed{seed}_{carrier}"
 
 
 def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> PreparedData:
@@ -435,7 +442,8 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     kind, _, root = data_args.dataset.partition(":")
     if kind == "synthetic":
         folder = Path(root) if root else synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects,
-                                                              data_args.synthetic_seed)
+                                                              data_args.synthetic_seed,
+                                                              getattr(data_args, "synthetic_carrier", "both"))
         if not root and not (folder / ".complete").is_file():
             raise DatasetLayoutError("the synthetic video set has not been generated; run generate_data first (the "
                                      "first step of scripts/train.py)", folder)

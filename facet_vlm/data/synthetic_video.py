@@ -1,12 +1,22 @@
 """Synthetic face videos with a pulse: the embedded stand-in for MAHNOB-HCI / DEAP.
 
-Each clip is a drawn face (skin ellipse, eyes, brows, mouth) whose expression follows the trial's valence and
-arousal (mouth curvature and opening, brow height and frown, eye opening, head-motion energy, blink rate) and
-whose skin colour carries a blood-volume pulse (the PBV colour signature, strongest in green) at a known heart rate
-with heart-rate variability (a 0.1 Hz Mayer wave and 0.25 Hz respiratory sinus arrhythmia). Higher arousal raises
-the heart rate. Subjects differ in skin tone, face geometry, background, lighting level and gradient, baseline
-heart rate, pulse amplitude, expressiveness (how much of v/a shows) and a resting expression bias, so a model that
-memorises subjects does badly on unseen ones. Clips get slow lighting drift and sensor noise.
+Each clip is a drawn face (skin ellipse, eyes, brows, mouth) with an expression (mouth curvature and opening, brow
+height and frown, eye opening, head-motion energy, blink rate) and a skin colour that carries a blood-volume pulse
+(the PBV colour signature, strongest in green) at a known heart rate with heart-rate variability (a 0.1 Hz Mayer
+wave and 0.25 Hz respiratory sinus arrhythmia). Which of the two carries the trial's emotion is the ``carrier``:
+
+* ``"both"`` — the expression follows the trial's valence and arousal, and the pulse follows its arousal;
+* ``"face"`` — the expression follows valence and arousal; the pulse stays at the subject's resting heart rate and
+  variability whatever the trial (it carries nothing);
+* ``"pulse"`` — the expression follows a valence/arousal quadrant drawn independently of the trial's ratings (it
+  carries nothing); the pulse follows the arousal.
+
+The pulse follows arousal on each subject's own baseline: the mean heart rate is ``base_hr + hr_per_arousal *
+(arousal - 5)`` and the variability (amplitude of both oscillations) is ``base_hrv * (1 - hrv_per_arousal * (arousal -
+5) / 4)``: arousal up, heart rate up, variability down. Valence does not reach the pulse. Subjects differ in skin tone,
+face geometry, background, lighting level and gradient, baseline heart rate and variability and their arousal slopes,
+pulse amplitude, expressiveness (how much of v/a shows) and a resting expression bias, so a model that memorises
+subjects does badly on unseen ones. Clips get slow lighting drift and sensor noise.
 
 With ``out_dir`` the clips are written in the MAHNOB-HCI layout, which
 :func:`facet_vlm.data.mahnob.load_mahnob` reads back::
@@ -35,6 +45,8 @@ ECG_RATE = 256.0
 PBV_SIGNATURE = np.array([0.33, 0.77, 0.53])
 #: MAHNOB-HCI feltEmo codes used for each (valence high, arousal high) quadrant.
 QUADRANT_EMOTIONS = {(1, 1): (4, 11), (1, 0): (0, 4), (0, 1): (1, 3), (0, 0): (5, 0)}
+#: What carries the trial's emotion (see the module docstring).
+CARRIERS = ("both", "face", "pulse")
 _LIGHT_SKIN, _DARK_SKIN = np.array([236.0, 192.0, 162.0]), np.array([125.0, 80.0, 50.0])
 
 
@@ -54,6 +66,9 @@ class SyntheticVideo:
         hr_curve: instantaneous heart rate per frame (bpm).
         pulse: the blood-volume pulse per frame (unit-free, what modulates the skin).
         ecg: ECG-like trace at :data:`ECG_RATE` (microvolts).
+        carrier: what carries the emotion (``"both"``, ``"face"`` or ``"pulse"``).
+        expression: the (valence, arousal) expression strengths in [-1, 1] the face shows.
+        hrv: the heart-rate variability scale of the clip (1 = the generator's nominal oscillations).
         session_dir: the written session folder, if written.
     """
 
@@ -69,6 +84,9 @@ class SyntheticVideo:
     hr_curve: np.ndarray
     pulse: np.ndarray
     ecg: np.ndarray
+    carrier: str = "both"
+    expression: tuple[float, float] = (0.0, 0.0)
+    hrv: float = 1.0
     session_dir: Path | None = None
 
 
@@ -86,11 +104,13 @@ def _subject_traits(rng: np.random.Generator, size: int) -> dict:
         "light_gain": rng.uniform(0.8, 1.15),
         "light_gradient": rng.uniform(-0.25, 0.25, 2),
         "base_hr": rng.uniform(60.0, 80.0),
-        "hr_per_arousal": rng.uniform(2.0, 3.0),
+        "hr_per_arousal": rng.uniform(3.0, 4.0),
         "pulse_amp": rng.uniform(0.006, 0.012),
         "expressiveness": rng.uniform(0.5, 1.2),
         "mouth_bias": rng.uniform(-0.3, 0.3),
         "motion": rng.uniform(0.5, 1.5),
+        "base_hrv": rng.uniform(0.8, 1.2),
+        "hrv_per_arousal": rng.uniform(0.4, 0.6),
     }
 
 
@@ -101,13 +121,16 @@ def _ratings(rng: np.random.Generator, quadrant: tuple[int, int]) -> tuple[int, 
     return valence, arousal
 
 
-def _pulse(rng: np.random.Generator, mean_hr: float, fps: float, n: int, ecg_n: int):
-    """Instantaneous HR at frame and ECG times, the PPG-like pulse per frame, and the ECG trace."""
+def _pulse(rng: np.random.Generator, mean_hr: float, fps: float, n: int, ecg_n: int, hrv: float = 1.0):
+    """Instantaneous HR at frame and ECG times, the PPG-like pulse per frame, and the ECG trace.
+
+    ``hrv`` scales the heart-rate variability (Mayer wave of 2.5 bpm and respiratory arrhythmia of 1.5 bpm at 1).
+    """
     phases = rng.uniform(0, 2 * np.pi, 3)
 
     def instantaneous(t: np.ndarray) -> np.ndarray:
-        return (mean_hr + 2.5 * np.sin(2 * np.pi * 0.1 * t + phases[0])
-                + 1.5 * np.sin(2 * np.pi * 0.25 * t + phases[1]))
+        return (mean_hr + hrv * 2.5 * np.sin(2 * np.pi * 0.1 * t + phases[0])
+                + hrv * 1.5 * np.sin(2 * np.pi * 0.25 * t + phases[1]))
 
     t_ecg = np.arange(ecg_n) / ECG_RATE
     hr_ecg = instantaneous(t_ecg)
@@ -167,7 +190,7 @@ def _draw_frame(traits: dict, size: int, v: float, a: float, skin_rgb: np.ndarra
 
 def generate_videos(out_dir: str | PathLike | None = None, subjects: int = 8, trials_per_subject: int = 8,
                     fps: float = 30.0, seconds: float = 8.0, size: int = 64, seed: int = 0,
-                    noise_std: float = 1.5) -> list[SyntheticVideo]:
+                    noise_std: float = 1.5, carrier: str = "both") -> list[SyntheticVideo]:
     """Generate synthetic face-and-pulse clips (and write them in the MAHNOB-HCI layout when ``out_dir`` is given).
 
     Trials of a subject cycle through the four valence/arousal quadrants, so every subject has both classes of
@@ -180,7 +203,11 @@ def generate_videos(out_dir: str | PathLike | None = None, subjects: int = 8, tr
         fps: frame rate; seconds: clip length; size: frame side in pixels.
         seed: makes the whole set reproducible.
         noise_std: per-pixel sensor noise (grey levels).
+        carrier: what carries the trial's emotion: ``"both"`` (face and pulse), ``"face"`` or ``"pulse"`` (see the
+            module docstring); the ratings, labels and files are the same in all three.
     """
+    if carrier not in CARRIERS:
+        raise ValueError(f"carrier must be one of {CARRIERS}, got {carrier!r}")
     rng = np.random.default_rng(seed)
     n_frames = int(round(fps * seconds))
     ecg_n = int(round(ECG_RATE * seconds))
@@ -195,11 +222,16 @@ def generate_videos(out_dir: str | PathLike | None = None, subjects: int = 8, tr
             quadrant = quadrants[(k + s) % 4]
             valence, arousal = _ratings(rng, quadrant)
             emotion = int(rng.choice(QUADRANT_EMOTIONS[quadrant]))
+            shown_v, shown_a = valence, arousal
+            if carrier == "pulse":  # the face shows a quadrant unrelated to the trial's ratings
+                shown_v, shown_a = _ratings(rng, quadrants[int(rng.integers(4))])
+            felt_a = 5 if carrier == "face" else arousal  # "face": the pulse stays at the subject's baseline
             gain = traits["expressiveness"]
-            v = float(np.clip(gain * (valence - 5) / 4 + traits["mouth_bias"], -1, 1))
-            a = float(np.clip(gain * (arousal - 5) / 4, -1, 1))
-            mean_hr = float(np.clip(traits["base_hr"] + traits["hr_per_arousal"] * (arousal - 5), 50, 120))
-            hr_curve, pulse, ecg, hr_true = _pulse(rng, mean_hr, fps, n_frames, ecg_n)
+            v = float(np.clip(gain * (shown_v - 5) / 4 + traits["mouth_bias"], -1, 1))
+            a = float(np.clip(gain * (shown_a - 5) / 4, -1, 1))
+            mean_hr = float(np.clip(traits["base_hr"] + traits["hr_per_arousal"] * (felt_a - 5), 45, 130))
+            hrv = traits["base_hrv"] * (1 - traits["hrv_per_arousal"] * (felt_a - 5) / 4)
+            hr_curve, pulse, ecg, hr_true = _pulse(rng, mean_hr, fps, n_frames, ecg_n, hrv)
             t = np.arange(n_frames) / fps
             # Head motion: smooth random walk whose energy grows with arousal.
             steps = rng.normal(0, 0.35 * traits["motion"] * (1.2 + a), (n_frames, 2))
@@ -222,7 +254,8 @@ def generate_videos(out_dir: str | PathLike | None = None, subjects: int = 8, tr
                 frames[i] = np.clip(np.round(image), 0, 255).astype(np.uint8)
             video = SyntheticVideo(frames=frames, fps=float(fps), subject=subject, session=session, trial=k + 1,
                                    valence=valence, arousal=arousal, emotion=emotion, hr_bpm=hr_true,
-                                   hr_curve=hr_curve, pulse=pulse, ecg=ecg)
+                                   hr_curve=hr_curve, pulse=pulse, ecg=ecg, carrier=carrier, expression=(v, a),
+                                   hrv=float(hrv))
             if out_dir is not None:
                 video.session_dir = _write_session(Path(out_dir), video)
             videos.append(video)

@@ -1,0 +1,202 @@
+"""Does the physio-facial prompt model learn, and what does each of its parts add? (``bench.py physio``)
+
+Every arm trains the same training config (default ``facet_vlm/configs/physio_prompt_synthetic_small.json``) on
+generated face videos of the same subjects, ratings and subject-independent folds; arms differ only in what carries
+the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_video`) and in one model switch:
+
+* ``both`` — the main result: face and pulse carry the arousal;
+* ``face`` — the face alone carries it (the pulse stays at each person's baseline);
+* ``pulse`` and ``pulse, without pulse prompts`` — the pulse alone carries it, with the prompts on and off
+  (off, the model reads no pulse at all: `PhysioPromptConfig.use_pulse_prompts`), so the difference is what the
+  prompts bring;
+* ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
+  unseen people.
+
+A subject-identity probe then measures how much identity the features the heads read (``video_embeds``, the
+test-time path through the shared adapters) still hold: a logistic regression, cross-validated over the training
+subjects' clips of the last fold's saved model, for the main arm and for the arm without subject adapters. Lower
+identity accuracy with the decoupled adapters is what the decoupling is for.
+
+Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "facet_vlm/configs/physio_prompt_synthetic_small.json"
+#: Arm name -> the generator's carrier and the model-config overrides of that arm.
+ARMS: dict[str, dict[str, Any]] = {
+    "both": {"carrier": "both", "model_config": {}},
+    "face": {"carrier": "face", "model_config": {}},
+    "pulse": {"carrier": "pulse", "model_config": {}},
+    "pulse, without pulse prompts": {"carrier": "pulse", "model_config": {"use_pulse_prompts": False}},
+    "both, without subject adapters": {"carrier": "both", "model_config": {"use_subject_adapters": False}},
+}
+#: Arms whose saved model gets the subject-identity probe.
+PROBED = ("both", "both, without subject adapters")
+RESULTS_FILE, REPORT_FILE = "physio.json", "physio.md"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[str] | None = None) -> dict[str, Any]:
+    """One training run of an arm through `facet_vlm.training.run`; returns its all_results plus the run folder."""
+    from ..arguments import parse_args
+    from ..training import run
+
+    spec = ARMS[arm]
+    run_dir = output_dir / "runs" / _slug(arm)
+    argv = ["--config", str(config_path), "--synthetic_carrier", spec["carrier"], "--output_dir", str(run_dir),
+            "--report_to", "none", *(extra or [])]
+    if spec["model_config"]:
+        argv += ["--model_config", json.dumps(spec["model_config"])]
+    model_args, data_args, loop_args = parse_args(argv)
+    results = run(model_args, data_args, loop_args)
+    if results is None:
+        raise ConfigError(f"the physio arm {arm!r} stopped early", run_dir)
+    results["run_dir"] = str(run_dir)
+    results["arguments"] = {"model": vars(model_args), "data": vars(data_args)}
+    return results
+
+
+def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4) -> dict[str, Any]:
+    """Subject-identity accuracy (%) of a logistic-regression probe on the ``video_embeds`` of the last fold's saved
+    model, cross-validated (stratified, ``folds``) over the clips of that fold's training subjects."""
+    from accelerate import Accelerator
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from torch.utils.data import DataLoader
+
+    from ..arguments import parse_args
+    from ..data.folds import column
+    from ..data.prepare import prepare_dataset
+    from .comparison import load_run_model
+
+    model, _, record = load_run_model(run_dir)
+    spec = ARMS[arm]
+    argv = ["--config", str(config_path), "--synthetic_carrier", spec["carrier"]]
+    if spec["model_config"]:
+        argv += ["--model_config", json.dumps(spec["model_config"])]
+    model_args, data_args, _ = parse_args(argv)
+    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
+    subjects = np.asarray(column(prepared.dataset, "subject"))
+    rows = prepared.dataset.select(np.flatnonzero(np.isin(subjects, record["train_subjects"])))
+    embeds = []
+    with torch.no_grad():
+        for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
+            batch = {k: v for k, v in batch.items() if k not in ("labels", "subject_ids")}
+            embeds.append(model(**batch).video_embeds.float().numpy())
+    ids = np.asarray(column(rows, "subject"))
+    splits = int(min(folds, np.unique(ids, return_counts=True)[1].min()))
+    if len(set(ids)) < 2 or splits < 2:
+        raise ConfigError("the identity probe needs at least 2 training subjects with 2 clips each", run_dir)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    scores = cross_val_score(probe, np.concatenate(embeds), ids,
+                             cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+    return {"arm": arm, "identity_accuracy": round(100 * float(scores.mean()), 2),
+            "identity_accuracy_std": round(100 * float(scores.std()), 2),
+            "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)), "clips": len(ids)}
+
+
+def _row(arm: str, results: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    return {"arm": arm, "carrier": ARMS[arm]["carrier"], "override": ARMS[arm]["model_config"],
+            "accuracy": round(100 * results["accuracy"], 2), "accuracy_std": round(100 * results["accuracy_std"], 2),
+            "accuracy_per_fold": [round(100 * a, 2) for a in results["accuracy_per_fold"]],
+            "macro_f1": round(100 * results["macro_f1"], 2), "macro_f1_std": round(100 * results["macro_f1_std"], 2),
+            "folds": results["num_folds"], "subjects": results["num_subjects"], "clips": results["num_samples"],
+            "label_set": results["label_set"], "wall_s": round(wall_s, 1), "run_dir": results["run_dir"]}
+
+
+def render_physio_report(results: dict[str, Any]) -> str:
+    """physio.md from physio.json content (its only source of numbers)."""
+    rows = results["arms"]
+    first = rows[0]
+    parts = ["# Physio-facial prompt model: learning and ablations", "",
+             f"Config `{results['config']}`; {first['subjects']} generated subjects, {first['clips']} clips, target "
+             f"{first['label_set']} (high/low), subject-independent {first['folds']}-fold CV (every test subject "
+             f"unseen in training); torch threads: {results['threads']}. Accuracy and macro-F1: mean ± population "
+             "std over folds (%).", "",
+             "| arm | carrier | override | accuracy | macro-F1 | per fold | wall time |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        parts.append(f"| {r['arm']} | {r['carrier']} | `{json.dumps(r['override'])}` | {r['accuracy']:.2f} ± "
+                     f"{r['accuracy_std']:.2f} | {r['macro_f1']:.2f} ± {r['macro_f1_std']:.2f} | "
+                     f"{', '.join(f'{a:.1f}' for a in r['accuracy_per_fold'])} | {r['wall_s']:.0f} s |")
+    by_arm = {r["arm"]: r for r in rows}
+    if "pulse" in by_arm and "pulse, without pulse prompts" in by_arm:
+        gain = by_arm["pulse"]["accuracy"] - by_arm["pulse, without pulse prompts"]["accuracy"]
+        parts += ["", f"Pulse prompts in the pulse-only setting: {gain:+.2f} points."]
+    if "both" in by_arm and "both, without subject adapters" in by_arm:
+        gain = by_arm["both"]["accuracy"] - by_arm["both, without subject adapters"]["accuracy"]
+        parts += ["", f"Subject adapters on unseen people (both): {gain:+.2f} points."]
+    if results.get("probe"):
+        parts += ["", "Subject-identity probe (logistic regression on the standardised `video_embeds` of the last "
+                  "fold's training subjects, stratified CV; lower = less identity in the shared features):", "",
+                  "| arm | identity accuracy | chance | subjects | clips |", "|---|---|---|---|---|"]
+        parts += [f"| {p['arm']} | {p['identity_accuracy']:.2f} ± {p['identity_accuracy_std']:.2f} | {p['chance']:.2f} "
+                  f"| {p['subjects']} | {p['clips']} |" for p in results["probe"]]
+    return "\n".join(parts)
+
+
+def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: str | Path = "outputs/bench_physio",
+                         arms: list[str] | None = None, probe: bool = True,
+                         extra: list[str] | None = None) -> dict[str, Any]:
+    """Train every arm, probe the probed ones, write physio.json and physio.md; return the results."""
+    arms = list(arms or ARMS)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ConfigError(f"unknown physio arms {unknown}; known: {list(ARMS)}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"config": str(config_path), "threads": torch.get_num_threads(), "arms": [],
+                               "probe": []}
+    for arm in arms:
+        started = time.perf_counter()
+        res = train_arm(config_path, arm, out, extra)
+        results["arms"].append(_row(arm, res, time.perf_counter() - started))
+    if probe:
+        for row in results["arms"]:
+            if row["arm"] in PROBED:
+                results["probe"].append(identity_probe(row["run_dir"], config_path, row["arm"]))
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report = render_physio_report(results)
+    (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
+    print(report)
+    return results
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("physio", help="the physio-facial prompt model: face / pulse / both, pulse "
+                                                  "prompts and subject adapters on/off, identity probe")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="training config of every arm")
+    parser.add_argument("--output_dir", "--output-dir", default="outputs/bench_physio")
+    parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), metavar="ARM",
+                        help=f"arms to run (default all): {', '.join(repr(a) for a in ARMS)}")
+    parser.add_argument("--no_probe", action="store_true", help="skip the subject-identity probe")
+    parser.add_argument("--max_folds", type=int, default=None, help="run only the first N folds of every arm")
+    parser.set_defaults(run=run_physio)
+
+
+def run_physio(args: argparse.Namespace) -> None:
+    extra = ["--max_folds", str(args.max_folds)] if args.max_folds else []
+    run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
+
+
+__all__ = ["ARMS", "add_parser", "identity_probe", "render_physio_report", "run_physio_benchmark", "train_arm"]
