@@ -218,6 +218,27 @@ def test_lora_run_saves_an_adapter_folder_that_loads_on_its_base(tmp_path, scans
     assert "base_model: facet-vlm-tests/tiny-base" in (folder / "README.md").read_text()
 
 
+def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):
+    """The physio model trains through PEFT (--peft lora) and saves only its adapters (prompts, shared and subject
+    adapters, pooling, heads); the base it names has the last fold's number of subject adapters, and PEFT loads the
+    adapters on it into exactly the trained weights."""
+    from peft import PeftModel
+
+    from couple.physio_prompt.modeling_physio_prompt import PhysioPromptForEmotionRecognition
+
+    run_train("--config", str(tiny_config(tmp_path, "physio_prompt", videos, cache_dir, peft="lora",
+                                          save_adapters_only=True)))
+    output = tmp_path / "run"
+    adapter = json.loads((output / "model" / "adapter_config.json").read_text())
+    assert {"prompt_generator", "shared_adapter", "specific_adapter", "heads"} <= set(adapter["modules_to_save"])
+    assert not (output / "model" / "model.safetensors").exists()
+    record = fold_record(output)
+    base = PhysioPromptForEmotionRecognition.from_pretrained(adapter["base_model_name_or_path"])
+    assert base.config.num_train_subjects == len(record["train_subjects"])
+    trained = PeftModel.from_pretrained(base, output / "model").eval()
+    assert weights_digest(trained) == record["weights_sha256"]
+
+
 def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():
     from facet_vlm.data.folds import limit_train_subjects
 

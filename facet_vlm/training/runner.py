@@ -114,7 +114,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
                 len(folds), fold_ids)
     base_model = None
     if model_args.peft == "lora" and loop_args.save_adapters_only and loop_args.final_model != "none":
-        base_model = save_base_model(accelerator, model_args, prepared, loop_args)
+        base_model = save_base_model(accelerator, model_args, prepared, loop_args,
+                                     saved_model_subjects(prepared, folds[fold_ids[-1]][0], loop_args))
     context = RunContext(accelerator, prepared, model_args, data_args, loop_args, fingerprint, base_model)
     fold_results, histories = {}, {}
     for index in fold_ids:
@@ -297,23 +298,35 @@ def save_final_model(accelerator: Any, model: Any, directory: Path, record: dict
 
 
 
-def save_base_model(accelerator: Any, model_args: ModelArguments, prepared: PreparedData, loop_args: LoopArguments
-                    ) -> str:
+def saved_model_subjects(prepared: PreparedData, last_train_subjects: list[str], loop_args: LoopArguments
+                         ) -> dict[str, Any] | None:
+    """The config overrides of the saved model of a subject-aware model (its number of subject-specific adapters:
+    the training subjects of the last fold, or of every fold with ``--final_model all_data``); None for others."""
+    if not prepared.subject_adapters:
+        return None
+    present = set(column(prepared.dataset, "subject"))
+    subjects = present if loop_args.final_model == "all_data" else set(last_train_subjects) & present
+    return {"num_train_subjects": len(subjects)}
+
+
+def save_base_model(accelerator: Any, model_args: ModelArguments, prepared: PreparedData, loop_args: LoopArguments,
+                    config_overrides: dict[str, Any] | None = None) -> str:
     """Where an adapter-only ``model/`` finds its base: ``--init_from``, or the model every fold starts from (built
-    from the same seed and config, so it holds exactly the weights the adapters were trained on) saved once into
+    from the same seed and config, and for a subject-aware model with the saved model's number of subject adapters,
+    `config_overrides`, so it holds exactly the weights the adapters were trained on) saved once into
     ``base_model/`` with its processor: the untrained model, or ``--init_from`` with the class heads rebuilt for
     other classes (`adapt_label_set`)."""
     from accelerate.utils import set_seed
 
     if model_args.init_from and keeps_classes(model_args.init_from, prepared.labels):
         return model_args.init_from
-    if prepared.subject_adapters:
+    if prepared.subject_adapters and config_overrides is None:
         raise ConfigError(f"--save_adapters_only with {model_args.model}: its base model depends on the training "
                           "subjects of a fold; save a base model first and pass it as --init_from")
     directory = Path(loop_args.output_dir) / BASE_MODEL_DIR
     if accelerator.is_main_process:
         set_seed(loop_args.seed)
-        base = build_base_model(model_args, prepared.labels)
+        base = build_base_model(model_args, prepared.labels, config_overrides)
         base.save_pretrained(str(directory), safe_serialization=True)
         save_processor(base, directory, prepared.feature_spec)
     accelerator.wait_for_everyone()
