@@ -244,6 +244,6 @@ def test_without_pulse_prompts_the_model_reads_no_pulse():
     assert first.pulse_embeds is None
 
 
-def test_pulse_embedding_shortcut_is_off_by_default():
-    assert PhysioPromptConfig().use_pulse_embedding is False
-    assert tiny_model().heads.valence.in_features == TINY_VISION["hidden_size"]
+def test_pulse_embedding_shortcut_follows_the_prompts():
+    assert tiny_model().heads.valence.in_features == TINY_VISION["hidden_size"] + 16  # pulse_hidden_size
+    assert PhysioPromptConfig(use_pulse_prompts=False).use_pulse_embedding is False

@@ -32,9 +32,9 @@ class PhysioPromptConfig(PreTrainedConfig):
         gradient_reversal_scale (`float`, defaults to 1.0): gradient-reversal factor in front of the adversary.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
-        use_pulse_embedding (`bool`, defaults to False): also feed the pulse embedding to the heads (a
-            pulse-to-head shortcut beside the prompts); off (the default, the method as described), the pulse reaches
-            the output through the prompt tokens alone. Forced off when `use_pulse_prompts` is off.
+        use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
+            encoding of the TFR) to the heads, a pulse-to-head shortcut beside the prompts; off, the pulse reaches the
+            output through the prompt tokens alone. Forced off when `use_pulse_prompts` is off.
         use_pulse_prompts (`bool`, defaults to True): insert the pulse-conditioned prompt tokens into every ViT layer;
             off (the "without pulse prompts" ablation), no prompt token is inserted, `use_pulse_embedding` is set to
             False and the model reads no pulse at all: its output does not depend on ``tfr_values``.
@@ -78,7 +78,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     adversarial_weight: float = 0.1
     gradient_reversal_scale: float = 1.0
     temporal_pooling: str = "attention"
-    use_pulse_embedding: bool = False
+    use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
     use_subject_adapters: bool = True
     num_emotions: int = 0

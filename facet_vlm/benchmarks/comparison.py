@@ -177,7 +177,7 @@ def train(config: dict[str, Any], model: str, variant: str, dataset: str, overri
     features = _merge(spec.get("feature_overrides") or {}, overrides.get("feature_overrides") or {})
     slug = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "main"
     output_dir = Path(config["output_dir"]) / "runs" / model / slug
-    model_args = ModelArguments(model=model, model_config=json.dumps(model_config))
+    model_args = ModelArguments(model=model, model_config=json.dumps(model_config), label_set=spec.get("label_set"))
     data_args = DataArguments(
         dataset=dataset, protocol=protocol, folds=config.get("folds", 2), fold_seed=config.get("fold_seed", 0),
         test_fraction=config.get("cross_dataset", {}).get("test_fraction", 0.25), intensities=intensities,
@@ -418,7 +418,8 @@ def render_report(results: dict[str, Any]) -> str:
              "Timings on a shared machine are distorted by other jobs.", ""]
     parts += ["## 1. Side by side", "",
               f"Subject-independent {results['folds']}-fold CV of a generated BU-3DFE-layout set "
-              f"({results['subjects']} subjects); the physio model on generated face videos (valence). "
+              f"({results['subjects']} subjects); the physio model on generated face videos "
+              f"({results.get('physio_label_set', 'valence')}). "
               "Metrics in % (mean ± std over folds); time = wall time of the run; throughput = samples/s of the "
               "model forward on cached inputs.", ""]
     header = ["model", "accuracy", "UAR", "macro-F1", "parameters", "training time (s)", "inference (samples/s)"]
@@ -536,7 +537,8 @@ def run_benchmark(config_path: str | Path, output_dir: str | Path | None = None)
         "config_path": str(config_path), "threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu", "folds": config.get("folds", 2),
         "subjects": config["data"]["subjects"], "side_by_side": [], "ablations": [], "robustness": [],
-        "cross_dataset": [], "physio_probe": []}
+        "cross_dataset": [], "physio_probe": [],
+        "physio_label_set": (config["models"].get(PHYSIO) or {}).get("label_set") or "valence"}
     video_root = generate_video_set(config) if PHYSIO in config["models"] else None
     datasets = {m: scans for m in models}
     if video_root is not None:

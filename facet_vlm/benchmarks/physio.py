@@ -6,9 +6,11 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
 
 * ``both`` — the main result: face and pulse carry the arousal;
 * ``face`` — the face alone carries it (the pulse stays at each person's baseline);
-* ``pulse`` and ``pulse, without pulse prompts`` — the pulse alone carries it, with the prompts on and off
-  (off, the model reads no pulse at all: `PhysioPromptConfig.use_pulse_prompts`), so the difference is what the
-  prompts bring;
+* ``pulse`` and ``pulse, without pulse prompts`` — the pulse alone carries it, with the pulse prompts on and off
+  (off, the model reads no pulse at all: `PhysioPromptConfig.use_pulse_prompts` also turns the pulse-to-head
+  shortcut off), so the difference is what the pulse path brings;
+* ``pulse, prompts only`` — as ``pulse`` without the pulse-to-head shortcut (`use_pulse_embedding` off): the pulse
+  reaches the heads through the prompt tokens alone;
 * ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
   unseen people.
 
@@ -42,6 +44,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "both": {"carrier": "both", "model_config": {}},
     "face": {"carrier": "face", "model_config": {}},
     "pulse": {"carrier": "pulse", "model_config": {}},
+    "pulse, prompts only": {"carrier": "pulse", "model_config": {"use_pulse_embedding": False}},
     "pulse, without pulse prompts": {"carrier": "pulse", "model_config": {"use_pulse_prompts": False}},
     "both, without subject adapters": {"carrier": "both", "model_config": {"use_subject_adapters": False}},
 }
