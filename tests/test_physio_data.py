@@ -223,7 +223,7 @@ def test_unknown_carrier_is_refused(tmp_path):
     from facet_vlm.data.prepare import synthetic_video_root
     from facet_vlm.errors import ConfigError
 
-    with pytest.raises(ValueError, match="carrier"):
+    with pytest.raises(ConfigError, match="carrier must be one of"):
         generate_videos(subjects=1, trials_per_subject=1, seconds=1, size=16, carrier="voice")
     with pytest.raises(ConfigError, match="synthetic_carrier"):
         synthetic_video_root(tmp_path, 4, 0, "voice")

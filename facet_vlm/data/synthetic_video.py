@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import ConfigError
 from ..io.bdf import write_bdf
 from ..physio.video import write_video
 
@@ -207,7 +208,7 @@ def generate_videos(out_dir: str | PathLike | None = None, subjects: int = 8, tr
             module docstring); the ratings, labels and files are the same in all three.
     """
     if carrier not in CARRIERS:
-        raise ValueError(f"carrier must be one of {CARRIERS}, got {carrier!r}")
+        raise ConfigError(f"carrier must be one of {CARRIERS}, got {carrier!r}")
     rng = np.random.default_rng(seed)
     n_frames = int(round(fps * seconds))
     ecg_n = int(round(ECG_RATE * seconds))
