@@ -233,14 +233,11 @@ def test_unknown_carrier_is_refused(tmp_path):
 def test_physio_benchmark_arms_share_the_config_and_change_one_thing():
     """Each arm of `bench.py physio` reads the small training config and changes only the carrier and its switch."""
     from facet_vlm.arguments import parse_args
-    from facet_vlm.benchmarks.physio import ARMS, DEFAULT_CONFIG
+    from facet_vlm.benchmarks.physio import ARMS, DEFAULT_CONFIG, arm_argv
 
     base_model, base_data, _ = parse_args(["--config", DEFAULT_CONFIG])
     for arm, spec in ARMS.items():
-        argv = ["--config", DEFAULT_CONFIG, "--synthetic_carrier", spec["carrier"]]
-        if spec["model_config"]:
-            argv += ["--model_config", json.dumps(spec["model_config"])]
-        model_args, data_args, _ = parse_args(argv)
+        model_args, data_args, _ = parse_args(arm_argv(DEFAULT_CONFIG, arm))
         assert data_args.synthetic_carrier == spec["carrier"], arm
         assert (data_args.synthetic_subjects, data_args.folds, data_args.protocol) == (
             base_data.synthetic_subjects, base_data.folds, base_data.protocol)

@@ -225,8 +225,6 @@ def test_peft_vit_lora_keeps_base_weights(tmp_path):
             torch.testing.assert_close(value, frozen[original], rtol=0, atol=0)
 
 
-
-
 def test_without_pulse_prompts_the_model_reads_no_pulse():
     """The "without pulse prompts" arm has no other path for the pulse: the shortcut to the heads is forced off, and
     any TFR (even after training moved every weight) gives identical logits."""

@@ -165,6 +165,11 @@ def generate_video_set(config: dict[str, Any]) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------- training
+def run_slug(name: str) -> str:
+    """A variant or arm name as a run-folder name (non-alphanumerics become ``_``)."""
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
 def train(config: dict[str, Any], model: str, variant: str, dataset: str, overrides: dict[str, Any] | None = None,
           protocol: str = "subject-kfold", intensities: list[int] | None = None) -> dict[str, Any]:
     """One training run through `facet_vlm.training.run`; returns its all_results plus the run folder."""
@@ -175,7 +180,7 @@ def train(config: dict[str, Any], model: str, variant: str, dataset: str, overri
     spec = config["models"][model]
     model_config = _merge(spec.get("model_config") or {}, overrides.get("model_config") or {})
     features = _merge(spec.get("feature_overrides") or {}, overrides.get("feature_overrides") or {})
-    slug = "".join(c if c.isalnum() else "_" for c in variant).strip("_") or "main"
+    slug = run_slug(variant) or "main"
     output_dir = Path(config["output_dir"]) / "runs" / model / slug
     model_args = ModelArguments(model=model, model_config=json.dumps(model_config), label_set=spec.get("label_set"))
     data_args = DataArguments(

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .comparison import load_run_model, run_slug
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,13 @@ PROBED = ("both", "both, without subject adapters")
 RESULTS_FILE, REPORT_FILE = "physio.json", "physio.md"
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+def arm_argv(config_path: str | Path, arm: str) -> list[str]:
+    """Training arguments of an arm: the config, the arm's carrier and its model-config overrides."""
+    spec = ARMS[arm]
+    argv = ["--config", str(config_path), "--synthetic_carrier", spec["carrier"]]
+    if spec["model_config"]:
+        argv += ["--model_config", json.dumps(spec["model_config"])]
+    return argv
 
 
 def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[str] | None = None) -> dict[str, Any]:
@@ -62,13 +68,9 @@ def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[s
     from ..arguments import parse_args
     from ..training import run
 
-    spec = ARMS[arm]
-    run_dir = output_dir / "runs" / _slug(arm)
-    argv = ["--config", str(config_path), "--synthetic_carrier", spec["carrier"], "--output_dir", str(run_dir),
-            "--report_to", "none", *(extra or [])]
-    if spec["model_config"]:
-        argv += ["--model_config", json.dumps(spec["model_config"])]
-    model_args, data_args, loop_args = parse_args(argv)
+    run_dir = output_dir / "runs" / run_slug(arm)
+    model_args, data_args, loop_args = parse_args(
+        [*arm_argv(config_path, arm), "--output_dir", str(run_dir), "--report_to", "none", *(extra or [])])
     results = run(model_args, data_args, loop_args)
     if results is None:
         raise ConfigError(f"the physio arm {arm!r} stopped early", run_dir)
@@ -90,14 +92,9 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     from ..arguments import parse_args
     from ..data.folds import column
     from ..data.prepare import prepare_dataset
-    from .comparison import load_run_model
 
     model, _, record = load_run_model(run_dir)
-    spec = ARMS[arm]
-    argv = ["--config", str(config_path), "--synthetic_carrier", spec["carrier"]]
-    if spec["model_config"]:
-        argv += ["--model_config", json.dumps(spec["model_config"])]
-    model_args, data_args, _ = parse_args(argv)
+    model_args, data_args, _ = parse_args(arm_argv(config_path, arm))
     prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
     subjects = np.asarray(column(prepared.dataset, "subject"))
     rows = prepared.dataset.select(np.flatnonzero(np.isin(subjects, record["train_subjects"])))
@@ -202,4 +199,5 @@ def run_physio(args: argparse.Namespace) -> None:
     run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
 
 
-__all__ = ["ARMS", "add_parser", "identity_probe", "render_physio_report", "run_physio_benchmark", "train_arm"]
+__all__ = ["ARMS", "add_parser", "arm_argv", "identity_probe", "render_physio_report", "run_physio_benchmark",
+           "train_arm"]
