@@ -97,6 +97,24 @@ def test_report_on_tiny_config(tmp_path):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_select_models_keeps_only_the_named_models_everywhere():
+    from facet_vlm.benchmarks.comparison import load_benchmark_config, select_models
+    from facet_vlm.errors import ConfigError
+
+    config = load_benchmark_config(REPO / "facet_vlm" / "configs" / "benchmark_small.json")
+    assert select_models(config, None) is config
+    physio = select_models(config, ["physio_prompt"])
+    assert list(physio["models"]) == ["physio_prompt"] and list(physio["ablations"]) == ["physio_prompt"]
+    assert physio["robustness"]["models"] == [] and physio["cross_dataset"]["models"] == []
+    assert physio["models"]["physio_prompt"] == config["models"]["physio_prompt"]
+    scans = select_models(config, ["afnet_m", "couplefer"])
+    assert list(scans["models"]) == ["couplefer", "afnet_m"]  # the config's order
+    assert scans["robustness"]["models"] == ["couplefer", "afnet_m"]
+    assert len(config["models"]) == 4 and config["robustness"]["models"][0] == "facet_vlm"  # the input is untouched
+    with pytest.raises(ConfigError, match="not in the benchmark config"):
+        select_models(load_benchmark_config(TINY), ["nonexistent"])
+
+
 # ----------------------------------------------------------------------------------------------------- perturbations
 def grid_face(n: int = 40, size: float = 100.0) -> Face:
     """A flat n×n vertex grid of side `size` mm at z = 0, two triangles per cell, with per-vertex colours."""

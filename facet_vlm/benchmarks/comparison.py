@@ -527,9 +527,28 @@ def plot_report(results: dict[str, Any], output_dir: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------- main
-def run_benchmark(config_path: str | Path, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run every section of the benchmark config; write results.json, report.md and the plots; return results."""
-    config = load_benchmark_config(config_path)
+def select_models(config: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """The config restricted to the models ``names`` (all of them when ``None``): their entries, ablations,
+    robustness and cross-dataset runs; the physio section runs only with the physio model."""
+    if names is None:
+        return config
+    unknown = sorted(set(names) - set(config["models"]))
+    if unknown:
+        raise ConfigError(f"models {unknown} are not in the benchmark config (it has {sorted(config['models'])})")
+    config = copy.deepcopy(config)
+    config["models"] = {name: spec for name, spec in config["models"].items() if name in names}
+    config["ablations"] = {name: v for name, v in (config.get("ablations") or {}).items() if name in names}
+    for key in ("robustness", "cross_dataset"):
+        if config.get(key):
+            config[key]["models"] = [name for name in config[key].get("models", []) if name in names]
+    return config
+
+
+def run_benchmark(config_path: str | Path, output_dir: str | Path | None = None,
+                  models: list[str] | None = None) -> dict[str, Any]:
+    """Run every section of the benchmark config (for ``models`` only, when given; `select_models`); write
+    results.json, report.md and the plots; return results."""
+    config = select_models(load_benchmark_config(config_path), models)
     if output_dir is not None:
         config["output_dir"] = str(output_dir)
     out = Path(config["output_dir"])
@@ -597,12 +616,14 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, help="benchmark config (JSON), e.g. "
                                                         "facet_vlm/configs/benchmark_small.json")
     parser.add_argument("--output_dir", "--output-dir", default=None, help="overrides the config's output_dir")
+    parser.add_argument("--models", nargs="+", default=None, choices=[*SCAN_MODELS, PHYSIO],
+                        help="run only these models' rows, ablations and sections (default: every configured model)")
     parser.set_defaults(run=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    run_benchmark(args.config, args.output_dir)
+    run_benchmark(args.config, args.output_dir, args.models)
 
 
 __all__ = ["ABLATIONS", "add_compare_parser", "load_benchmark_config", "render_report", "run_benchmark",
-           "run_compare"]
+           "run_compare", "select_models"]
