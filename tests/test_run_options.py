@@ -46,3 +46,12 @@ def test_speed_options_do_not_change_the_run_fingerprint(tmp_path):
                            LoopArguments(output_dir=str(tmp_path), num_threads=1, torch_compile=True))
     assert fast == base
     assert run_fingerprint(ModelArguments(), data, LoopArguments(output_dir=str(tmp_path), seed=1)) != base
+
+
+@pytest.mark.parametrize("value, main, disabled", [("", True, False), ("1", True, True), ("true", True, True),
+                                                   ("0", True, False), ("", False, True)])
+def test_tqdm_disable_turns_the_training_bar_off(monkeypatch, value, main, disabled):
+    from facet_vlm.training.loop import progress_disabled
+
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    assert progress_disabled(main) is disabled

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -223,11 +223,29 @@ def test_4dme_sheet_columns_are_arguments_and_problems_are_reported(generated, t
     assert "S02_micro_01 is named twice" in reported
     assert "S01_micro_07: clip folder not named in the label sheet" in reported
     assert len(dataset) == SUBJECTS * CLIPS
-    if importlib.util.find_spec("openpyxl") is None:
-        xlsx = copy / "labels.xlsx"
-        xlsx.write_bytes(b"PK")
-        with pytest.raises(UnsupportedFormatError, match="openpyxl"):
-            load_4dme(copy, label_sheet=xlsx)
+
+
+def test_4dme_reads_an_xlsx_sheet_like_its_csv_and_names_the_missing_reader(generated, tmp_path, monkeypatch):
+    openpyxl = pytest.importorskip("openpyxl")  # the `xlsx` extra, part of the test extra
+    root, _ = generated
+    copy = tmp_path / "4dme"
+    shutil.copytree(root / "4dme", copy)
+    csv_sheet = copy / "labels.csv"
+    book = openpyxl.Workbook()
+    with open(csv_sheet, newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle):
+            book.active.append(row)
+    xlsx = copy / "labels.xlsx"
+    book.save(xlsx)
+    from_csv = load_4dme(copy, label_sheet=csv_sheet)
+    from_xlsx = load_4dme(copy, label_sheet=xlsx)
+    assert from_xlsx.bad_files == [] and len(from_xlsx) == len(from_csv) == SUBJECTS * CLIPS
+    assert [(r["clip"], r["onset"], r["apex"], r["offset"], r["label"]) for r in from_xlsx] == [
+        (r["clip"], r["onset"], r["apex"], r["offset"], r["label"]) for r in from_csv]
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # as without the extra: the import fails
+    with pytest.raises(UnsupportedFormatError, match=r"facet-vlm\[xlsx\]") as error:
+        load_4dme(copy, label_sheet=xlsx)
+    assert str(xlsx) in str(error.value)
 
 
 def test_protocol_helpers(generated):

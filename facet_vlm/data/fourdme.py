@@ -50,8 +50,8 @@ def read_label_sheet(path: str | os.PathLike) -> list[dict[str, str]]:
         try:
             import openpyxl
         except ImportError:
-            raise UnsupportedFormatError("reading an .xlsx label sheet needs openpyxl (pip install openpyxl), or "
-                                         "save the sheet as .csv and pass that", path) from None
+            raise UnsupportedFormatError('reading an .xlsx label sheet needs openpyxl (pip install "facet-vlm[xlsx]"), '
+                                         "or save the sheet as .csv and pass that", path) from None
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
         table = [["" if cell is None else str(cell) for cell in row] for row in book.worksheets[0].iter_rows(
             values_only=True)]
