@@ -6,7 +6,11 @@ Remote PPG Toolbox", NeurIPS 2023 Datasets and Benchmarks; ``evaluation/post_pro
 
 1. smoothness-priors detrending (Tarvainen, Ranta-aho, Karjalainen, IEEE TBME 2002) with lambda = 100 — solved here
    as a banded linear system (the toolbox inverts a dense T x T matrix, which needs T^2 memory);
-2. a zero-phase (forward-backward) second-order Butterworth band-pass, 0.75-2.5 Hz (45-150 bpm);
+2. a zero-phase (forward-backward) Butterworth band-pass, 0.75-2.5 Hz (45-150 bpm). The order is an argument:
+   the toolbox calls ``scipy.signal.butter(1, ...)`` (a first-order prototype, i.e. a second-order band-pass);
+   our default ``order=2`` is a fourth-order band-pass with steeper edges. On the UBFC-rPPG development clips
+   the reference rates are the same with both, and the estimates differ only where two spectral peaks are
+   nearly equal (``docs/rppg.md``);
 3. the heart rate is the frequency of the largest periodogram bin (no window, no detrending) between 0.75 and
    2.5 Hz, with the FFT length the next power of two of the signal length;
 4. the SNR (de Haan & Jeanne, IEEE TBME 2013, as the toolbox computes it): the power within +-6 bpm of the heart
@@ -59,7 +63,8 @@ def smoothness_detrend(x: np.ndarray, lam: float = 100.0) -> np.ndarray:
 
 
 def pulse_bandpass(x: np.ndarray, fps: float, band: tuple[float, float] = PULSE_BAND, order: int = 2) -> np.ndarray:
-    """Zero-phase Butterworth band-pass (``filtfilt`` of the transfer function, as the toolbox does)."""
+    """Zero-phase Butterworth band-pass (``filtfilt`` of the transfer function, as the toolbox does); ``order`` is
+    scipy's (the prototype order: a band-pass of ``2 * order``; the toolbox uses 1)."""
     low, high = band
     nyquist = fps / 2
     if not 0 < low < high < nyquist:

@@ -52,7 +52,8 @@ class PulseConfig:
         detect_every_s: seconds between two face detections (landmarks are interpolated in between).
         hold_s: seconds a face is kept after detections stop finding it.
         band: heart-rate band in Hz (rPPG-Toolbox's 0.75-2.5 Hz = 45-150 bpm).
-        filter_order: Butterworth order of the zero-phase band-pass.
+        filter_order: Butterworth prototype order of the zero-phase band-pass (``scipy.signal.butter``'s: the
+            band-pass has twice this order). rPPG-Toolbox uses 1; 2 is our default (steeper band edges).
         detrend_lambda: smoothness-priors detrending parameter.
         window_s, step_s: the windows of the heart rate over time.
         resolution_bpm: the clip's spectrum is zero-padded to at least this fine a grid (bpm per bin). The FFT
