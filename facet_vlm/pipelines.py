@@ -130,17 +130,35 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
     selection), ``frame_scores=True`` (sequences: return ``{"scores", "frames", "frame_scores"}``, where
     ``frame_scores[t]`` are the class probabilities of the t-th selected frame alone, in class-id order), and
     transformers' ``batch_size`` (inputs per forward pass; sequences of one batch must have equal T).
+
+    A model with a neutral reference (AFNet-M's ``neutral_reference``) compares each scan with the same person's
+    neutral scan: ``neutral=`` (a path or `Face`, the same for every input of the call); a sequence's own first
+    frame is its neutral reference, as in training.
     """
 
     def _sanitize_parameters(self, top_k: int | None = None, num_frames: int | None = None,
-                             frame_mode: str | None = None, frame_scores: bool | None = None, **kwargs: Any):
+                             frame_mode: str | None = None, frame_scores: bool | None = None,
+                             neutral: ScanInput | None = None, **kwargs: Any):
         preprocess = {name: value for name, value in (("num_frames", num_frames), ("frame_mode", frame_mode),
-                                                       ("frame_scores", frame_scores)) if value is not None}
+                                                       ("frame_scores", frame_scores), ("neutral", neutral))
+                      if value is not None}
         return preprocess, {}, ({"top_k": top_k} if top_k is not None else {})
 
+    @property
+    def needs_neutral(self) -> bool:
+        """The model takes a neutral reference (AFNet-M with ``neutral_reference``)."""
+        return bool(getattr(self.model.config, "neutral_input_names", ()))
+
     def preprocess(self, item: ScanInput | Sequence[ScanInput], num_frames: int | None = None,
-                   frame_mode: str | None = None, frame_scores: bool = False) -> dict[str, Any]:
+                   frame_mode: str | None = None, frame_scores: bool = False,
+                   neutral: ScanInput | None = None) -> dict[str, Any]:
         if not is_sequence_input(item):
+            if self.needs_neutral and neutral is None:
+                raise ConfigError("this model compares each scan with the same person's neutral scan "
+                                  "(neutral_reference); pass it: pipeline(scan, neutral=NEUTRAL_SCAN), "
+                                  "scripts/predict.py --neutral NEUTRAL_SCAN")
+            if neutral is not None and self.needs_neutral:
+                return self.model_inputs(self.processor(faces=[item], neutral_faces=[neutral]))
             return self.model_inputs(self.processor(faces=[load_face(item)]))
         return self.preprocess_sequence(item, num_frames, frame_mode, frame_scores)
 
@@ -150,7 +168,7 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
         entry = MODEL_REGISTRY.get(getattr(self.model.config, "model_type", None))
         temporal = entry is not None and entry.temporal
         selection = self.frame_selection(num_frames, frame_mode) if temporal else None
-        names, pixel_values = sequence_input(item, self.processor, selection)
+        names, pixel_values = sequence_input(item, self.processor, selection, neutral_frame=self.needs_neutral)
         if temporal:
             encoded = {"pixel_values": pixel_values}
         else:
@@ -239,12 +257,14 @@ def is_sequence_input(item: Any) -> bool:
     return False
 
 
-def sequence_input(item: Any, processor: Any, selection: Any = None) -> tuple[list[str], Any]:
+def sequence_input(item: Any, processor: Any, selection: Any = None,
+                   neutral_frame: bool = False) -> tuple[list[str], Any]:
     """Read one sequence (folder, ``.zip`` or frame paths; `facet_vlm.data.sequences.sequence_frames`) into model
     inputs: with a `FrameSelection`, the selected frames' ``pixel_values`` (1, T, V, C, H, W) of the temporal model
     (`facet_vlm.data.sequence_cache.sequence_features`, uncached); without one, the processor's inputs of the
-    apex frame (static models). Returns the names of the frames used and the inputs. A ``.zip`` is extracted into
-    a temporary folder that is removed afterwards.
+    apex frame (static models), with the first frame as its neutral reference when `neutral_frame` (a model with a
+    neutral reference). Returns the names of the frames used and the inputs. A ``.zip`` is extracted into a
+    temporary folder that is removed afterwards.
 
     Raises:
         SequenceError: no frames, a missing, empty or unreadable frame (named), an unsafe archive.
@@ -263,6 +283,8 @@ def sequence_input(item: Any, processor: Any, selection: Any = None) -> tuple[li
         frames = sequence_frames(list(item) if isinstance(item, list | tuple) else item, extract_to=scratch)
         if selection is None:
             frame = frames[apex_frame_index(frames)]
+            if neutral_frame:
+                return [Path(frame).name], processor(faces=[frame], neutral_faces=[frames[0]])
             return [Path(frame).name], processor(faces=[load_face(frame)])
         selected, features = sequence_features(frames, ProcessorFeatures(processor), selection)
         return [Path(path).name for path in selected], torch.from_numpy(features["pixel_values"])[None]

@@ -139,6 +139,25 @@ class FaceProcessor(SettingsProcessor):
             face = read_face(face)
         return face if is_aligned(face) else align(face)
 
+    #: Outputs that have a neutral counterpart (``neutral_`` + name) when `__call__` gets ``neutral_faces``.
+    neutral_outputs: tuple[str, ...] = ()
+
+    @staticmethod
+    def load_pair(face: FaceLike, neutral: FaceLike) -> tuple[Face, Face]:
+        """A scan and the same person's neutral scan (`Face` or path), both in the neutral scan's canonical frame:
+        the neutral scan aligned by `facet_vlm.geometry.align`, the scan registered to it on the stable landmarks
+        (eye corners, nose: `facet_vlm.geometry.align.align_to_reference`), so that their renders differ only
+        where the face moved. Faces given already aligned are used as they are."""
+        from .geometry import align, is_aligned
+        from .geometry.align import align_to_reference
+        from .io import read_face
+
+        face = face if isinstance(face, Face) else read_face(face)
+        neutral = neutral if isinstance(neutral, Face) else read_face(neutral)
+        if is_aligned(face) or is_aligned(neutral):
+            return (face if is_aligned(face) else align(face)), (neutral if is_aligned(neutral) else align(neutral))
+        return align_to_reference(face, neutral), align(neutral)
+
     def process_face(self, face: Face) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -147,14 +166,34 @@ class FaceProcessor(SettingsProcessor):
         faces: FaceLike | Sequence[FaceLike],
         labels: int | Sequence[int] | None = None,
         return_tensors: str | None = "pt",
+        neutral_faces: FaceLike | Sequence[FaceLike] | None = None,
     ) -> BatchFeature:
-        """Process one face or a list of faces (or paths) into a batch; `labels` are added as `labels` if given."""
+        """Process one face or a list of faces (or paths) into a batch; `labels` are added as `labels` if given.
+
+        `neutral_faces` (one per face: the same person's neutral scan) adds ``neutral_<name>`` for each name of
+        `neutral_outputs`, the inputs of a model with a neutral reference (AFNet-M's ``neutral_reference``); each
+        face is then put into its neutral scan's frame (`load_pair`).
+        """
         single = isinstance(faces, (Face, str, PathLike))
         faces = [faces] if single else list(faces)
         if not faces:
             raise ConfigError(f"{type(self).__name__}: no faces given")
-        arrays = [self.process_face(self.load_face(face)) for face in faces]
-        data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+        if neutral_faces is None:
+            arrays = [self.process_face(self.load_face(face)) for face in faces]
+            data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+        else:
+            if not self.neutral_outputs:
+                raise ConfigError(f"{type(self).__name__} makes no neutral-reference inputs; neutral_faces is for "
+                                  "processors of models with a neutral reference (AFNet-M)")
+            neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, PathLike)) else list(neutral_faces)
+            if len(neutral) != len(faces):
+                raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
+            pairs = [self.load_pair(face, reference) for face, reference in zip(faces, neutral)]
+            arrays = [self.process_face(face) for face, _ in pairs]
+            data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+            neutral_arrays = [self.process_face(reference) for _, reference in pairs]
+            for name in self.neutral_outputs:
+                data[f"neutral_{name}"] = np.stack([item[name] for item in neutral_arrays])
         if labels is not None:
             labels = [labels] if np.isscalar(labels) else list(labels)
             if len(labels) != len(faces):

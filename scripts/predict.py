@@ -2,6 +2,7 @@
 
     python scripts/predict.py --model outputs/run/model F0001_HA04WH_F3D.wrl bs000_E_HAPPY_0.bnt
     python scripts/predict.py --model outputs/run/model --json scans/*.wrl
+    python scripts/predict.py --model outputs/neutral/model --neutral F0001_NE00WH_F3D.wrl F0001_HA04WH_F3D.wrl
     python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
     python scripts/predict.py --model outputs/4d/model F001/Happy sequence.zip        (4D: folders or .zip files)
     python scripts/predict.py --model outputs/4d/model --sequence F001/Happy/*.wrl    (4D: the frames of one)
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=None, help="Print only the K most likely classes.")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
+    parser.add_argument("--neutral", default=None,
+                        help="The same person's neutral scan, for a model with a neutral reference (AFNet-M with "
+                             "neutral_reference; every scan of the call is compared with it).")
     parser.add_argument("--sequence", action="store_true",
                         help="The paths are the frame files of one 4D sequence (sorted by frame number).")
     parser.add_argument("--pulse_plot", type=Path, default=None,
@@ -105,13 +109,14 @@ def predict_scans(runner, args: argparse.Namespace) -> list[str]:
     with a bad scan is redone scan by scan so that the good ones are still reported); returns what failed."""
     inputs = [tuple(args.paths)] if args.sequence else list(args.paths)
     names = [f"{Path(args.paths[0]).parent} ({len(args.paths)} frames)"] if args.sequence else list(args.paths)
+    options = {"top_k": args.top_k, **({"neutral": args.neutral} if args.neutral else {})}
     try:
-        outcomes = list(zip(names, runner(inputs, top_k=args.top_k)))
+        outcomes = list(zip(names, runner(inputs, **options)))
     except FacetVLMError:
         outcomes = []
         for name, item in zip(names, inputs):
             try:
-                outcomes.append((name, runner(item, top_k=args.top_k)))
+                outcomes.append((name, runner(item, **options)))
             except FacetVLMError as error:
                 outcomes.append((name, error))
     failed = []

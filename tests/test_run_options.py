@@ -50,8 +50,22 @@ def test_speed_options_do_not_change_the_run_fingerprint(tmp_path):
 
 @pytest.mark.parametrize("value, main, disabled", [("", True, False), ("1", True, True), ("true", True, True),
                                                    ("0", True, False), ("", False, True)])
-def test_tqdm_disable_turns_the_training_bar_off(monkeypatch, value, main, disabled):
-    from facet_vlm.training.loop import progress_disabled
+def test_tqdm_disable_turns_every_bar_off(monkeypatch, value, main, disabled):
+    from facet_vlm.progress import progress_bar, progress_disabled
 
     monkeypatch.setenv("TQDM_DISABLE", value)
     assert progress_disabled(main) is disabled
+    assert progress_bar(range(3), enabled=main).disable is disabled
+
+
+def test_tqdm_disable_silences_the_bars_that_were_asked_for(monkeypatch, tmp_path, capsys):
+    """Scan validation asks for its bar (progress=True); TQDM_DISABLE=1 still keeps it off."""
+    from facet_vlm.io.validate import validate_files
+
+    (tmp_path / "broken.wrl").write_text("not a scan")
+    monkeypatch.setenv("TQDM_DISABLE", "")
+    validate_files([tmp_path / "broken.wrl"], progress=True)
+    assert "validating scans" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    report = validate_files([tmp_path / "broken.wrl"], progress=True)
+    assert "validating scans" not in capsys.readouterr().err and len(report.bad) == 1

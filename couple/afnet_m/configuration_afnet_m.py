@@ -64,6 +64,18 @@ class AFNetMConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the linear layers (convs use He initialisation).
         channels_last (`bool`, defaults to `False`): run both CNNs in channels-last (NHWC) memory format, which
             cuDNN and oneDNN convolutions prefer (tensor cores under bf16/fp16); outputs are the same.
+        neutral_reference (`str`, defaults to `"none"`): `"difference"` gives the model the same person's neutral
+            face as a reference: the forward pass then needs `neutral_pixel_values` and `neutral_geometry_values`
+            (the neutral scan rendered like the expressive one; BU-3DFE and Bosphorus have a neutral scan per
+            subject, a 4D sequence its neutral frame) and each branch sees its input stacked with the difference
+            from the neutral input (`num_channels` and `geometry_channels` doubled at the stems). Real brow and lip
+            movements are 2-6 mm, one or two pixels of a 64-px view, and people's faces differ far more than
+            that; the difference removes the identity and keeps the motion, as the landmark classifiers that use
+            the neutral face do. The papers do not use a reference; this is the library's option.
+        neutral_difference_gain (`float`, defaults to 10.0): the difference channels are multiplied by this before
+            the stem. Depth is normalised to the crop (a 3 mm movement is about 0.02 of it), so without a gain the
+            difference would be two orders of magnitude below the other channels at initialisation; 10 is this
+            library's choice, not tuned.
 
     Example:
     ```python
@@ -101,6 +113,8 @@ class AFNetMConfig(PreTrainedConfig):
     batch_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     channels_last: bool = False
+    neutral_reference: str = "none"
+    neutral_difference_gain: float = 10.0
 
     def __post_init__(self, **kwargs):
         self.hidden_sizes = list(self.hidden_sizes)
@@ -120,7 +134,14 @@ class AFNetMConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._check()
 
+    @property
+    def neutral_input_names(self) -> tuple[str, ...]:
+        """The inputs that need a neutral counterpart (``neutral_`` + name); empty without a neutral reference."""
+        return () if self.neutral_reference == "none" else ("pixel_values", "geometry_values")
+
     def _check(self) -> None:
+        if self.neutral_reference not in ("none", "difference"):
+            raise ValueError(f"neutral_reference must be 'none' or 'difference', got {self.neutral_reference!r}")
         if self.input_modality not in ("both", "2d", "3d"):
             raise ValueError(f"input_modality must be 'both', '2d' or '3d', got {self.input_modality!r}")
         num_stages = len(self.hidden_sizes)

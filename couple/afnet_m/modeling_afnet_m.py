@@ -255,8 +255,9 @@ class AFNetMModel(AFNetMPreTrainedModel):
 
     def __init__(self, config: AFNetMConfig):
         super().__init__(config)
-        self.texture_branch = AFNetMBranch(config, config.num_channels)
-        self.geometry_branch = AFNetMBranch(config, config.geometry_channels)
+        stack = 2 if config.neutral_reference == "difference" else 1
+        self.texture_branch = AFNetMBranch(config, config.num_channels * stack)
+        self.geometry_branch = AFNetMBranch(config, config.geometry_channels * stack)
         masked = config.mask_attention_stages
         self.texture_mask_attention = nn.ModuleDict(
             {str(stage): AFNetMMaskAttention(config.hidden_sizes[stage], config) for stage in masked}
@@ -279,9 +280,22 @@ class AFNetMModel(AFNetMPreTrainedModel):
             self.post_init()
 
     def _check_inputs(
-        self, pixel_values: torch.Tensor, geometry_values: torch.Tensor, region_masks: torch.Tensor | None
+        self, pixel_values: torch.Tensor, geometry_values: torch.Tensor, region_masks: torch.Tensor | None,
+        neutral_pixel_values: torch.Tensor | None = None, neutral_geometry_values: torch.Tensor | None = None,
     ) -> None:
         config = self.config
+        if config.neutral_reference != "none":
+            if neutral_pixel_values is None or neutral_geometry_values is None:
+                raise ValueError(
+                    f"this AFNet-M has neutral_reference={config.neutral_reference!r}: pass neutral_pixel_values "
+                    "and neutral_geometry_values, the same person's neutral scan rendered by the processor "
+                    "(processor(faces, neutral_faces=...); the pipeline's neutral=... argument)"
+                )
+            for name, neutral, values in (("neutral_pixel_values", neutral_pixel_values, pixel_values),
+                                          ("neutral_geometry_values", neutral_geometry_values, geometry_values)):
+                if neutral.shape != values.shape:
+                    raise ValueError(f"{name} {tuple(neutral.shape)} must have the shape of its expressive input "
+                                     f"{tuple(values.shape)}")
         if pixel_values.ndim != 4 or pixel_values.shape[1] != config.num_channels:
             raise ValueError(f"pixel_values must be (B, {config.num_channels}, H, W), got {tuple(pixel_values.shape)}")
         if geometry_values.ndim != 4 or geometry_values.shape[1] != config.geometry_channels:
@@ -310,16 +324,27 @@ class AFNetMModel(AFNetMPreTrainedModel):
         geometry_values: torch.Tensor,
         region_masks: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        neutral_pixel_values: torch.Tensor | None = None,
+        neutral_geometry_values: torch.Tensor | None = None,
         **kwargs,
     ) -> AFNetMModelOutput:
         """pixel_values (B, 3, H, W) RGB in [0, 1]; geometry_values (B, 4, H, W) depth + normals; region_masks
-        (B, R, H, W) in [0, 1] or None (template)."""
-        self._check_inputs(pixel_values, geometry_values, region_masks)
+        (B, R, H, W) in [0, 1] or None (template); neutral_pixel_values / neutral_geometry_values: the neutral
+        scan's inputs, same shapes (needed with `neutral_reference="difference"`, ignored otherwise)."""
+        self._check_inputs(pixel_values, geometry_values, region_masks, neutral_pixel_values, neutral_geometry_values)
         config = self.config
         if config.normalize_pixels:
             mean = pixel_values.new_tensor(config.image_mean).view(1, -1, 1, 1)
             std = pixel_values.new_tensor(config.image_std).view(1, -1, 1, 1)
             pixel_values = (pixel_values - mean) / std
+            if neutral_pixel_values is not None:
+                neutral_pixel_values = (neutral_pixel_values.to(pixel_values.dtype) - mean) / std
+        if config.neutral_reference == "difference":
+            gain = config.neutral_difference_gain
+            pixel_values = torch.cat([pixel_values, gain * (pixel_values - neutral_pixel_values.to(pixel_values))], 1)
+            geometry_values = torch.cat(
+                [geometry_values, gain * (geometry_values - neutral_geometry_values.to(geometry_values))], 1
+            )
         if region_masks is None:
             region_masks = self.region_template.unsqueeze(0).expand(pixel_values.shape[0], -1, -1, -1)
         region_masks = region_masks.to(pixel_values.dtype)
@@ -423,12 +448,17 @@ class AFNetMForExpressionRecognition(AFNetMModel):
         region_masks: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        neutral_pixel_values: torch.Tensor | None = None,
+        neutral_geometry_values: torch.Tensor | None = None,
         **kwargs,
     ) -> AFNetMOutput:
         """pixel_values (B, 3, H, W) RGB in [0, 1]; geometry_values (B, 4, H, W) depth + normals; region_masks
-        (B, R, H, W) in [0, 1] or None (template); labels (B,) class indices."""
+        (B, R, H, W) in [0, 1] or None (template); labels (B,) class indices; neutral_pixel_values /
+        neutral_geometry_values: the neutral scan's inputs (with `neutral_reference="difference"`)."""
         features = super().forward(pixel_values, geometry_values, region_masks,
-                                   output_hidden_states=output_hidden_states)
+                                   output_hidden_states=output_hidden_states,
+                                   neutral_pixel_values=neutral_pixel_values,
+                                   neutral_geometry_values=neutral_geometry_values)
         logits = self.classifier(self.dropout(features.pooled_output))
         loss = None
         if labels is not None:

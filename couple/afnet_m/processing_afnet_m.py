@@ -16,7 +16,9 @@ from facet_vlm.processing_utils import FRONTAL_VIEW, FaceProcessor
 
 class AFNetMProcessor(FaceProcessor):
     """Face → `pixel_values` (B, 3, S, S) texture, `geometry_values` (B, 4, S, S) depth + normals and
-    `region_masks` (B, 4, S, S) eyes/brows/nose/mouth, all of the frontal view, for AFNet-M.
+    `region_masks` (B, 4, S, S) eyes/brows/nose/mouth, all of the frontal view, for AFNet-M; with
+    ``neutral_faces=`` also `neutral_pixel_values` and `neutral_geometry_values` of the neutral scans (the inputs of
+    an AFNet-M with ``neutral_reference="difference"``).
 
     Args:
         image_size: rendered view size (the config's `image_size`).
@@ -25,6 +27,7 @@ class AFNetMProcessor(FaceProcessor):
     """
 
     fields = ("image_size", "with_masks")
+    neutral_outputs = ("pixel_values", "geometry_values")
 
     def __init__(self, image_size: int = 112, with_masks: bool = True):
         if image_size < 1:

@@ -66,6 +66,34 @@ class ProcessorFeatures:
         return {name: _to_numpy(value)[0] for name, value in batch.items() if name != "labels"}
 
 
+class NeutralPairFeatures(ProcessorFeatures):
+    """Feature function of a model with a neutral reference (AFNet-M's ``neutral_reference``): a scan → the
+    processor's arrays for it and ``neutral_<name>`` of its neutral scan, the pair processed together (the
+    processor registers the expressive scan to the neutral one: `facet_vlm.geometry.align.align_to_reference`).
+
+    Args:
+        processor: the model's processor (with ``neutral_outputs``).
+        neutral_of: scan path → the path of its neutral scan or frame (`subject_neutral_paths`,
+            `sequence_neutral_paths`); its digest is part of the cache key.
+    """
+
+    def __init__(self, processor: Any, neutral_of: dict[str, str]):
+        super().__init__(processor)
+        self.neutral_of = {str(path): str(neutral) for path, neutral in neutral_of.items()}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        pairs = json.dumps(sorted(self.neutral_of.items())).encode()
+        return {**super().spec, "neutral": hashlib.sha256(pairs).hexdigest()[:16]}
+
+    def __call__(self, face: Face) -> dict[str, np.ndarray]:
+        path = str(face.meta.get("path"))
+        if path not in self.neutral_of:
+            raise DatasetLayoutError("no neutral scan is known for this scan", path)
+        batch = self.processor([face], neutral_faces=[self.neutral_of[path]])
+        return {name: _to_numpy(value)[0] for name, value in batch.items() if name != "labels"}
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
@@ -283,6 +311,7 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
     if not required <= set(index.column_names):
         raise DatasetLayoutError(f"the {kind} index lacks columns {sorted(required - set(index.column_names))}",
                                  data_args.dataset)
+    full_index = index
     expressions = column(index, "expression")
     keep = np.array([expression in labels for expression in expressions])
     intensities = data_args.intensities
@@ -305,6 +334,9 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
     if "frames" in index.column_names:
         return prepare_sequences(index, entry, config, feature_fn, cache_dir, data_args, accelerator,
                                  (tuple(labels), label_set_name))
+    if getattr(config, "neutral_input_names", ()):
+        index = index.add_column("neutral_path", subject_neutral_paths(full_index, index, data_args.dataset))
+        feature_fn = NeutralPairFeatures(processor, dict(zip(column(index, "path"), column(index, "neutral_path"))))
     with accelerator.main_process_first():
         prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                     desc=f"render {model_args.model} inputs")
@@ -320,6 +352,39 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
         train_collate_fn = FeatureCollator(input_names, augmenter, variants, rows)
     return PreparedData(prepared, tuple(labels), feature_fn.spec, FeatureCollator(input_names), label_set_name,
                         train_collate_fn=train_collate_fn)
+
+
+def subject_neutral_paths(full_index: Any, index: Any, dataset: str) -> list[str]:
+    """The neutral scan of each row's subject (rows of `index`), from the neutral rows (expression "neutral") of
+    the unfiltered `full_index`: BU-3DFE's ``NE00`` scan, Bosphorus's first neutral (by path) where a subject has
+    several.
+
+    Raises:
+        DatasetLayoutError: a subject with no neutral scan (named, with their count), never a row without one.
+    """
+    neutral: dict[str, str] = {}
+    for subject, expression, path in zip(column(full_index, "subject"), column(full_index, "expression"),
+                                         column(full_index, "path")):
+        if expression == "neutral" and (subject not in neutral or str(path) < neutral[subject]):
+            neutral[subject] = str(path)
+    subjects = [str(subject) for subject in column(index, "subject")]
+    missing = sorted(set(subjects) - set(neutral))
+    if missing:
+        raise DatasetLayoutError(f"the model takes a neutral reference (neutral_reference), but {len(missing)} "
+                                 f"subject(s) have no neutral scan: {', '.join(missing[:10])}"
+                                 + (" ..." if len(missing) > 10 else ""), dataset)
+    return [neutral[subject] for subject in subjects]
+
+
+def sequence_neutral_paths(index: Any) -> list[str]:
+    """The neutral frame of each sequence row: the ``neutral`` frame index where the reader found one from the
+    landmarks (`load_bu4dfe` with its landmark release), else the first frame (a 4D sequence starts neutral)."""
+    neutral = column(index, "neutral") if "neutral" in index.column_names else [None] * len(index)
+    paths = []
+    for frames, found in zip(column(index, "frames"), neutral):
+        frames = list(frames)
+        paths.append(str(frames[int(found)] if found is not None and 0 <= int(found) < len(frames) else frames[0]))
+    return paths
 
 
 def render_variants(index: Any, cache_dir: Path, feature_fn: ProcessorFeatures, settings: dict[str, Any] | None,
@@ -359,7 +424,8 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
       to training batches, the same draw to every frame of a sequence (`facet_vlm.geometry.augment`).
     - A static model (CoupleFER, AFNet-M): one row per sequence whose ``path`` is its apex frame (the annotated
       apex, else the frame farthest from the first: `facet_vlm.data.sequences.apex_rows`), prepared as a still
-      scan. The feature spec records ``"frames": "apex"``.
+      scan, with the sequence's neutral frame as its neutral reference where the model takes one
+      (`sequence_neutral_paths`). The feature spec records ``"frames": "apex"``.
     """
     from .cache import prepare_features
     from .sequence_cache import prepare_sequence_features
@@ -369,6 +435,10 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
     if not entry.temporal:
         with accelerator.main_process_first():
             index = apex_rows(index)
+            if getattr(config, "neutral_input_names", ()):
+                index = index.add_column("neutral_path", sequence_neutral_paths(index))
+                feature_fn = NeutralPairFeatures(feature_fn.processor,
+                                                 dict(zip(column(index, "path"), column(index, "neutral_path"))))
             prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                         desc=f"render {entry.name} inputs (apex frames)")
         input_names = [name for name in prepared.column_names if name not in index.column_names]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FacetVLMError
+from ..progress import progress_bar
 from .cache import pid_alive, spec_of
 
 FRAME_CACHE_VERSION = 1
@@ -124,8 +125,6 @@ class FrameCache:
 
     def ensure(self, paths: Sequence[str | os.PathLike], num_proc: int = 1, progress: bool = False) -> int:
         """Render every frame of `paths` that is not cached yet; return how many were rendered."""
-        from tqdm.auto import tqdm
-
         self.folder.mkdir(parents=True, exist_ok=True)
         for tmp in self.folder.glob(".tmp_*"):
             pid = tmp.name.rsplit("_", 1)[-1]
@@ -135,7 +134,7 @@ class FrameCache:
         if not spec_file.is_file():
             spec_file.write_text(json.dumps({"spec": self.spec, "dtype": self.dtype}, indent=2, default=str))
         missing = list(dict.fromkeys(str(p) for p in paths if not self.has(p)))
-        bar = tqdm(total=len(missing), desc=f"frames {self.fingerprint}", unit="frame", disable=not progress)
+        bar = progress_bar(total=len(missing), desc=f"frames {self.fingerprint}", unit="frame", enabled=progress)
         try:
             if num_proc > 1 and len(missing) > 1:
                 import multiprocessing

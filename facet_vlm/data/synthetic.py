@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ConfigError
 from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES, BU4DFE_FOLDERS
+from ..progress import progress_bar
 from .face_model import (
     BND_STANDARD_INDEX,
     FaceModel,
@@ -201,9 +202,7 @@ def generate(
 
 
 def _run(tasks: list, num_proc: int, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc="synthetic subjects", unit="subject", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="synthetic subjects", unit="subject", enabled=progress)
     results = []
     try:
         if num_proc == 1 or len(tasks) == 1:

@@ -372,3 +372,70 @@ def align(face: Face, crop_radius: float = 90.0, normalize: bool = True) -> Face
     }
     aligned.meta["align"] = record
     return aligned
+
+
+#: The landmarks `align_to_reference` registers on: points an expression barely moves. BU-3DFE's ``.bnd`` eye
+#: corners (0, 4, 8, 12) and nose points (36, 40-43, 47), the stable points of `facet_vlm.geometry.motion` (they
+#: move 1.0-1.6 mm over a real BU-4DFE sequence after alignment, mouth points 2.5-5 mm), and the named eye corners
+#: and nose tip of the other layouts.
+STABLE_LANDMARKS: tuple[str, ...] = (
+    tuple(f"bnd_{k:02d}" for k in (0, 4, 8, 12, 36, 40, 41, 42, 43, 47))
+    + EYE_NAMES["left"] + EYE_NAMES["right"] + ("nose_tip",)
+)
+
+
+def align_to_reference(face: Face, reference: Face, crop_radius: float = 90.0, normalize: bool = True,
+                       min_points: int = 3) -> Face:
+    """Put a scan into the canonical frame of another scan of the same person (e.g. their neutral scan).
+
+    `align` takes the frame of each scan from its own landmarks, the mouth included (BU-3DFE's ``.bnd`` up axis runs
+    from the mouth to the eyes), so an open mouth tilts the whole face and the difference between an expressive
+    and a neutral render would show the tilt everywhere. Here the rigid motion (Kabsch, no scaling) that best maps
+    `face`'s `STABLE_LANDMARKS` onto `reference`'s is applied first, then `reference`'s own alignment (rotation,
+    nose-tip origin, crop, scale), so both scans share one frame and differ only where the face moved.
+
+    Args:
+        face: the raw (unaligned) scan, in millimetres, with landmarks.
+        reference: the raw (unaligned) reference scan, with landmarks.
+        crop_radius, normalize: as in `align`.
+        min_points: the fewest stable landmarks the two scans must share.
+
+    Returns:
+        A new Face as `align` makes it; ``meta["align"]`` has method "reference", the reference's rotation and
+        origin, the stable landmarks used and their RMS residual after the fit (``reference_rms``, mm).
+
+    Raises:
+        ConfigError: an already aligned scan (the raw one is needed).
+        FormatError: fewer than `min_points` finite stable landmarks shared (named with the scan's path).
+    """
+    if is_aligned(face) or is_aligned(reference):
+        raise ConfigError("align_to_reference takes raw scans, not aligned ones (their landmarks must be in the "
+                          "scans' own coordinates)")
+    from .motion import rigid_fit
+
+    frame = align(reference, crop_radius=crop_radius, normalize=normalize).meta["align"]
+    names = [name for name in STABLE_LANDMARKS if name in (face.landmark_names or ())
+             and name in (reference.landmark_names or ())]
+    moving = [face.landmark(name) for name in names]
+    fixed = [reference.landmark(name) for name in names]
+    used = [i for i, (a, b) in enumerate(zip(moving, fixed)) if np.all(np.isfinite(a)) and np.all(np.isfinite(b))]
+    if len(used) < min_points:
+        raise FormatError(f"only {len(used)} stable landmarks ({', '.join(names[i] for i in used) or 'none'}) are "
+                          f"shared with the reference scan {reference.meta.get('path', '')}; align_to_reference "
+                          f"needs {min_points} (eye corners, nose)", face.meta.get("path"))
+    moving = np.array([moving[i] for i in used], dtype=np.float64)
+    fixed = np.array([fixed[i] for i in used], dtype=np.float64)
+    fit_rotation, fit_shift = rigid_fit(fixed, moving)
+    residual = float(np.sqrt(((moving @ fit_rotation.T + fit_shift - fixed) ** 2).sum(axis=1).mean()))
+    rotation, origin = np.asarray(frame["rotation"]), np.asarray(frame["origin"])
+
+    def to_canonical(points: np.ndarray) -> np.ndarray:
+        return (points.astype(np.float64) @ fit_rotation.T + fit_shift - origin) @ rotation.T
+
+    scale = 1.0 / crop_radius if normalize else 1.0
+    aligned, flipped = _crop(face, to_canonical(face.vertices), crop_radius, scale)
+    if face.landmarks is not None:
+        aligned.landmarks = (to_canonical(face.landmarks) * scale).astype(np.float32)
+    aligned.meta["align"] = {**frame, "method": "reference", "flipped_winding": flipped,
+                             "reference_points": [names[i] for i in used], "reference_rms": residual}
+    return aligned

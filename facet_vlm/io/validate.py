@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..errors import FacetVLMError
+from ..progress import progress_bar
 
 
 @dataclass
@@ -74,7 +73,7 @@ def validate_files(
         item = Path(item)
         files.extend(find_scan_files(item) if item.is_dir() else [item])
     report = ValidationReport()
-    for file in tqdm(files, desc="validating scans", unit="file", disable=not progress):
+    for file in progress_bar(files, desc="validating scans", unit="file", enabled=progress):
         try:
             read_face(file, **read_options)
         except FacetVLMError as error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..evaluation import (
     compute_metrics,
     evaluate_model,
 )
+from ..progress import progress_bar
 from .build import build_model
 from .checkpoints import TRAINER_STATE, check_resume_arguments, load_checkpoint, resume_path, save_checkpoint
 
@@ -138,19 +138,10 @@ def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, t
 
 
 
-def progress_disabled(is_main_process: bool) -> bool:
-    """Whether the training progress bar stays off: on every process but the local main one, and everywhere when
-    ``TQDM_DISABLE`` is set to a true value (tqdm reads that variable only for arguments not passed, and the bar
-    passes ``disable``)."""
-    return not is_main_process or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def run_epochs(accelerator: Any, run: FoldRun, prepared: PreparedData, loop_args: LoopArguments) -> bool:
     """The training loop of a fold, from where its state says; True when ``--stop_after_steps`` stopped it."""
-    from tqdm.auto import tqdm
-
-    progress = tqdm(total=run.total_steps, initial=run.state["completed_steps"], desc=f"{run.name} train",
-                    disable=progress_disabled(accelerator.is_local_main_process), dynamic_ncols=True)
+    progress = progress_bar(total=run.total_steps, initial=run.state["completed_steps"], desc=f"{run.name} train",
+                            enabled=accelerator.is_local_main_process, dynamic_ncols=True)
     run.model.train()
     try:
         for epoch in range(run.state["completed_steps"] // run.steps_per_epoch, run.num_epochs):

@@ -1,0 +1,199 @@
+"""The neutral reference: an expressive scan registered to the same person's neutral scan on the stable landmarks,
+AFNet-M's ``neutral_reference="difference"`` inputs, and a training run that pairs every scan with its subject's
+neutral scan (and refuses a subject without one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_command, run_train, tiny_config, toy_face
+
+from couple import AFNetMConfig, AFNetMForExpressionRecognition, AFNetMProcessor
+from facet_vlm.errors import ConfigError, DatasetLayoutError, FormatError
+from facet_vlm.geometry import align
+from facet_vlm.geometry.align import align_to_reference
+
+MOUTH = ("mouth_left", "mouth_right", "upper_lip", "lower_lip")
+
+
+def rigid(face, degrees: float = 12.0, shift=(7.0, -4.0, 15.0)):
+    """The face turned about its vertical and its horizontal axis and shifted (a head that moved)."""
+    a = np.radians(degrees)
+    yaw = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    pitch = np.array([[1, 0, 0], [0, np.cos(a / 2), -np.sin(a / 2)], [0, np.sin(a / 2), np.cos(a / 2)]])
+    rotation = yaw @ pitch
+
+    def move(points):
+        return (points.astype(np.float64) @ rotation.T + np.asarray(shift)).astype(np.float32)
+
+    return face.copy(vertices=move(face.vertices), landmarks=move(face.landmarks))
+
+
+def open_mouth(face, drop_mm: float = 12.0, back_mm: float = 6.0):
+    """The mouth landmarks moved down by `drop_mm` and back by `back_mm`, the skin below the nose down (in the face's
+    own frame)."""
+    names = list(face.landmark_names)
+    landmarks = face.landmarks.copy()
+    for name in MOUTH:
+        landmarks[names.index(name), 1] -= drop_mm
+        landmarks[names.index(name), 2] -= back_mm
+    vertices = face.vertices.copy()
+    below = vertices[:, 1] < -15.0
+    vertices[below, 1] -= drop_mm * np.exp(-((vertices[below, 1] + 30.0) / 20.0) ** 2)
+    return face.copy(vertices=vertices, landmarks=landmarks)
+
+
+def test_registration_recovers_the_head_motion_that_own_alignment_confuses_with_the_mouth():
+    neutral = toy_face()
+    expressive = rigid(open_mouth(neutral))
+    reference = align(neutral)
+    registered = align_to_reference(expressive, neutral)
+    record = registered.meta["align"]
+    assert record["method"] == "reference" and record["reference_rms"] < 1e-3
+    assert "nose_tip" in record["reference_points"] and not set(MOUTH) & set(record["reference_points"])
+    assert record["rotation"] == reference.meta["align"]["rotation"]
+    # The eyes and the nose land where the neutral scan's are; each scan's own alignment (its up axis runs from
+    # the mouth to the eyes) tilts the opened face instead.
+    names = list(neutral.landmark_names)
+    stable = [names.index(name) for name in ("left_eye_outer", "right_eye_outer", "left_eye_inner", "nose_tip")]
+    own = align(expressive)
+    registered_error = np.abs(registered.landmarks[stable] - reference.landmarks[stable]).max()
+    own_error = np.abs(own.landmarks[stable] - reference.landmarks[stable]).max()
+    assert registered_error < 1e-4 < 0.005 < own_error  # units of the 90-mm crop radius
+
+
+def test_registration_needs_shared_stable_landmarks_and_raw_scans():
+    neutral = toy_face()
+    bare = neutral.copy(landmarks=neutral.landmarks[:2], landmark_names=list(neutral.landmark_names)[:2])
+    bare.meta["path"] = "scan_without_landmarks.wrl"
+    with pytest.raises(FormatError, match="scan_without_landmarks.wrl.*|only 2 stable landmarks"):
+        align_to_reference(bare, neutral)
+    with pytest.raises(ConfigError, match="raw scans"):
+        align_to_reference(align(neutral), neutral)
+
+
+def tiny(**overrides) -> AFNetMForExpressionRecognition:
+    torch.manual_seed(0)
+    config = AFNetMConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], fusion_stages=[0, 1],
+                          mask_hidden_size=8, fusion_hidden_size=8, template_size=16, num_labels=3,
+                          hidden_dropout=0.0, **overrides)
+    return AFNetMForExpressionRecognition(config).eval()
+
+
+def test_difference_model_needs_the_neutral_inputs_and_uses_them(tmp_path):
+    model = tiny(neutral_reference="difference")
+    assert model.texture_branch.stem_conv.in_channels == 6 and model.geometry_branch.stem_conv.in_channels == 8
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"pixel_values": torch.rand(2, 3, 32, 32, generator=generator),
+              "geometry_values": torch.rand(2, 4, 32, 32, generator=generator)}
+    with pytest.raises(ValueError, match="neutral_pixel_values"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="shape"):
+        model(**inputs, neutral_pixel_values=inputs["pixel_values"][:, :, :16],
+              neutral_geometry_values=inputs["geometry_values"])
+    same = {"neutral_pixel_values": inputs["pixel_values"], "neutral_geometry_values": inputs["geometry_values"]}
+    other = {"neutral_pixel_values": torch.rand(2, 3, 32, 32, generator=generator),
+             "neutral_geometry_values": torch.rand(2, 4, 32, 32, generator=generator)}
+    with torch.no_grad():
+        logits_same, logits_other = model(**inputs, **same).logits, model(**inputs, **other).logits
+    assert not torch.allclose(logits_same, logits_other, atol=1e-4)
+    with pytest.raises(ValueError, match="neutral_reference"):
+        AFNetMConfig(neutral_reference="ratio")
+
+    model.save_pretrained(tmp_path)
+    reloaded = AFNetMForExpressionRecognition.from_pretrained(tmp_path).eval()
+    assert reloaded.config.neutral_reference == "difference"
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs, **other).logits, logits_other, atol=1e-6)
+    # without a reference the neutral inputs are not needed (and ignored)
+    plain = tiny()
+    with torch.no_grad():
+        assert torch.equal(plain(**inputs).logits, plain(**inputs, **other).logits)
+
+
+def test_processor_renders_the_pair_in_the_neutral_frame():
+    neutral = toy_face()
+    processor = AFNetMProcessor(image_size=32)
+    moved = rigid(neutral)  # the same face, the head turned: after registration nothing differs
+    inputs = processor([moved], neutral_faces=[neutral], return_tensors="np")
+    assert set(inputs) >= {"neutral_pixel_values", "neutral_geometry_values"}
+    depth, neutral_depth = inputs["geometry_values"][0, 0], inputs["neutral_geometry_values"][0, 0]
+    assert np.abs(depth - neutral_depth).max() < 0.02
+    unregistered = processor([moved], return_tensors="np")["geometry_values"][0, 0]
+    assert np.abs(processor([neutral], return_tensors="np")["geometry_values"][0, 0] - unregistered).max() < 0.02
+    opened = processor([rigid(open_mouth(neutral))], neutral_faces=[neutral], return_tensors="np")
+    difference = np.abs(opened["geometry_values"][0] - opened["neutral_geometry_values"][0]).sum(0)
+    assert difference[20:].sum() > 5 * difference[:12].sum()  # the change is in the lower face (rows grow down)
+    with pytest.raises(ConfigError, match="2 neutral faces for 1"):
+        processor([neutral], neutral_faces=[neutral, neutral])
+    from couple import CoupleFERProcessor
+
+    with pytest.raises(ConfigError, match="no neutral-reference inputs"):
+        CoupleFERProcessor()([neutral], neutral_faces=[neutral])
+
+
+@pytest.fixture(scope="module")
+def scans_with_neutral(tmp_path_factory):
+    from facet_vlm.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("neutral_scans")
+    generate(root, subjects=3, seed=1, formats=("bu3dfe",), intensities=1, include_neutral=True, vertices=1500,
+             texture_size=64, progress=False)
+    return root
+
+
+def test_training_pairs_every_scan_with_its_subjects_neutral_scan(tmp_path, scans_with_neutral, cache_dir):
+    config = tiny_config(tmp_path, "afnet_m", scans_with_neutral, cache_dir, intensities=[1],
+                         model_config={"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+                                       "fusion_stages": [0, 1], "image_size": 32, "mask_hidden_size": 8,
+                                       "fusion_hidden_size": 8, "template_size": 16,
+                                       "neutral_reference": "difference"},
+                         augment={"mirror_prob": 0.5, "max_shift": 2})
+    run_train("--config", str(config))
+    output = tmp_path / "run"
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["fold_results"][0]["num_samples"] == 6  # one test subject, six expressions, no neutral row
+    assert json.loads((output / "model" / "config.json").read_text())["neutral_reference"] == "difference"
+
+    # the saved model predicts a scan against its neutral scan (pipeline), and refuses a scan without one
+    from facet_vlm.pipelines import pipeline
+
+    subject = sorted((scans_with_neutral / "bu3dfe").iterdir())[0]
+    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
+    runner = pipeline(model=str(output / "model"))
+    scores = runner(str(scan), neutral=str(neutral))
+    assert sum(entry["score"] for entry in scores) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ConfigError, match="neutral scan"):
+        runner(str(scan))
+
+    # a subject without a neutral scan is named, never trained on without a reference
+    broken = tmp_path / "broken"
+    shutil.copytree(scans_with_neutral, broken)
+    missing = sorted((broken / "bu3dfe").iterdir())[1]
+    for path in missing.glob("*NE00*"):
+        path.unlink()
+    from facet_vlm.cli import train_main
+
+    result = run_command(train_main, "--config", str(config), "--dataset", f"synthetic:{broken}",
+                         "--output_dir", str(tmp_path / "broken_run"))
+    assert result.returncode != 0 and missing.name in result.stderr and "no neutral scan" in result.stderr
+
+
+def test_sequence_rows_take_the_neutral_frame_found_from_the_landmarks():
+    import datasets
+
+    from facet_vlm.data.prepare import sequence_neutral_paths, subject_neutral_paths
+
+    rows = datasets.Dataset.from_dict({"frames": [["a/000", "a/001", "a/002"], ["b/000", "b/001"]],
+                                       "neutral": [2, 0]})
+    assert sequence_neutral_paths(rows) == ["a/002", "b/000"]
+    assert sequence_neutral_paths(rows.remove_columns("neutral")) == ["a/000", "b/000"]
+    index = datasets.Dataset.from_dict({"subject": ["S1", "S1", "S2"], "expression": ["neutral", "happy", "happy"],
+                                        "path": ["S1/ne", "S1/ha", "S2/ha"]})
+    with pytest.raises(DatasetLayoutError, match="1 subject.*S2"):
+        subject_neutral_paths(index, index.select([1, 2]), "bu3dfe:ROOT")
+    assert subject_neutral_paths(index, index.select([1]), "bu3dfe:ROOT") == ["S1/ne"]
