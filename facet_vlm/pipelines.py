@@ -157,7 +157,7 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
                 raise ConfigError("this model compares each scan with the same person's neutral scan "
                                   "(neutral_reference); pass it: pipeline(scan, neutral=NEUTRAL_SCAN), "
                                   "scripts/predict.py --neutral NEUTRAL_SCAN")
-            if neutral is not None and self.needs_neutral:
+            if self.needs_neutral:
                 return self.model_inputs(self.processor(faces=[item], neutral_faces=[neutral]))
             return self.model_inputs(self.processor(faces=[load_face(item)]))
         return self.preprocess_sequence(item, num_frames, frame_mode, frame_scores)

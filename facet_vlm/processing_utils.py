@@ -156,7 +156,8 @@ class FaceProcessor(SettingsProcessor):
         neutral = neutral if isinstance(neutral, Face) else read_face(neutral)
         if is_aligned(face) or is_aligned(neutral):
             return (face if is_aligned(face) else align(face)), (neutral if is_aligned(neutral) else align(neutral))
-        return align_to_reference(face, neutral), align(neutral)
+        aligned_neutral = align(neutral)
+        return align_to_reference(face, neutral, aligned_reference=aligned_neutral), aligned_neutral
 
     def process_face(self, face: Face) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -180,7 +181,6 @@ class FaceProcessor(SettingsProcessor):
             raise ConfigError(f"{type(self).__name__}: no faces given")
         if neutral_faces is None:
             arrays = [self.process_face(self.load_face(face)) for face in faces]
-            data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
         else:
             if not self.neutral_outputs:
                 raise ConfigError(f"{type(self).__name__} makes no neutral-reference inputs; neutral_faces is for "
@@ -189,11 +189,10 @@ class FaceProcessor(SettingsProcessor):
             if len(neutral) != len(faces):
                 raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
             pairs = [self.load_pair(face, reference) for face, reference in zip(faces, neutral)]
-            arrays = [self.process_face(face) for face, _ in pairs]
-            data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
-            neutral_arrays = [self.process_face(reference) for _, reference in pairs]
-            for name in self.neutral_outputs:
-                data[f"neutral_{name}"] = np.stack([item[name] for item in neutral_arrays])
+            arrays = [{**self.process_face(face),
+                       **{f"neutral_{name}": value for name, value in self.process_face(reference).items()
+                          if name in self.neutral_outputs}} for face, reference in pairs]
+        data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
         if labels is not None:
             labels = [labels] if np.isscalar(labels) else list(labels)
             if len(labels) != len(faces):

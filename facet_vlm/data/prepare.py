@@ -62,8 +62,7 @@ class ProcessorFeatures:
         return {"name": "processor", "settings": json.loads(json.dumps(settings, default=str))}
 
     def __call__(self, face: Face) -> dict[str, np.ndarray]:
-        batch = self.processor([face])
-        return {name: _to_numpy(value)[0] for name, value in batch.items() if name != "labels"}
+        return _first_row(self.processor([face]))
 
 
 class NeutralPairFeatures(ProcessorFeatures):
@@ -81,6 +80,12 @@ class NeutralPairFeatures(ProcessorFeatures):
         super().__init__(processor)
         self.neutral_of = {str(path): str(neutral) for path, neutral in neutral_of.items()}
 
+    @classmethod
+    def for_rows(cls, processor: Any, index: Any, neutral_paths: Sequence[str]) -> tuple[Any, NeutralPairFeatures]:
+        """`index` with its ``neutral_path`` column added, and the feature function pairing its rows so."""
+        index = index.add_column("neutral_path", list(neutral_paths))
+        return index, cls(processor, dict(zip(column(index, "path"), column(index, "neutral_path"))))
+
     @property
     def spec(self) -> dict[str, Any]:
         pairs = json.dumps(sorted(self.neutral_of.items())).encode()
@@ -90,8 +95,12 @@ class NeutralPairFeatures(ProcessorFeatures):
         path = str(face.meta.get("path"))
         if path not in self.neutral_of:
             raise DatasetLayoutError("no neutral scan is known for this scan", path)
-        batch = self.processor([face], neutral_faces=[self.neutral_of[path]])
-        return {name: _to_numpy(value)[0] for name, value in batch.items() if name != "labels"}
+        return _first_row(self.processor([face], neutral_faces=[self.neutral_of[path]]))
+
+
+def _first_row(batch: Any) -> dict[str, np.ndarray]:
+    """The arrays of a one-face processor batch without the batch axis (labels left out)."""
+    return {name: _to_numpy(value)[0] for name, value in batch.items() if name != "labels"}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -335,8 +344,8 @@ def prepare_dataset(model_args: Any, data_args: Any, accelerator: Any) -> Prepar
         return prepare_sequences(index, entry, config, feature_fn, cache_dir, data_args, accelerator,
                                  (tuple(labels), label_set_name))
     if getattr(config, "neutral_input_names", ()):
-        index = index.add_column("neutral_path", subject_neutral_paths(full_index, index, data_args.dataset))
-        feature_fn = NeutralPairFeatures(processor, dict(zip(column(index, "path"), column(index, "neutral_path"))))
+        index, feature_fn = NeutralPairFeatures.for_rows(processor, index,
+                                                         subject_neutral_paths(full_index, index, data_args.dataset))
     with accelerator.main_process_first():
         prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                     desc=f"render {model_args.model} inputs")
@@ -436,9 +445,8 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
         with accelerator.main_process_first():
             index = apex_rows(index)
             if getattr(config, "neutral_input_names", ()):
-                index = index.add_column("neutral_path", sequence_neutral_paths(index))
-                feature_fn = NeutralPairFeatures(feature_fn.processor,
-                                                 dict(zip(column(index, "path"), column(index, "neutral_path"))))
+                index, feature_fn = NeutralPairFeatures.for_rows(feature_fn.processor, index,
+                                                                 sequence_neutral_paths(index))
             prepared = prepare_features(index, cache_dir, feature_fn, num_proc=data_args.num_proc,
                                         desc=f"render {entry.name} inputs (apex frames)")
         input_names = [name for name in prepared.column_names if name not in index.column_names]

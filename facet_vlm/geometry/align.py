@@ -35,6 +35,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ConfigError, FormatError
 from ..face import Face
+from .motion import STABLE_POINTS, rigid_fit
 from .raster import face_normals, pixel_grid, rasterize, to_pixels
 
 EYE_NAMES = {"left": ("left_eye_outer", "left_eye_inner"), "right": ("right_eye_outer", "right_eye_inner")}
@@ -379,13 +380,13 @@ def align(face: Face, crop_radius: float = 90.0, normalize: bool = True) -> Face
 #: move 1.0-1.6 mm over a real BU-4DFE sequence after alignment, mouth points 2.5-5 mm), and the named eye corners
 #: and nose tip of the other layouts.
 STABLE_LANDMARKS: tuple[str, ...] = (
-    tuple(f"bnd_{k:02d}" for k in (0, 4, 8, 12, 36, 40, 41, 42, 43, 47))
+    tuple(f"bnd_{k:02d}" for k in STABLE_POINTS)
     + EYE_NAMES["left"] + EYE_NAMES["right"] + ("nose_tip",)
 )
 
 
 def align_to_reference(face: Face, reference: Face, crop_radius: float = 90.0, normalize: bool = True,
-                       min_points: int = 3) -> Face:
+                       min_points: int = 3, aligned_reference: Face | None = None) -> Face:
     """Put a scan into the canonical frame of another scan of the same person (e.g. their neutral scan).
 
     `align` takes the frame of each scan from its own landmarks, the mouth included (BU-3DFE's ``.bnd`` up axis runs
@@ -399,6 +400,8 @@ def align_to_reference(face: Face, reference: Face, crop_radius: float = 90.0, n
         reference: the raw (unaligned) reference scan, with landmarks.
         crop_radius, normalize: as in `align`.
         min_points: the fewest stable landmarks the two scans must share.
+        aligned_reference: `reference` as `align` (with the same settings) already made it, when the caller has
+            it; otherwise it is aligned here.
 
     Returns:
         A new Face as `align` makes it; ``meta["align"]`` has method "reference", the reference's rotation and
@@ -411,9 +414,9 @@ def align_to_reference(face: Face, reference: Face, crop_radius: float = 90.0, n
     if is_aligned(face) or is_aligned(reference):
         raise ConfigError("align_to_reference takes raw scans, not aligned ones (their landmarks must be in the "
                           "scans' own coordinates)")
-    from .motion import rigid_fit
-
-    frame = align(reference, crop_radius=crop_radius, normalize=normalize).meta["align"]
+    if aligned_reference is None:
+        aligned_reference = align(reference, crop_radius=crop_radius, normalize=normalize)
+    frame = aligned_reference.meta["align"]
     names = [name for name in STABLE_LANDMARKS if name in (face.landmark_names or ())
              and name in (reference.landmark_names or ())]
     moving = [face.landmark(name) for name in names]
