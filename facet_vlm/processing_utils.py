@@ -162,6 +162,14 @@ class FaceProcessor(SettingsProcessor):
     def process_face(self, face: Face) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def process_pair(self, face: Face, reference: Face) -> dict[str, np.ndarray]:
+        """The inputs of a scan and its neutral scan, both already in the neutral scan's frame (`load_pair`): the
+        scan's `process_face` arrays and ``neutral_<name>`` for each name of `neutral_outputs`. Processors whose
+        reference inputs compare the two scans directly override this."""
+        reference_arrays = self.process_face(reference)
+        return {**self.process_face(face),
+                **{f"neutral_{name}": reference_arrays[name] for name in self.neutral_outputs}}
+
     def __call__(
         self,
         faces: FaceLike | Sequence[FaceLike],
@@ -172,8 +180,8 @@ class FaceProcessor(SettingsProcessor):
         """Process one face or a list of faces (or paths) into a batch; `labels` are added as `labels` if given.
 
         `neutral_faces` (one per face: the same person's neutral scan) adds ``neutral_<name>`` for each name of
-        `neutral_outputs`, the inputs of a model with a neutral reference (AFNet-M's ``neutral_reference``); each
-        face is then put into its neutral scan's frame (`load_pair`).
+        `neutral_outputs`, the inputs of a model with a neutral reference (``neutral_reference`` of AFNet-M and
+        CoupleFER; `process_pair`); each face is then put into its neutral scan's frame (`load_pair`).
         """
         single = isinstance(faces, (Face, str, PathLike))
         faces = [faces] if single else list(faces)
@@ -184,14 +192,11 @@ class FaceProcessor(SettingsProcessor):
         else:
             if not self.neutral_outputs:
                 raise ConfigError(f"{type(self).__name__} makes no neutral-reference inputs; neutral_faces is for "
-                                  "processors of models with a neutral reference (AFNet-M)")
+                                  "processors of models with a neutral reference (AFNet-M, CoupleFER)")
             neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, PathLike)) else list(neutral_faces)
             if len(neutral) != len(faces):
                 raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
-            pairs = [self.load_pair(face, reference) for face, reference in zip(faces, neutral)]
-            arrays = [{**self.process_face(face),
-                       **{f"neutral_{name}": value for name, value in self.process_face(reference).items()
-                          if name in self.neutral_outputs}} for face, reference in pairs]
+            arrays = [self.process_pair(*self.load_pair(face, reference)) for face, reference in zip(faces, neutral)]
         data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
         if labels is not None:
             labels = [labels] if np.isscalar(labels) else list(labels)

@@ -186,7 +186,7 @@ def test_each_model_gets_the_augmenter_of_its_inputs():
 
     assert isinstance(augmenter_for(FacetVLMProcessor(image_size=32), {"max_zoom": 0.1}), ViewAugmenter)
     images = augmenter_for(CoupleFERProcessor(image_size=32), {"point_noise": 0.01})
-    assert isinstance(images, ImageAugmenter) and set(images.inputs) == {"pixel_values"}
+    assert isinstance(images, ImageAugmenter) and set(images.inputs) == {"pixel_values", "neutral_pixel_values"}
     with pytest.raises(ConfigError, match="makes none"):
         augmenter_for(object(), {})
 

@@ -1,6 +1,7 @@
 """The neutral reference: an expressive scan registered to the same person's neutral scan on the stable landmarks,
-AFNet-M's ``neutral_reference="difference"`` inputs, and a training run that pairs every scan with its subject's
-neutral scan (and refuses a subject without one)."""
+the ``neutral_reference="difference"`` inputs of AFNet-M and CoupleFER (points measured against the neutral
+surface), and training runs that pair every scan with its subject's neutral scan (and refuse a subject without
+one)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ import pytest
 import torch
 from helpers import run_command, run_train, tiny_config, toy_face
 
-from couple import AFNetMConfig, AFNetMForExpressionRecognition, AFNetMProcessor
+from couple import (
+    AFNetMConfig,
+    AFNetMForExpressionRecognition,
+    AFNetMProcessor,
+    CoupleFERConfig,
+    CoupleFERForExpressionRecognition,
+    CoupleFERProcessor,
+)
 from facet_vlm.errors import ConfigError, DatasetLayoutError, FormatError
-from facet_vlm.geometry import align
+from facet_vlm.face import Face
+from facet_vlm.geometry import align, surface_offsets
 from facet_vlm.geometry.align import align_to_reference
 
 MOUTH = ("mouth_left", "mouth_right", "upper_lip", "lower_lip")
@@ -130,10 +139,99 @@ def test_processor_renders_the_pair_in_the_neutral_frame():
     assert difference[20:].sum() > 5 * difference[:12].sum()  # the change is in the lower face (rows grow down)
     with pytest.raises(ConfigError, match="2 neutral faces for 1"):
         processor([neutral], neutral_faces=[neutral, neutral])
-    from couple import CoupleFERProcessor
+    from facet_vlm.processing_utils import FaceProcessor
+
+    class NoReference(FaceProcessor):
+        def process_face(self, face):
+            return {"points": face.vertices[:4]}
 
     with pytest.raises(ConfigError, match="no neutral-reference inputs"):
-        CoupleFERProcessor()([neutral], neutral_faces=[neutral])
+        NoReference()([neutral], neutral_faces=[neutral])
+
+
+def plane(size: float = 1.0, n: int = 21, wound_down: bool = False) -> Face:
+    """A flat square mesh in z = 0 (normals +z, or -z from the triangles when `wound_down`)."""
+    xs = np.linspace(-size, size, n)
+    x, y = np.meshgrid(xs, xs)
+    vertices = np.stack([x, y, np.zeros_like(x)], -1).reshape(-1, 3).astype(np.float32)
+    index = np.arange(n * n).reshape(n, n)
+    a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, :-1], index[1:, 1:]
+    faces = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    return Face(vertices=vertices, faces=(faces[:, ::-1] if wound_down else faces).astype(np.int64))
+
+
+@pytest.mark.parametrize("wound_down", [False, True])
+def test_surface_offsets_measure_how_far_points_left_the_reference_surface(wound_down):
+    reference = plane(wound_down=wound_down)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-0.9, 0.9, (50, 2))  # anywhere between the vertices, not on them
+    height = rng.uniform(-0.1, 0.1, 50)
+    offsets = surface_offsets(np.column_stack([xy, height]), reference)
+    np.testing.assert_allclose(offsets, height, atol=1e-6)  # signed, out of the face (+z) positive
+    # clipped, and zero where the reference has no surface (beyond its edge)
+    far = surface_offsets(np.array([[0.0, 0.0, 0.5], [0.0, 0.0, -0.5], [1.5, 0.0, 0.01]]), reference,
+                          max_offset=0.15, max_gap=0.1)
+    np.testing.assert_allclose(far, [0.15, -0.15, 0.0], atol=1e-6)
+    with pytest.raises(FormatError, match="no surface"):
+        surface_offsets(np.zeros((3, 3)), Face(vertices=np.zeros((3, 3), np.float32),
+                                               faces=np.zeros((0, 3), np.int64), meta={"path": "neutral.wrl"}))
+
+
+def test_couplefer_pair_measures_the_points_against_the_neutral_surface():
+    neutral = toy_face()
+    processor = CoupleFERProcessor(image_size=32, num_points=256)
+    moved = processor([rigid(neutral)], neutral_faces=[neutral], return_tensors="np")
+    assert set(moved) == {"pixel_values", "points", "neutral_pixel_values", "neutral_point_offsets"}
+    assert moved["neutral_point_offsets"].shape == (1, 256)
+    assert np.abs(moved["neutral_point_offsets"]).max() < 0.01  # the head moved, the face did not: < 1 mm
+    opened = processor([rigid(open_mouth(neutral))], neutral_faces=[neutral], return_tensors="np")
+    offsets, height = opened["neutral_point_offsets"][0], opened["points"][0, :, 1]
+    lower, upper = np.abs(offsets[height < -0.2]).mean(), np.abs(offsets[height > 0.1]).mean()
+    assert lower > 0.01 and lower > 20 * upper  # the jaw moved (about 2 mm on average below the mouth), not the brow
+
+
+def tiny_couplefer(**overrides) -> CoupleFERForExpressionRecognition:
+    torch.manual_seed(0)
+    config = CoupleFERConfig(vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                            "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                             point_hidden_size=32, point_intermediate_size=64, point_num_attention_heads=2,
+                             num_point_groups=8, point_group_size=8, projection_dim=16, num_labels=3, **overrides)
+    return CoupleFERForExpressionRecognition(config).eval()
+
+
+@pytest.mark.parametrize("modality", ["image", "points"])
+def test_couplefer_difference_model_needs_the_neutral_inputs_and_each_branch_uses_them(tmp_path, modality):
+    model = tiny_couplefer(neutral_reference="difference", input_modality=modality)
+    assert model.config.neutral_input_names == ("pixel_values", "point_offsets")
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"pixel_values": torch.rand(2, 3, 32, 32, generator=generator),
+              "points": torch.randn(2, 64, 6, generator=generator)}
+    with pytest.raises(ValueError, match="neutral_pixel_values and neutral_point_offsets"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="one offset per point"):
+        model(**inputs, neutral_pixel_values=inputs["pixel_values"], neutral_point_offsets=torch.zeros(2, 32))
+    still = {"neutral_pixel_values": inputs["pixel_values"], "neutral_point_offsets": torch.zeros(2, 64)}
+    # each branch alone (single-modality ablation): its prediction changes when only its own reference input does
+    moved = dict(still)
+    if modality == "image":
+        moved["neutral_pixel_values"] = torch.rand(2, 3, 32, 32, generator=generator)
+    else:
+        moved["neutral_point_offsets"] = 0.05 * torch.randn(2, 64, generator=generator)
+    with torch.no_grad():
+        logits_still, logits_moved = model(**inputs, **still).logits, model(**inputs, **moved).logits
+    assert not torch.allclose(logits_still, logits_moved, atol=1e-4)
+    with pytest.raises(ValueError, match="neutral_reference"):
+        CoupleFERConfig(neutral_reference="ratio")
+
+    model.save_pretrained(tmp_path)
+    reloaded = CoupleFERForExpressionRecognition.from_pretrained(tmp_path).eval()
+    assert reloaded.config.neutral_reference == "difference"
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs, **moved).logits, logits_moved, atol=1e-6)
+    plain = tiny_couplefer()  # without a reference the neutral inputs are ignored
+    assert plain.config.neutral_input_names == ()
+    with torch.no_grad():
+        assert torch.equal(plain(**inputs).logits, plain(**inputs, **moved).logits)
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +295,27 @@ def test_sequence_rows_take_the_neutral_frame_found_from_the_landmarks():
     with pytest.raises(DatasetLayoutError, match="1 subject.*S2"):
         subject_neutral_paths(index, index.select([1, 2]), "bu3dfe:ROOT")
     assert subject_neutral_paths(index, index.select([1]), "bu3dfe:ROOT") == ["S1/ne"]
+
+
+def test_couplefer_trains_against_the_neutral_scan_and_predicts_with_it(tmp_path, scans_with_neutral, cache_dir):
+    from helpers import TINY_MODELS
+
+    config = tiny_config(tmp_path, "couplefer", scans_with_neutral, cache_dir, intensities=[1],
+                         model_config={**TINY_MODELS["couplefer"], "neutral_reference": "difference"},
+                         augment={"mirror_prob": 0.5, "max_shift": 2, "point_noise": 0.005})
+    run_train("--config", str(config))
+    output = tmp_path / "run"
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["fold_results"][0]["num_samples"] == 6
+    assert json.loads((output / "model" / "config.json").read_text())["neutral_reference"] == "difference"
+    from facet_vlm.pipelines import pipeline
+
+    subject = sorted((scans_with_neutral / "bu3dfe").iterdir())[0]
+    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
+    runner = pipeline(model=str(output / "model"))
+    scores = runner(str(scan), neutral=str(neutral))
+    assert sum(entry["score"] for entry in scores) == pytest.approx(1.0, abs=1e-4)
+    # the neutral scan reaches the prediction: the scan against itself is no motion at all
+    assert runner(str(scan), neutral=str(scan)) != scores
+    with pytest.raises(ConfigError, match="neutral scan"):
+        runner(str(scan))

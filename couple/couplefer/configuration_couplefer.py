@@ -8,6 +8,7 @@ from transformers import CLIPVisionConfig, PreTrainedConfig
 COUPLE_MODES = ("2d_to_3d", "bidirectional", "off")
 FUSION_MODES = ("concat", "sum")
 PROTOTYPE_MODES = ("learned", "ema")
+NEUTRAL_REFERENCES = ("none", "difference")
 
 
 class CoupleFERConfig(PreTrainedConfig):
@@ -63,6 +64,18 @@ class CoupleFERConfig(PreTrainedConfig):
             prediction (`logits`) is that branch's head and the loss is that head's cross-entropy only; `couple_mode`
             is then forced to `"off"` so that the branch does not see the other modality through the prompts. (Both
             inputs are still passed and both branches still run; the other branch gets no gradient.)
+        neutral_reference (`str`, defaults to `"none"`): `"difference"` gives the model the same person's neutral
+            scan as a reference (BU-3DFE and Bosphorus have one per subject, a 4D sequence its neutral frame): the
+            forward pass then needs `neutral_pixel_values` (the neutral scan's texture view) and
+            `neutral_point_offsets` (B, N), each point's signed distance from the neutral surface (the processor's
+            `neutral_faces=`). The image branch adds a patch embedding of the texture difference (its own
+            convolution, so CLIP weights still load into the texture one) to its patch tokens; the point branch
+            gets the offset as one more per-point feature. Real brow and lip motion is 2-6 mm, about one pixel of
+            a 64-px view and below the 7 mm spacing of 1024 sampled points; what moved shows against the neutral
+            face. The paper does not use a reference; this is the library's option.
+        neutral_difference_gain (`float`, defaults to 10.0): the texture difference (after CLIP normalisation) and
+            the point offsets (in the units of the normalised cloud) are multiplied by this, so that a few
+            millimetres of motion reach the size of the other inputs.
         label_smoothing (`float`, defaults to 0.0): for the cross-entropy terms.
         hidden_dropout (`float`, defaults to 0.0): dropout before the heads.
         layer_norm_eps, initializer_range: as usual.
@@ -107,6 +120,8 @@ class CoupleFERConfig(PreTrainedConfig):
     prototype_temperature: float = 0.1
     prototype_momentum: float = 0.9
     input_modality: str = "both"
+    neutral_reference: str = "none"
+    neutral_difference_gain: float = 10.0
     label_smoothing: float = 0.0
     hidden_dropout: float = 0.0
     layer_norm_eps: float = 1e-5
@@ -124,7 +139,7 @@ class CoupleFERConfig(PreTrainedConfig):
 
     def _check(self) -> None:
         choices = {"couple_mode": COUPLE_MODES, "fusion": FUSION_MODES, "prototype_mode": PROTOTYPE_MODES,
-                   "input_modality": ("both", "image", "points")}
+                   "input_modality": ("both", "image", "points"), "neutral_reference": NEUTRAL_REFERENCES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"CoupleFERConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
@@ -147,6 +162,11 @@ class CoupleFERConfig(PreTrainedConfig):
                 raise ValueError(f"CoupleFERConfig.{name} must be >= 0 (0 switches the term off)")
         if not 0.0 <= self.prototype_momentum < 1.0:
             raise ValueError(f"CoupleFERConfig.prototype_momentum must be in [0, 1), got {self.prototype_momentum}")
+
+    @property
+    def neutral_input_names(self) -> tuple[str, ...]:
+        """The inputs that come from the neutral scan (``neutral_`` + name); empty without a neutral reference."""
+        return () if self.neutral_reference == "none" else ("pixel_values", "point_offsets")
 
     @property
     def num_hidden_layers(self) -> int:

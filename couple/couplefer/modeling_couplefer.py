@@ -207,7 +207,8 @@ class PointPatchEmbedding(nn.Module):
     def __init__(self, config: CoupleFERConfig):
         super().__init__()
         width = config.point_embed_hidden_size
-        self.local_fc1 = fan_in_linear(config.point_input_dim, width)
+        extra = 1 if config.neutral_reference == "difference" else 0  # the offset from the neutral surface
+        self.local_fc1 = fan_in_linear(config.point_input_dim + extra, width)
         self.local_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.local_fc2 = fan_in_linear(width, 2 * width)
         self.global_fc1 = fan_in_linear(4 * width, 4 * width)
@@ -282,14 +283,20 @@ class CoupleFERPointEncoder(nn.Module):
         self.layers = nn.ModuleList([CoupleFERPointLayer(config) for _ in range(config.num_hidden_layers)])
         self.post_layernorm = nn.LayerNorm(config.point_hidden_size, eps=config.layer_norm_eps)
 
-    def embed(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points (B, N, C) → (tokens (B, 1+G, D), positions (B, 1+G, D))."""
+    def embed(self, points: torch.Tensor, offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """points (B, N, C), offsets (B, N) from the neutral surface or None → (tokens (B, 1+G, D), positions
+        (B, 1+G, D))."""
         config = self.config
         features = points[..., : config.point_input_dim]
         xyz = features[..., :3]
         if config.normalize_points:
             xyz = xyz - xyz.mean(dim=1, keepdim=True)
-            xyz = xyz / xyz.norm(dim=-1).amax(dim=1).clamp_min(1e-6)[:, None, None]
+            scale = xyz.norm(dim=-1).amax(dim=1).clamp_min(1e-6)[:, None, None]
+            xyz = xyz / scale
+        else:
+            scale = xyz.new_ones(())
+        if offsets is not None:  # in the normalised cloud's units, like xyz
+            features = torch.cat([features, config.neutral_difference_gain * offsets.unsqueeze(-1) / scale], dim=-1)
         with torch.no_grad():
             center_index = farthest_point_sampling(xyz.detach(), config.num_point_groups)
         centers = gather_points(xyz, center_index)
@@ -391,12 +398,32 @@ class CoupleFERModel(CoupleFERPreTrainedModel):
                 CouPlePromptGenerator(point_size, image_size, vision_config.num_attention_heads, config)
                 for _ in range(depth)
             )
+        if config.neutral_reference == "difference":
+            # the texture difference from the neutral scan, embedded by its own patch convolution and added to the
+            # patch tokens (CLIP's texture embedding keeps its shape, so pretrained vision weights still load)
+            patch = vision_config.patch_size
+            self.neutral_patch_embedding = nn.Conv2d(3, image_size, kernel_size=patch, stride=patch, bias=False)
         self.visual_projection = fan_in_linear(image_size, config.projection_dim, bias=False)
         self.point_projection = fan_in_linear(2 * point_size, config.projection_dim, bias=False)
         self.post_init()
 
-    def _check_inputs(self, pixel_values: torch.Tensor, points: torch.Tensor) -> None:
+    def _check_inputs(self, pixel_values: torch.Tensor, points: torch.Tensor,
+                      neutral_pixel_values: torch.Tensor | None = None,
+                      neutral_point_offsets: torch.Tensor | None = None) -> None:
         config = self.config
+        if config.neutral_reference != "none":
+            if neutral_pixel_values is None or neutral_point_offsets is None:
+                raise ValueError(
+                    f"this CoupleFER has neutral_reference={config.neutral_reference!r}: pass neutral_pixel_values "
+                    "and neutral_point_offsets, made from the same person's neutral scan by the processor "
+                    "(processor(faces, neutral_faces=...); the pipeline's neutral=... argument)"
+                )
+            if neutral_pixel_values.shape != pixel_values.shape:
+                raise ValueError(f"neutral_pixel_values {tuple(neutral_pixel_values.shape)} must have the shape of "
+                                 f"pixel_values {tuple(pixel_values.shape)}")
+            if neutral_point_offsets.shape != points.shape[:2]:
+                raise ValueError(f"neutral_point_offsets {tuple(neutral_point_offsets.shape)} must be (B, N) = "
+                                 f"{tuple(points.shape[:2])}, one offset per point")
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(f"pixel_values must be (B, 3, H, W) RGB, got shape {tuple(pixel_values.shape)}")
         if points.ndim != 3 or points.shape[-1] not in (6, 9) or points.shape[-1] < config.point_input_dim:
@@ -416,22 +443,35 @@ class CoupleFERModel(CoupleFERPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         points: torch.Tensor,
+        neutral_pixel_values: torch.Tensor | None = None,
+        neutral_point_offsets: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
     ) -> CoupleFERModelOutput:
         """pixel_values (B, 3, H, W) RGB in [0, 1] (or CLIP-normalised if `normalize_pixels=False`); points (B, N,
-        6 or 9) xyz, normal[, rgb]."""
-        self._check_inputs(pixel_values, points)
+        6 or 9) xyz, normal[, rgb]; neutral_pixel_values (B, 3, H, W) / neutral_point_offsets (B, N): the neutral
+        scan's texture view and each point's offset from its surface (needed with `neutral_reference="difference"`,
+        ignored otherwise)."""
+        self._check_inputs(pixel_values, points, neutral_pixel_values, neutral_point_offsets)
         config = self.config
         if config.normalize_pixels:
             mean = pixel_values.new_tensor(config.image_mean).view(1, 3, 1, 1)
             std = pixel_values.new_tensor(config.image_std).view(1, 3, 1, 1)
             pixel_values = (pixel_values - mean) / std
+            if neutral_pixel_values is not None:
+                neutral_pixel_values = (neutral_pixel_values.to(pixel_values.dtype) - mean) / std
         image_encoder, point_encoder = self.image_encoder, self.point_encoder
         image_tokens = image_encoder.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        offsets = None
+        if config.neutral_reference == "difference":
+            difference = config.neutral_difference_gain * (pixel_values - neutral_pixel_values.to(pixel_values))
+            difference = self.neutral_patch_embedding(difference.to(self.neutral_patch_embedding.weight.dtype))
+            image_tokens = torch.cat([image_tokens[:, :1], image_tokens[:, 1:] + difference.flatten(2).transpose(1, 2)],
+                                     dim=1)
+            offsets = neutral_point_offsets.to(image_tokens.dtype)
         image_tokens = image_encoder.pre_layrnorm(image_tokens)
-        point_tokens, point_positions = point_encoder.embed(points.to(image_tokens.dtype))
+        point_tokens, point_positions = point_encoder.embed(points.to(image_tokens.dtype), offsets)
         num_image_tokens, num_point_tokens = image_tokens.shape[1], point_tokens.shape[1]
         image_states, point_states = [], []
         for index, (image_layer, point_layer) in enumerate(zip(image_encoder.encoder.layers, point_encoder.layers)):
@@ -583,15 +623,20 @@ class CoupleFERForExpressionRecognition(CoupleFERPreTrainedModel):
         pixel_values: torch.Tensor,
         points: torch.Tensor,
         labels: torch.Tensor | None = None,
+        neutral_pixel_values: torch.Tensor | None = None,
+        neutral_point_offsets: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool = False,
         **kwargs,
     ) -> CoupleFEROutput:
-        """pixel_values (B, 3, H, W) RGB in [0, 1]; points (B, N, 6 or 9); labels (B,) class indices."""
+        """pixel_values (B, 3, H, W) RGB in [0, 1]; points (B, N, 6 or 9); labels (B,) class indices;
+        neutral_pixel_values / neutral_point_offsets: the neutral scan's inputs (with `neutral_reference`)."""
         config = self.config
         outputs = self.couplefer(
             pixel_values,
             points,
+            neutral_pixel_values=neutral_pixel_values,
+            neutral_point_offsets=neutral_point_offsets,
             interpolate_pos_encoding=interpolate_pos_encoding,
             output_hidden_states=output_hidden_states,
         )

@@ -19,6 +19,9 @@ from facet_vlm.processing_utils import FRONTAL_VIEW, FaceProcessor
 class CoupleFERProcessor(FaceProcessor):
     """Face → `pixel_values` (B, 3, S, S) frontal texture in [0, 1] and `points` (B, N, 6 or 9) for CoupleFER.
 
+    With ``neutral_faces=`` (one neutral scan of the same person per face) also `neutral_pixel_values` and
+    `neutral_point_offsets` (B, N), the inputs of a CoupleFER with ``neutral_reference="difference"``.
+
     Args:
         image_size: rendered view size (the CLIP vision config's `image_size`).
         num_points: points sampled over the surface (at least the model's `num_point_groups` and
@@ -49,10 +52,33 @@ class CoupleFERProcessor(FaceProcessor):
         }
         return cls(**{**settings, **overrides})
 
-    def process_face(self, face: Face) -> dict[str, np.ndarray]:
-        from facet_vlm.geometry import render_views, sample_points
+    #: With ``neutral_faces``: the neutral scan's texture (``neutral_pixel_values``); `process_pair` adds
+    #: ``neutral_point_offsets``.
+    neutral_outputs = ("pixel_values",)
+
+    def render_texture(self, face: Face) -> np.ndarray:
+        """The frontal texture view (3, S, S) in [0, 1]."""
+        from facet_vlm.geometry import render_views
 
         images, _ = render_views(face, views=FRONTAL_VIEW, size=self.image_size, channels=("texture",))
+        return images[0].astype(np.float32)
+
+    def process_pair(self, face: Face, reference: Face) -> dict[str, np.ndarray]:
+        """A scan and its neutral scan (both in the neutral scan's frame): the scan's inputs, the neutral scan's
+        texture view (``neutral_pixel_values``) and, for each of the scan's points, its signed distance from the
+        neutral surface (``neutral_point_offsets`` (N,), aligned units; `facet_vlm.geometry.surface_offsets`):
+        how far the face moved out of or into itself there. Sampled clouds of two scans share no points, so the
+        motion is measured against the neutral mesh, not its cloud."""
+        from facet_vlm.geometry import surface_offsets
+
+        arrays = self.process_face(face)
+        arrays["neutral_pixel_values"] = self.render_texture(reference)
+        arrays["neutral_point_offsets"] = surface_offsets(arrays["points"], reference)
+        return arrays
+
+    def process_face(self, face: Face) -> dict[str, np.ndarray]:
+        from facet_vlm.geometry import sample_points
+
         points = sample_points(face, n=self.num_points, seed=self.seed)
         if points.shape[1] < self.point_channels:
             raise MissingTextureError(
@@ -61,7 +87,7 @@ class CoupleFERProcessor(FaceProcessor):
                 face.meta.get("path"),
             )
         return {
-            "pixel_values": images[0].astype(np.float32),
+            "pixel_values": self.render_texture(face),
             "points": points[:, : self.point_channels].astype(np.float32),
         }
 

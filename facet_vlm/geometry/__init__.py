@@ -12,7 +12,7 @@ from typing import Any
 
 from .align import align, is_aligned
 from .masks import REGION_NAMES, region_masks
-from .points import farthest_point_indices, sample_points
+from .points import farthest_point_indices, sample_points, surface_offsets
 from .render import CHANNEL_SIZES, DEFAULT_VIEWS, num_channels, render_views, vertex_normals, view_rotation
 from .sheet import contact_sheet
 
@@ -41,6 +41,7 @@ __all__ = [
     "region_masks",
     "render_views",
     "sample_points",
+    "surface_offsets",
     "vertex_normals",
     "view_rotation",
 ]

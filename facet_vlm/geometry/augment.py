@@ -305,13 +305,13 @@ def augmenter_for(processor, settings: dict) -> ViewAugmenter | ImageAugmenter:
 
 
 #: The inputs of the single-view processors and their channel groups ("mask": region masks, moved with the image).
-#: A neutral reference (AFNet-M's ``neutral_*`` inputs) gets the same mirror, zoom, shift and holes as the
-#: expressive scan, so that their difference shows the motion, not the augmentation.
+#: A neutral reference (the ``neutral_*`` images of AFNet-M and CoupleFER) gets the same mirror, zoom, shift and
+#: holes as the expressive scan, so that their difference shows the motion, not the augmentation.
 IMAGE_AUGMENTER_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "AFNetMProcessor": {"pixel_values": ("texture",), "geometry_values": ("depth", "normal"),
                         "region_masks": ("mask",), "neutral_pixel_values": ("texture",),
                         "neutral_geometry_values": ("depth", "normal")},
-    "CoupleFERProcessor": {"pixel_values": ("texture",)},
+    "CoupleFERProcessor": {"pixel_values": ("texture",), "neutral_pixel_values": ("texture",)},
 }
 
 

@@ -100,3 +100,45 @@ def sample_points(
         columns.append(interpolate(face.colors) / 255.0)
     keep = farthest_point_indices(xyz, n, 0) if oversample > 1 else np.arange(n)
     return np.concatenate(columns, axis=1)[keep].astype(np.float32)
+
+
+def surface_offsets(points: np.ndarray, reference: Face, max_offset: float = 0.15,
+                    max_gap: float = 0.1) -> np.ndarray:
+    """Signed distance of each point from the surface of another scan of the same person (e.g. its neutral scan).
+
+    Both must be in the same frame (`facet_vlm.processing_utils.FaceProcessor.load_pair` registers a scan to its
+    neutral scan). The distance is point-to-plane: along the unit normal of the reference vertex nearest to the
+    point, ``(p - v) . n_v`` — exact for a plane and to second order on a smooth surface, so the sideways gap to the
+    nearest vertex (about half the mesh spacing) does not show up as motion the way a plain nearest-point distance
+    of two sampled clouds would (1024 points over a face lie about 7 mm apart; real brow and lip motion is 2-6 mm).
+    Positive: the point lies in front of the reference surface (out of the face, +z of the aligned frame; the
+    normals are turned that way if the reference's triangles are wound the other way).
+
+    Args:
+        points: (N, 3 or more) points; the first three columns are xyz.
+        reference: the reference scan, in the same frame and units as `points`.
+        max_offset: offsets are clipped to +-max_offset (aligned units: 1 = the crop radius, 0.15 = 13.5 mm at the
+            default 90 mm), so a hole or an edge of the reference cannot dominate.
+        max_gap: a point whose nearest reference vertex lies farther than this sideways (the reference has no
+            surface there, e.g. outside its crop) gets offset 0; 0.1 = 9 mm, more than the half-diagonal of the
+            sparsest meshes the library makes (2000 vertices: about 5 mm spacing).
+
+    Returns:
+        float32 (N,) offsets.
+    """
+    from scipy.spatial import cKDTree
+
+    if reference.num_vertices == 0 or reference.num_faces == 0:
+        raise FormatError("the reference scan has no surface to measure offsets from", reference.meta.get("path"))
+    xyz = np.asarray(points, dtype=np.float64)[:, :3]
+    vertices = reference.vertices.astype(np.float64)
+    normals = vertex_normals(vertices, reference.faces)
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    if normals[:, 2].mean() < 0:  # triangles wound the other way: turn the normals out of the face (+z)
+        normals = -normals
+    distance, nearest = cKDTree(vertices).query(xyz)
+    delta = xyz - vertices[nearest]
+    offsets = np.einsum("nd,nd->n", delta, normals[nearest])
+    sideways = np.sqrt(np.maximum(distance**2 - offsets**2, 0.0))
+    offsets = np.where(sideways > max_gap, 0.0, np.clip(offsets, -max_offset, max_offset))
+    return offsets.astype(np.float32)
