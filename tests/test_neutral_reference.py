@@ -113,15 +113,20 @@ def test_difference_model_needs_the_neutral_inputs_and_uses_them(tmp_path):
     with pytest.raises(ValueError, match="neutral_reference"):
         AFNetMConfig(neutral_reference="ratio")
 
-    model.save_pretrained(tmp_path)
-    reloaded = AFNetMForExpressionRecognition.from_pretrained(tmp_path).eval()
+    assert_reference_survives_saving_and_plain_model_ignores_it(model, tiny(), inputs, other, logits_other, tmp_path)
+
+
+def assert_reference_survives_saving_and_plain_model_ignores_it(model, plain, inputs, neutral, logits, folder):
+    """A reference model saved and reloaded keeps its reference and its predictions; a model without one gives the
+    same prediction with or without the neutral inputs."""
+    model.save_pretrained(folder)
+    reloaded = type(model).from_pretrained(folder).eval()
     assert reloaded.config.neutral_reference == "difference"
     with torch.no_grad():
-        assert torch.allclose(reloaded(**inputs, **other).logits, logits_other, atol=1e-6)
-    # without a reference the neutral inputs are not needed (and ignored)
-    plain = tiny()
+        assert torch.allclose(reloaded(**inputs, **neutral).logits, logits, atol=1e-6)
+    assert plain.config.neutral_input_names == ()
     with torch.no_grad():
-        assert torch.equal(plain(**inputs).logits, plain(**inputs, **other).logits)
+        assert torch.equal(plain(**inputs).logits, plain(**inputs, **neutral).logits)
 
 
 def test_processor_renders_the_pair_in_the_neutral_frame():
@@ -223,15 +228,8 @@ def test_couplefer_difference_model_needs_the_neutral_inputs_and_each_branch_use
     with pytest.raises(ValueError, match="neutral_reference"):
         CoupleFERConfig(neutral_reference="ratio")
 
-    model.save_pretrained(tmp_path)
-    reloaded = CoupleFERForExpressionRecognition.from_pretrained(tmp_path).eval()
-    assert reloaded.config.neutral_reference == "difference"
-    with torch.no_grad():
-        assert torch.allclose(reloaded(**inputs, **moved).logits, logits_moved, atol=1e-6)
-    plain = tiny_couplefer()  # without a reference the neutral inputs are ignored
-    assert plain.config.neutral_input_names == ()
-    with torch.no_grad():
-        assert torch.equal(plain(**inputs).logits, plain(**inputs, **moved).logits)
+    assert_reference_survives_saving_and_plain_model_ignores_it(model, tiny_couplefer(), inputs, moved, logits_moved,
+                                                                tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +240,21 @@ def scans_with_neutral(tmp_path_factory):
     generate(root, subjects=3, seed=1, formats=("bu3dfe",), intensities=1, include_neutral=True, vertices=1500,
              texture_size=64, progress=False)
     return root
+
+
+def predict_against_the_neutral_scan(model_folder, scans):
+    """The saved model predicts a scan against its neutral scan (pipeline) and refuses the scan without one;
+    returns the pipeline, the scan and its scores."""
+    from facet_vlm.pipelines import pipeline
+
+    subject = sorted((scans / "bu3dfe").iterdir())[0]
+    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
+    runner = pipeline(model=str(model_folder))
+    scores = runner(str(scan), neutral=str(neutral))
+    assert sum(entry["score"] for entry in scores) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ConfigError, match="neutral scan"):
+        runner(str(scan))
+    return runner, scan, scores
 
 
 def test_training_pairs_every_scan_with_its_subjects_neutral_scan(tmp_path, scans_with_neutral, cache_dir):
@@ -257,16 +270,7 @@ def test_training_pairs_every_scan_with_its_subjects_neutral_scan(tmp_path, scan
     assert results["fold_results"][0]["num_samples"] == 6  # one test subject, six expressions, no neutral row
     assert json.loads((output / "model" / "config.json").read_text())["neutral_reference"] == "difference"
 
-    # the saved model predicts a scan against its neutral scan (pipeline), and refuses a scan without one
-    from facet_vlm.pipelines import pipeline
-
-    subject = sorted((scans_with_neutral / "bu3dfe").iterdir())[0]
-    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
-    runner = pipeline(model=str(output / "model"))
-    scores = runner(str(scan), neutral=str(neutral))
-    assert sum(entry["score"] for entry in scores) == pytest.approx(1.0, abs=1e-4)
-    with pytest.raises(ConfigError, match="neutral scan"):
-        runner(str(scan))
+    predict_against_the_neutral_scan(output / "model", scans_with_neutral)
 
     # a subject without a neutral scan is named, never trained on without a reference
     broken = tmp_path / "broken"
@@ -308,14 +312,6 @@ def test_couplefer_trains_against_the_neutral_scan_and_predicts_with_it(tmp_path
     results = json.loads((output / "all_results.json").read_text())
     assert results["fold_results"][0]["num_samples"] == 6
     assert json.loads((output / "model" / "config.json").read_text())["neutral_reference"] == "difference"
-    from facet_vlm.pipelines import pipeline
-
-    subject = sorted((scans_with_neutral / "bu3dfe").iterdir())[0]
-    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
-    runner = pipeline(model=str(output / "model"))
-    scores = runner(str(scan), neutral=str(neutral))
-    assert sum(entry["score"] for entry in scores) == pytest.approx(1.0, abs=1e-4)
+    runner, scan, scores = predict_against_the_neutral_scan(output / "model", scans_with_neutral)
     # the neutral scan reaches the prediction: the scan against itself is no motion at all
     assert runner(str(scan), neutral=str(scan)) != scores
-    with pytest.raises(ConfigError, match="neutral scan"):
-        runner(str(scan))
