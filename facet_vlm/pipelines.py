@@ -131,7 +131,7 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
     ``frame_scores[t]`` are the class probabilities of the t-th selected frame alone, in class-id order), and
     transformers' ``batch_size`` (inputs per forward pass; sequences of one batch must have equal T).
 
-    A model with a neutral reference (AFNet-M's ``neutral_reference``) compares each scan with the same person's
+    A model with a neutral reference (``neutral_reference`` of AFNet-M, CoupleFER or FACET-VLM) compares each scan with the same person's
     neutral scan: ``neutral=`` (a path or `Face`, the same for every input of the call); a sequence's own first
     frame is its neutral reference, as in training.
     """
@@ -146,7 +146,7 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
 
     @property
     def needs_neutral(self) -> bool:
-        """The model takes a neutral reference (AFNet-M with ``neutral_reference``)."""
+        """The model takes a neutral reference (``neutral_reference``)."""
         return bool(getattr(self.model.config, "neutral_input_names", ()))
 
     def preprocess(self, item: ScanInput | Sequence[ScanInput], num_frames: int | None = None,

@@ -192,7 +192,7 @@ class FaceProcessor(SettingsProcessor):
         else:
             if not self.neutral_outputs:
                 raise ConfigError(f"{type(self).__name__} makes no neutral-reference inputs; neutral_faces is for "
-                                  "processors of models with a neutral reference (AFNet-M, CoupleFER)")
+                                  "processors of models with a neutral reference (AFNet-M, CoupleFER, FACET-VLM)")
             neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, PathLike)) else list(neutral_faces)
             if len(neutral) != len(faces):
                 raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")

@@ -315,3 +315,106 @@ def test_couplefer_trains_against_the_neutral_scan_and_predicts_with_it(tmp_path
     runner, scan, scores = predict_against_the_neutral_scan(output / "model", scans_with_neutral)
     # the neutral scan reaches the prediction: the scan against itself is no motion at all
     assert runner(str(scan), neutral=str(scan)) != scores
+
+
+def tiny_facet_vlm(**overrides):
+    from helpers import TINY_MODELS
+
+    from facet_vlm import FacetVLMConfig, FacetVLMForExpressionRecognition
+
+    torch.manual_seed(0)
+    return FacetVLMForExpressionRecognition(FacetVLMConfig(**{**TINY_MODELS["facet_vlm"], "num_labels": 3,
+                                                              **overrides})).eval()
+
+
+@pytest.mark.parametrize("patch_stem", ["linear", "conv"])
+def test_facet_vlm_difference_model_needs_the_neutral_renders_and_uses_them(tmp_path, patch_stem):
+    model = tiny_facet_vlm(neutral_reference="difference", patch_stem=patch_stem)
+    assert model.config.neutral_input_names == ("pixel_values",)
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"pixel_values": torch.rand(2, 5, 7, 32, 32, generator=generator)}
+    with pytest.raises(ValueError, match="neutral_pixel_values"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="shape"):
+        model(**inputs, neutral_pixel_values=inputs["pixel_values"][:, :3])
+    still = {"neutral_pixel_values": inputs["pixel_values"]}
+    moved = {"neutral_pixel_values": inputs["pixel_values"].clone()}
+    moved["neutral_pixel_values"][:, :, :, 8:16, 8:16] += 0.05  # a few pixels of one region differ
+    with torch.no_grad():
+        logits_still, logits_moved = model(**inputs, **still).logits, model(**inputs, **moved).logits
+        # a 4D sequence: one neutral render per sequence, compared with every frame (the same as each frame alone)
+        frames = torch.stack([inputs["pixel_values"], inputs["pixel_values"]], dim=1)
+        sequence = model(pixel_values=frames, **moved).logits
+        per_frame = model(pixel_values=frames, neutral_pixel_values=torch.stack([moved["neutral_pixel_values"]] * 2,
+                                                                                dim=1)).logits
+    assert not torch.allclose(logits_still, logits_moved, atol=1e-4)
+    assert torch.allclose(sequence, per_frame, atol=1e-6)
+    with pytest.raises(ValueError, match="neutral_reference"):
+        tiny_facet_vlm(neutral_reference="ratio")
+    # with a silent neutral stem the tower is the plain CLIP tower: same weights, same logits as a plain model
+    silent = tiny_facet_vlm(patch_stem=patch_stem)
+    silent.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        for parameter in model.facet_vlm.neutral_stem.parameters():
+            parameter.zero_()
+        assert torch.allclose(model(**inputs, **moved).logits, silent(**inputs).logits, atol=1e-5)
+    model = tiny_facet_vlm(neutral_reference="difference", patch_stem=patch_stem)
+
+    assert_reference_survives_saving_and_plain_model_ignores_it(model, tiny_facet_vlm(patch_stem=patch_stem), inputs,
+                                                                moved, logits_moved, tmp_path / "reference")
+
+    # a model saved without a reference is fine-tuned with one: everything loads but the neutral stem
+    plain = tiny_facet_vlm(patch_stem=patch_stem)
+    plain.save_pretrained(tmp_path / "plain")
+    loaded, info = type(model).from_pretrained(tmp_path / "plain", neutral_reference="difference",
+                                               output_loading_info=True)
+    assert info["missing_keys"] and all(".neutral_stem." in key for key in info["missing_keys"])
+    assert torch.equal(loaded.facet_vlm.visual_projection.weight, plain.facet_vlm.visual_projection.weight)
+
+
+def test_view_augmentation_moves_the_neutral_renders_with_the_scan():
+    from facet_vlm.geometry.augment import ViewAugmenter
+    from facet_vlm.models.facet_vlm.configuration_facet_vlm import DEFAULT_VIEW_ANGLES
+
+    augmenter = ViewAugmenter(view_angles=DEFAULT_VIEW_ANGLES, channels=["depth", "normal"], mirror_prob=1.0,
+                              max_shift=3, max_zoom=0.1, max_holes=2, hole_radius=(2.0, 4.0))
+    torch.manual_seed(0)
+    renders = torch.rand(4, 5, 4, 32, 32)
+    neutral = renders.clone()
+    neutral[..., 10:14, 10:14] = 0.0  # where the face moved
+    out = augmenter.augment_batch({"pixel_values": renders, "neutral_pixel_values": neutral, "labels": torch.ones(4)})
+    assert not torch.allclose(out["pixel_values"], renders)  # augmented ...
+    same = (out["pixel_values"] - out["neutral_pixel_values"]).abs() < 1e-6
+    # ... and the pair still agrees wherever it agreed: only a small moved region (the 4x4 patch, shifted,
+    # zoomed, mirrored) differs
+    assert same.float().mean() > 0.95 and not same.all()
+    with pytest.raises(ConfigError, match="same shape"):
+        augmenter.augment_batch({"pixel_values": renders, "neutral_pixel_values": neutral[:, :3]})
+
+
+def test_facet_vlm_trains_against_the_neutral_scan_and_predicts_with_it(tmp_path, scans_with_neutral, cache_dir):
+    from helpers import TINY_MODELS
+
+    from facet_vlm import FacetVLMProcessor
+
+    subject = sorted((scans_with_neutral / "bu3dfe").iterdir())[0]
+    scan, neutral = sorted(subject.glob("*HA01*.wrl"))[0], sorted(subject.glob("*NE00*.wrl"))[0]
+    processor = FacetVLMProcessor(image_size=32, channels=["depth", "normal"])
+    pair = processor(faces=[str(scan)], neutral_faces=[str(neutral)])
+    itself = processor(faces=[str(neutral)], neutral_faces=[str(neutral)])
+    assert pair["pixel_values"].shape == pair["neutral_pixel_values"].shape == (1, 5, 4, 32, 32)
+    assert torch.equal(itself["pixel_values"], itself["neutral_pixel_values"])
+    assert not torch.equal(pair["pixel_values"], pair["neutral_pixel_values"])
+    with pytest.raises(ConfigError, match="one per face"):
+        processor(faces=[str(scan), str(scan)], neutral_faces=[str(neutral)])
+
+    config = tiny_config(tmp_path, "facet_vlm", scans_with_neutral, cache_dir, intensities=[1],
+                         model_config={**TINY_MODELS["facet_vlm"], "neutral_reference": "difference"},
+                         augment={"mirror_prob": 0.5, "max_shift": 2})
+    run_train("--config", str(config))
+    output = tmp_path / "run"
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["fold_results"][0]["num_samples"] == 6
+    assert json.loads((output / "model" / "config.json").read_text())["neutral_reference"] == "difference"
+    runner, scan, scores = predict_against_the_neutral_scan(output / "model", scans_with_neutral)
+    assert runner(str(scan), neutral=str(scan)) != scores

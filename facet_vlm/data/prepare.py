@@ -66,7 +66,8 @@ class ProcessorFeatures:
 
 
 class NeutralPairFeatures(ProcessorFeatures):
-    """Feature function of a model with a neutral reference (AFNet-M's ``neutral_reference``): a scan → the
+    """Feature function of a model with a neutral reference (``neutral_reference`` of AFNet-M, CoupleFER and
+    FACET-VLM): a scan → the
     processor's arrays for it and ``neutral_<name>`` of its neutral scan, the pair processed together (the
     processor registers the expressive scan to the neutral one: `facet_vlm.geometry.align.align_to_reference`).
 
@@ -452,6 +453,9 @@ def prepare_sequences(index: Any, entry: Any, config: Any, feature_fn: Processor
         input_names = [name for name in prepared.column_names if name not in index.column_names]
         return PreparedData(prepared, labels, {**feature_fn.spec, "frames": "apex"}, FeatureCollator(input_names),
                             label_set_name)
+    if getattr(config, "neutral_input_names", ()):
+        raise ConfigError("a temporal model's 4D input has its own reference, the first frame (FACET-VLM's "
+                          "frame_reference); neutral_reference is for single scans")
     selection = frame_selection(data_args)
     if selection.num_frames > config.num_frames:
         raise ConfigError(f"--num_frames {selection.num_frames} exceeds the model's num_frames={config.num_frames} "

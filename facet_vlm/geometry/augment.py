@@ -278,8 +278,20 @@ class ViewAugmenter(ImageAmounts):
         return jitter_depth(out, channels, self.depth_noise)
 
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch with its ``pixel_values`` augmented."""
-        return {**batch, "pixel_values": self(batch["pixel_values"])}
+        """The batch with its ``pixel_values`` augmented; a neutral reference (``neutral_pixel_values``, same shape)
+        gets the same mirror, zoom, shift and holes, so that their difference shows the motion, not the
+        augmentation."""
+        pixel_values = batch["pixel_values"]
+        neutral = batch.get("neutral_pixel_values")
+        if neutral is None:
+            return {**batch, "pixel_values": self(pixel_values)}
+        if pixel_values.dim() != 5 or neutral.shape != pixel_values.shape:
+            raise ConfigError(f"augmentation pairs renders (B, V, C, H, W) with neutral renders of the same shape, "
+                              f"got {tuple(pixel_values.shape)} and {tuple(neutral.shape)}")
+        channels = pixel_values.shape[2]
+        out = self._augment(torch.cat([pixel_values, neutral], dim=2), list(self.channels) * 2)
+        return {**batch, "pixel_values": out[:, :, :channels].contiguous(),
+                "neutral_pixel_values": out[:, :, channels:].contiguous()}
 
     @classmethod
     def from_processor(cls, processor, settings: dict) -> ViewAugmenter:

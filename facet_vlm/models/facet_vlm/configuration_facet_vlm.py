@@ -41,6 +41,8 @@ CLASS_HEADS = ("text", "linear")
 #: vectors go between the start token and the description, so only the description and the full stop are text.
 CONTEXT_PROMPT_TEMPLATE = "{}."
 FRAME_REFERENCES = ("none", "subtract_first", "append_first")
+#: What `FacetVLMConfig.neutral_reference` may be.
+NEUTRAL_REFERENCES = ("none", "difference")
 
 
 def ensemble_prompts(
@@ -124,6 +126,19 @@ class FacetVLMConfig(PretrainedConfig):
             FER: a clip starts neutral, so the difference keeps the expression's deformation and cancels what the
             first frame shares with the others, the subject's identity); `"append_first"` a linear map of the
             concatenation [x_t, x_t - x_1] back to the embedding size (both the frame and its change).
+        neutral_reference (`str`, defaults to `"none"`): `"difference"` gives the model the same person's neutral
+            scan as a reference (BU-3DFE and Bosphorus have one per subject): the forward pass then needs
+            `neutral_pixel_values`, the neutral scan rendered into the same views and channels, the expressive scan
+            registered to it on the stable landmarks (the processor's `neutral_faces=`). Every channel-group image of
+            every view is compared with the neutral one: their difference (after CLIP normalisation, times
+            `neutral_difference_gain`) goes through its own patch stem (`neutral_stem`: a copy of the tower's stem,
+            convolutional or linear, with its own weights) and is added to the tower's patch tokens, so the CLIP
+            weights still load and a model pretrained without a reference can be fine-tuned with one (the stem is
+            the only new module). Real brow and lip motion is 2-6 mm, one or two pixels of a 64-px view; against the
+            neutral face it is what differs. The paper does not use a reference; this is the library's option. A 4D
+            sequence (B, T, ...) takes one neutral render per sequence, compared with every frame.
+        neutral_difference_gain (`float`, defaults to 10.0): the rendered difference is multiplied by this, so that a
+            few millimetres of motion reach the size of the other inputs.
         consistency_weight (`float`, defaults to 0.5): weight of the multiview consistency loss; 0 disables it. The
             loss runs on each view's own embedding and prediction, taken before CVSA mixes the views: every view's
             prediction is pulled toward the (detached) fused prediction.
@@ -242,6 +257,8 @@ class FacetVLMConfig(PretrainedConfig):
         num_frames: int = 16,
         temporal_layers: int = 2,
         frame_reference: str = "none",
+        neutral_reference: str = "none",
+        neutral_difference_gain: float = 10.0,
         consistency_weight: float = 0.5,
         use_consistency_margin: bool = True,
         consistency_margin: float = 0.5,
@@ -304,6 +321,8 @@ class FacetVLMConfig(PretrainedConfig):
         self.num_frames = num_frames
         self.temporal_layers = temporal_layers
         self.frame_reference = frame_reference
+        self.neutral_reference = neutral_reference
+        self.neutral_difference_gain = float(neutral_difference_gain)
         self.consistency_weight = consistency_weight
         self.use_consistency_margin = use_consistency_margin
         self.consistency_margin = consistency_margin
@@ -367,6 +386,11 @@ class FacetVLMConfig(PretrainedConfig):
     def labels(self) -> list[str]:
         """Class names in index order."""
         return [self.id2label[i] for i in range(len(self.id2label))]
+
+    @property
+    def neutral_input_names(self) -> tuple[str, ...]:
+        """The inputs that come from the neutral scan (``neutral_`` + name); empty without a neutral reference."""
+        return () if self.neutral_reference == "none" else ("pixel_values",)
 
     @property
     def num_channels(self) -> int:
@@ -450,6 +474,8 @@ class FacetVLMConfig(PretrainedConfig):
             fail("dropout and label_smoothing must lie in [0, 1)")
         if self.frame_reference not in FRAME_REFERENCES:
             fail(f"frame_reference must be one of {FRAME_REFERENCES}, got {self.frame_reference!r}")
+        if self.neutral_reference not in NEUTRAL_REFERENCES:
+            fail(f"neutral_reference must be one of {NEUTRAL_REFERENCES}, got {self.neutral_reference!r}")
         if self.patch_stem not in PATCH_STEMS:
             fail(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
         if self.patch_stem == "conv":

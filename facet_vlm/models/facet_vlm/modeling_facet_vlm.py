@@ -32,6 +32,7 @@ from transformers import initialization as init
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput, logging
@@ -623,6 +624,13 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         self.cvsa = CrossViewSemanticAggregation(config) if config.use_cvsa else None
         self.mtgf = MultiviewTextGuidedFusion(config) if config.use_mtgf and uses_text else None
         self.temporal = FacetVLMTemporalTransformer(config)
+        self.neutral_stem = None
+        if config.neutral_reference == "difference":
+            # the rendered difference from the neutral scan, embedded by a stem of its own and added to the patch
+            # tokens (`neutral_reference` in the config)
+            patch = config.vision_config.patch_size
+            self.neutral_stem = (FacetVLMConvStem(config) if config.patch_stem == "conv" else
+                                 nn.Conv2d(3, config.vision_config.hidden_size, patch, stride=patch, bias=False))
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self._register_prompt_buffers()
@@ -873,12 +881,43 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
         if config.use_cvsa and config.use_view_embeddings and views != config.num_views:
             raise ValueError(f"pixel_values has {views} views; the model has view embeddings for {config.num_views}")
 
-    def encode_views(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _check_neutral(self, pixel_values: torch.Tensor, neutral_pixel_values: torch.Tensor | None) -> None:
+        if self.neutral_stem is None:
+            return
+        if neutral_pixel_values is None:
+            raise ValueError(f"this FACET-VLM has neutral_reference={self.config.neutral_reference!r}: pass "
+                             "neutral_pixel_values, the same person's neutral scan rendered by the processor "
+                             "(processor(faces, neutral_faces=...); the pipeline's neutral=... argument)")
+        expected = tuple(pixel_values.shape[:1]) + tuple(pixel_values.shape[-4:])
+        if tuple(neutral_pixel_values.shape) not in (expected, tuple(pixel_values.shape)):
+            raise ValueError(f"neutral_pixel_values {tuple(neutral_pixel_values.shape)} must have the shape of one "
+                             f"frame of pixel_values, {expected}")
+
+    def _vision(self, images: torch.Tensor, reference: torch.Tensor | None) -> Any:
+        """The vision tower on (N, 3, H, W) images; `reference` (N, 3, H, W), the same images of the neutral scan,
+        adds the neutral stem's embedding of their difference to the patch tokens (CLIPVisionModel's forward with
+        that one addition after the embeddings)."""
+        tower = self.vision_model
+        if reference is None:
+            return tower(pixel_values=images)
+        difference = self.config.neutral_difference_gain * (images - reference)
+        tokens = self.neutral_stem(difference.to(self.neutral_stem.weight.dtype)).flatten(2).transpose(1, 2)
+        hidden = tower.embeddings(images)
+        hidden = hidden + torch.cat([torch.zeros_like(hidden[:, :1]), tokens.to(hidden.dtype)], dim=1)
+        last = tower.encoder(inputs_embeds=tower.pre_layrnorm(hidden)).last_hidden_state
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=tower.post_layernorm(last[:, 0]))
+
+    def encode_views(self, pixel_values: torch.Tensor, neutral_pixel_values: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, V, C, H, W) -> projected CLIP embeddings (N, V, G, D) and, when CVSA uses them, pooled patch tokens
-        (N, V, G, grid^2, D)."""
+        (N, V, G, grid^2, D). `neutral_pixel_values` (N, V, C, H, W): the neutral scan's renders (a model with
+        `neutral_reference`)."""
         batch, views = pixel_values.shape[:2]
         groups = len(self.config.channels)
-        vision = self.vision_model(pixel_values=self._images(pixel_values))
+        reference = None
+        if self.neutral_stem is not None and neutral_pixel_values is not None:
+            reference = self._images(neutral_pixel_values.to(pixel_values))
+        vision = self._vision(self._images(pixel_values), reference)
         tokens = self.visual_projection(vision.pooler_output).view(batch, views, groups, -1)
         if not (self.config.use_cvsa and self.config.cvsa_use_patch_tokens):
             return tokens, None
@@ -891,10 +930,10 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
     def _logit_scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
 
-    def _fuse_frames(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor | None
-                     ) -> dict[str, torch.Tensor]:
+    def _fuse_frames(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor | None,
+                     neutral_pixel_values: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-frame CVSA + MTGF on (N, V, C, H, W); "views" are each view's own embeddings, taken before CVSA."""
-        tokens, patches = self.encode_views(pixel_values)
+        tokens, patches = self.encode_views(pixel_values, neutral_pixel_values)
         batch, views, groups, dim = tokens.shape
         own_views = tokens.mean(dim=2)
         if self.cvsa is not None:
@@ -909,14 +948,23 @@ class FacetVLMModel(FacetVLMPreTrainedModel):
             view_weights = tokens.new_full((batch, self.config.num_labels, views), 1.0 / views)
         return {"face": face, "fused": fused, "views": own_views, "view_weights": view_weights}
 
-    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> FacetVLMOutput:
-        """Logits and embeddings of 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) renderer output."""
+    def forward(self, pixel_values: torch.Tensor, neutral_pixel_values: torch.Tensor | None = None,
+                **kwargs: Any) -> FacetVLMOutput:
+        """Logits and embeddings of 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) renderer output;
+        `neutral_pixel_values` (B, V, C, H, W): the neutral scan's renders, needed with `neutral_reference` (ignored
+        without), compared with every frame of a sequence."""
         self._check_pixels(pixel_values)
+        self._check_neutral(pixel_values, neutral_pixel_values)
         text_embeds = self.get_text_embeds() if self.text_model is not None else None
         sequence = pixel_values.dim() == 6
         batch = pixel_values.shape[0]
         frames = pixel_values.shape[1] if sequence else 1
-        fused = self._fuse_frames(pixel_values.flatten(0, 1) if sequence else pixel_values, text_embeds)
+        neutral = neutral_pixel_values if self.neutral_stem is not None else None
+        if neutral is not None and sequence:
+            if neutral.dim() == 5:
+                neutral = neutral.unsqueeze(1).expand(-1, frames, -1, -1, -1, -1)
+            neutral = neutral.flatten(0, 1)
+        fused = self._fuse_frames(pixel_values.flatten(0, 1) if sequence else pixel_values, text_embeds, neutral)
         face, class_embeds = fused["face"], fused["fused"]
         views, view_weights = fused["views"], fused["view_weights"]
         if sequence:
@@ -995,9 +1043,11 @@ class FacetVLMForExpressionRecognition(FacetVLMPreTrainedModel):
         self.facet_vlm = FacetVLMModel(config)
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Any) -> FacetVLMOutput:
-        """Logits for 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) input; with `labels` (B,) also the loss."""
-        output = self.facet_vlm(pixel_values)
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                neutral_pixel_values: torch.Tensor | None = None, **kwargs: Any) -> FacetVLMOutput:
+        """Logits for 3D (B, V, C, H, W) or 4D (B, T, V, C, H, W) input; with `labels` (B,) also the loss;
+        `neutral_pixel_values`: the neutral scan's renders (a model with `neutral_reference`)."""
+        output = self.facet_vlm(pixel_values, neutral_pixel_values=neutral_pixel_values)
         if labels is not None:
             output.loss, output.ce_loss, output.consistency_loss = facet_vlm_loss(output, labels, self.config)
         return output

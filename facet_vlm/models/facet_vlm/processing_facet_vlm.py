@@ -19,7 +19,7 @@ from transformers import BatchFeature
 
 from facet_vlm.errors import ConfigError
 from facet_vlm.face import Face
-from facet_vlm.processing_utils import SettingsProcessor
+from facet_vlm.processing_utils import FaceProcessor, SettingsProcessor
 
 from .configuration_facet_vlm import DEFAULT_VIEW_ANGLES, FacetVLMConfig
 from .tokenization_facet_vlm import CONTEXT_LENGTH, clip_tokenize, offline_clip_tokenizer
@@ -106,11 +106,20 @@ class FacetVLMProcessor(SettingsProcessor):
 
         return {label: class_prompts(label) for label in labels}
 
+    def render_pair(self, face: FaceLike, neutral: FaceLike) -> tuple[np.ndarray, np.ndarray]:
+        """(V, C, H, W) renders of a scan and of the same person's neutral scan, both in the neutral scan's frame
+        (the scan registered to it on the stable landmarks: `FaceProcessor.load_pair`), so that they differ only
+        where the face moved: the ``pixel_values`` and ``neutral_pixel_values`` of a model with a neutral
+        reference."""
+        face, neutral = FaceProcessor.load_pair(face, neutral)
+        return self.render(face), self.render(neutral)
+
     def __call__(
         self,
         faces: Sequence[FaceLike | Sequence[FaceLike]] | None = None,
         text: str | Sequence[str] | None = None,
         return_tensors: str = "pt",
+        neutral_faces: FaceLike | Sequence[FaceLike] | None = None,
     ) -> BatchFeature:
         """Model inputs.
 
@@ -119,6 +128,9 @@ class FacetVLMProcessor(SettingsProcessor):
                 of scans is a 4D sequence, and then every item must be one of equal length -> (B, T, V, C, H, W).
             text: strings -> `input_ids` and `attention_mask`.
             return_tensors: only "pt" (torch tensors).
+            neutral_faces: one neutral scan of the same person per (single-scan) face -> also
+                `neutral_pixel_values` (B, V, C, H, W), the inputs of a model with ``neutral_reference``; each face
+                is then rendered in its neutral scan's frame (`render_pair`).
 
         Returns:
             a `transformers.BatchFeature` (``.to(device)`` moves every tensor).
@@ -128,6 +140,8 @@ class FacetVLMProcessor(SettingsProcessor):
         if faces is None and text is None:
             raise ConfigError("give faces=..., text=... or both")
         result: dict[str, torch.Tensor] = {}
+        if neutral_faces is not None:
+            return self._pairs(faces, neutral_faces, text)
         if faces is not None:
             if isinstance(faces, (Face, str, os.PathLike)):
                 faces = [faces]
@@ -142,6 +156,23 @@ class FacetVLMProcessor(SettingsProcessor):
             else:
                 stacked = np.stack([self.render(face) for face in faces])
             result["pixel_values"] = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
+        if text is not None:
+            result.update(self.tokenize(text))
+        return BatchFeature(data=result)
+
+    def _pairs(self, faces: Any, neutral_faces: Any, text: Any) -> BatchFeature:
+        """`__call__` with ``neutral_faces``: one neutral scan per single scan."""
+        faces = [faces] if isinstance(faces, (Face, str, os.PathLike)) else list(faces or [])
+        neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, os.PathLike)) else list(neutral_faces)
+        if any(isinstance(item, (list, tuple)) for item in faces):
+            raise ConfigError("neutral_faces pairs single scans; a 4D sequence carries its own neutral frame "
+                              "(frame_reference)")
+        if len(neutral) != len(faces) or not faces:
+            raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
+        pairs = [self.render_pair(face, reference) for face, reference in zip(faces, neutral)]
+        result = {name: torch.from_numpy(np.ascontiguousarray(np.stack(stack), dtype=np.float32))
+                  for name, stack in (("pixel_values", [p[0] for p in pairs]),
+                                      ("neutral_pixel_values", [p[1] for p in pairs]))}
         if text is not None:
             result.update(self.tokenize(text))
         return BatchFeature(data=result)
