@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,22 @@ def test_bnt_round_trip_matches_the_range_grid(tiny_set):
     np.testing.assert_allclose(read.vertices, scan.xyz_grid[valid], atol=1e-4)
     np.testing.assert_array_equal(read.texture, scan.face.texture)
     np.testing.assert_allclose(read.landmark("nose_tip"), scan.face.landmark("nose_tip"), atol=1e-4)
+
+
+def _generate_skipping(root) -> int:
+    return generate(root, subjects=3, intensities=1, progress=False, **TINY).skipped_subjects
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the generation lock is fcntl's (POSIX)")
+def test_two_runs_generating_one_set_at_once_write_each_subject_once(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        skipped = pool.map(_generate_skipping, [tmp_path, tmp_path])
+    assert sum(skipped) == 3  # every subject written by one run, found complete by the other
+    assert len(list((tmp_path / "bu3dfe").rglob("*.wrl"))) == 3 * 7
+    assert json.loads((tmp_path / "synthetic.json").read_text())["subjects"] == 3
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_resume_skips_complete_subjects_and_rejects_other_settings(tmp_path):

@@ -22,12 +22,13 @@ marker written with the same settings is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +62,8 @@ from .subjects import (
 FORMATS = ("bu3dfe", "bosphorus", "bu4dfe")
 #: Name of the completion marker left in every finished subject folder.
 MARKER = ".facet_vlm_complete.json"
+#: File a run holds locked (``fcntl.flock``) while it writes a subject folder (`_subject_lock`).
+LOCK_FILE = ".facet_vlm_generating.lock"
 #: Bumped whenever the generator's output changes, so that stale folders are not mistaken for complete ones.
 GENERATOR_VERSION = 1
 
@@ -195,9 +198,9 @@ def generate(
     tasks = [(str(root), index, formats, settings) for index in range(subjects)]
     results = _run(tasks, num_proc, progress)
     summary = _summarise(root, formats, settings, results, time.perf_counter() - start)
-    (root / "synthetic.json").write_text(json.dumps(
+    _write_atomic(root / "synthetic.json", json.dumps(
         {"generator_version": GENERATOR_VERSION, "subjects": subjects, "formats": list(formats),
-         "settings": settings.to_json(), "scans": summary.scans}, indent=2), encoding="utf-8")
+         "settings": settings.to_json(), "scans": summary.scans}, indent=2))
     return summary
 
 
@@ -230,13 +233,45 @@ def _generate_subject(task: tuple) -> dict:
         expected = _marker_content(fmt, identity, settings)
         done = _read_marker(folder, expected)
         if done is None:
-            if model is None:
-                _, model = subject_model(index, settings)
-            stats["skipped"] = False
-            done = _WRITERS[fmt](folder, model, identity, settings)
-            (folder / MARKER).write_text(json.dumps({**expected, "stats": done}), encoding="utf-8")
+            with _subject_lock(folder):
+                done = _read_marker(folder, expected)  # another run may have finished it while we waited
+                if done is None:
+                    if model is None:
+                        _, model = subject_model(index, settings)
+                    stats["skipped"] = False
+                    done = _WRITERS[fmt](folder, model, identity, settings)
+                    _write_atomic(folder / MARKER, json.dumps({**expected, "stats": done}))
         stats[fmt] = done
     return stats
+
+
+@contextlib.contextmanager
+def _subject_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a subject folder while it is written, so that two runs generating the same set at
+    once (two trainings started together with the same synthetic options) do not write one folder twice or read a
+    file the other is rewriting: the second waits, then finds the first's marker and skips the subject. The lock
+    is `fcntl.flock` on ``LOCK_FILE`` in the folder, released when the process ends, even on a crash; where
+    `fcntl` is missing (Windows) there is no lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: a reader sees the old file or
+    the new one, never a part."""
+    scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
 
 
 def _marker_content(fmt: str, identity: SubjectIdentity, settings: SyntheticSettings) -> dict:
