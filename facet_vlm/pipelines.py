@@ -131,9 +131,10 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
     ``frame_scores[t]`` are the class probabilities of the t-th selected frame alone, in class-id order), and
     transformers' ``batch_size`` (inputs per forward pass; sequences of one batch must have equal T).
 
-    A model with a neutral reference (``neutral_reference`` of AFNet-M, CoupleFER or FACET-VLM) compares each scan with the same person's
-    neutral scan: ``neutral=`` (a path or `Face`, the same for every input of the call); a sequence's own first
-    frame is its neutral reference, as in training.
+    A model with a neutral reference (``neutral_reference`` of AFNet-M, CoupleFER or FACET-VLM) compares each scan
+    with the same person's neutral scan: ``neutral=`` (a path or `Face`, the same for every input of the call); a
+    static model's sequence takes its own first frame as its neutral reference, as in training. A model without a
+    reference refuses ``neutral=`` rather than ignore it.
     """
 
     def _sanitize_parameters(self, top_k: int | None = None, num_frames: int | None = None,
@@ -152,6 +153,10 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
     def preprocess(self, item: ScanInput | Sequence[ScanInput], num_frames: int | None = None,
                    frame_mode: str | None = None, frame_scores: bool = False,
                    neutral: ScanInput | None = None) -> dict[str, Any]:
+        if neutral is not None and not self.needs_neutral:
+            raise ConfigError("this model takes no neutral reference (its config's neutral_reference is 'none'), so "
+                              "the neutral scan would be ignored; drop neutral=... (--neutral) or use a model trained "
+                              "with neutral_reference='difference'")
         if not is_sequence_input(item):
             if self.needs_neutral and neutral is None:
                 raise ConfigError("this model compares each scan with the same person's neutral scan "

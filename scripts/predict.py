@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="One JSON object per input instead of a table.")
     parser.add_argument("--neutral", default=None,
-                        help="The same person's neutral scan, for a model with a neutral reference (AFNet-M with "
-                             "neutral_reference; every scan of the call is compared with it).")
+                        help="The same person's neutral scan, for a model with a neutral reference (AFNet-M, "
+                             "CoupleFER or FACET-VLM with neutral_reference; every scan of the call is compared with "
+                             "it).")
     parser.add_argument("--sequence", action="store_true",
                         help="The paths are the frame files of one 4D sequence (sorted by frame number).")
     parser.add_argument("--pulse_plot", type=Path, default=None,

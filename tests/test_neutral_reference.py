@@ -392,6 +392,17 @@ def test_view_augmentation_moves_the_neutral_renders_with_the_scan():
         augmenter.augment_batch({"pixel_values": renders, "neutral_pixel_values": neutral[:, :3]})
 
 
+def test_a_model_without_a_reference_refuses_a_neutral_scan(tmp_path, scans_with_neutral):
+    from facet_vlm.pipelines import pipeline
+
+    tiny_facet_vlm().save_pretrained(tmp_path)  # the pipeline builds the processor from its config
+    scan = sorted((scans_with_neutral / "bu3dfe").rglob("*HA01*.wrl"))[0]
+    runner = pipeline(model=str(tmp_path))
+    assert len(runner(str(scan))) == 3
+    with pytest.raises(ConfigError, match="no neutral reference"):
+        runner(str(scan), neutral=str(scan))
+
+
 def test_facet_vlm_trains_against_the_neutral_scan_and_predicts_with_it(tmp_path, scans_with_neutral, cache_dir):
     from helpers import TINY_MODELS
 
