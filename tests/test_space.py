@@ -91,6 +91,21 @@ def test_bad_uploads_get_messages_and_server_keeps_serving(client, scan_dir, tmp
     assert sum(_confidences(result).values()) == pytest.approx(1.0, abs=1e-4)
 
 
+def _neutral_with_companions(scan_dir: Path) -> list[Path]:
+    neutral = sorted(scan_dir.rglob("*_NE00*_F3D.wrl"))[0]
+    return sorted(path for path in neutral.parent.iterdir() if path.stem == neutral.stem)
+
+
+def test_a_neutral_scan_for_a_model_without_a_reference_is_refused(client, scan_dir):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    files = [handle_file(str(path)) for path in _scan_with_companions(scan_dir)]
+    neutral = [handle_file(str(path)) for path in _neutral_with_companions(scan_dir)]
+    with pytest.raises(AppError, match="takes no neutral reference"):
+        client.predict(files, None, None, neutral, api_name="/analyze")
+
+
 def _zip_of(scan_dir: Path, tmp_path: Path) -> Path:
     bundle = tmp_path / "good.zip"
     with zipfile.ZipFile(bundle, "w") as archive:
@@ -212,3 +227,39 @@ def test_space_serves_the_trained_model_found_locally_and_names_it(scan_dir, tmp
     scan = next(path for path in _scan_with_companions(scan_dir) if path.suffix == ".wrl")
     expected = {row["label"]: row["score"] for row in pipeline("expression-recognition", model=model_dir)(scan)}
     assert served == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_space_serves_a_model_with_a_neutral_reference(scan_dir, tmp_path):
+    """A saved FACET-VLM with ``neutral_reference="difference"``: /analyze classifies the scan against the uploaded
+    neutral scan as the pipeline does, asks for the neutral scan when it is missing, and an example face brings its
+    subject's neutral example; /predict (one file) refuses."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from facet_vlm import FacetVLMConfig, FacetVLMForExpressionRecognition
+    from facet_vlm.pipelines import pipeline
+
+    tower = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    config = FacetVLMConfig(vision_config={**tower, "image_size": 32, "patch_size": 8}, text_config=tower,
+                            projection_dim=32, cvsa_heads=2, mtgf_heads=2, neutral_reference="difference")
+    model_dir = tmp_path / "model"
+    FacetVLMForExpressionRecognition(config).save_pretrained(model_dir)
+    scan = next(path for path in _scan_with_companions(scan_dir) if path.suffix == ".wrl")
+    neutral = next(path for path in _neutral_with_companions(scan_dir) if path.suffix == ".wrl")
+    files = [handle_file(str(path)) for path in _scan_with_companions(scan_dir)]
+    neutral_files = [handle_file(str(path)) for path in _neutral_with_companions(scan_dir)]
+    with running_space(tmp_path / "space.log", FACET_VLM_MODEL=str(model_dir)) as url:
+        client = Client(url, verbose=False)
+        label = client.predict(files, None, None, neutral_files, api_name="/analyze")[2]
+        with pytest.raises(AppError, match="neutral scan"):
+            client.predict(files, None, None, None, api_name="/analyze")
+        with pytest.raises(AppError, match="neutral scan"):
+            client.predict(handle_file(str(_zip_of(scan_dir, tmp_path))), api_name="/predict")
+        dropdowns = [component for component in client.config["components"] if component.get("type") == "dropdown"]
+        happy = next(value for value, _ in dropdowns[0]["props"]["choices"] if value.endswith("happiness"))
+        example_label = client.predict([], happy, None, None, api_name="/analyze")[2]
+    runner = pipeline("expression-recognition", model=model_dir)
+    expected = {row["label"]: row["score"] for row in runner(scan, neutral=neutral)}
+    assert _confidences(label) == pytest.approx(expected, abs=1e-5)
+    assert sum(_confidences(example_label).values()) == pytest.approx(1.0, abs=1e-4)

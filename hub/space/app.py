@@ -401,9 +401,17 @@ def plot_frame_scores(frame_scores: list[dict[str, float]], names: list[str]) ->
     return figure
 
 
-def probabilities(model: ExpressionRecognitionPipeline, face: Face) -> dict[str, float]:
-    """Label -> probability for every class of the model."""
-    return {row["label"]: row["score"] for row in model(face)}
+def probabilities(model: ExpressionRecognitionPipeline, face: Face, neutral: Face | None = None
+                  ) -> dict[str, float]:
+    """Label -> probability for every class of the model; `neutral`: the same person's neutral scan, for a model
+    with a neutral reference."""
+    rows = model(face, neutral=neutral) if neutral is not None else model(face)
+    return {row["label"]: row["score"] for row in rows}
+
+
+def neutral_example(examples: dict[str, Path], example: str) -> Path | None:
+    """The neutral scan of an example face's subject (the example named "<subject> neutral"), if there is one."""
+    return examples.get(f"{example.rsplit(' ', 1)[0]} neutral")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,28 +435,39 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
             raise gr.Error(f"Unknown model {name!r}; available: {', '.join(model_names)}.")
         return models[name]
 
-    def analyze(files: list[str] | None, example: str | None, model_name: str | None):
-        """Render, show and classify the uploaded scan (or the chosen example when nothing is uploaded)."""
-        only_uploads(files or [])
+    def analyze(files: list[str] | None, example: str | None, model_name: str | None,
+                neutral_files: list[str] | None = None):
+        """Render, show and classify the uploaded scan (or the chosen example when nothing is uploaded), against the
+        uploaded neutral scan of the same person when the model takes a neutral reference."""
+        only_uploads([*(files or []), *(neutral_files or [])])
         if files:
-            return analyze_scan(stage_upload(files), model_name)
+            neutral = stage_upload(neutral_files) if neutral_files else None
+            return analyze_scan(stage_upload(files), model_name, neutral)
         return show_example(example, model_name)
 
     def show_example(example: str | None, model_name: str | None):
-        """Render, show and classify a bundled example face."""
+        """Render, show and classify a bundled example face (against its subject's neutral example scan when the
+        model takes a neutral reference)."""
         if not example:
             raise gr.Error("Upload a scan or pick an example face first.")
         if example not in examples:
             raise gr.Error(f"Unknown example {example!r}; choose one of {', '.join(examples)}.")
-        return analyze_scan(examples[example], model_name)
+        neutral = neutral_example(examples, example) if pick_model(model_name).needs_neutral else None
+        return analyze_scan(examples[example], model_name, neutral)
 
-    def analyze_scan(scan: Path, model_name: str | None):
+    def analyze_scan(scan: Path, model_name: str | None, neutral_scan: Path | None = None):
         face = read_scan(scan)
         model = pick_model(model_name)
+        if model.needs_neutral and neutral_scan is None:
+            raise gr.Error("This model compares the scan with the same person's neutral scan (a neutral reference): "
+                           "upload that scan (and its texture and landmark files) under \"Neutral scan\".")
+        if neutral_scan is not None and not model.needs_neutral:
+            raise gr.Error("This model takes no neutral reference; remove the neutral scan.")
+        neutral = read_scan(neutral_scan) if neutral_scan is not None else None
         try:
             gallery = view_gallery(face)
             viewer = export_glb(face, Path(tempfile.mkdtemp(dir=WORK_DIR, prefix="view_")) / "scan.glb")
-            scores = probabilities(model, face)
+            scores = probabilities(model, face, neutral)
         except FacetVLMError as error:
             raise gr.Error(_public_message(error, scan)) from None
         top = max(scores, key=scores.get)
@@ -462,6 +481,9 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
             raise gr.Error("No file given.")
         if Path(scan_file).suffix.lower() == ".zip" and is_sequence_zip(Path(scan_file)):
             return classify_sequence(pick_model(model_name), stage_sequence(Path(scan_file)))["scores"]
+        if pick_model(model_name).needs_neutral:
+            raise gr.Error("This model compares the scan with the same person's neutral scan: call /analyze with "
+                           "the scan and its neutral scan (its last input).")
         scan = stage_upload([scan_file])
         face = read_scan(scan)
         try:
@@ -479,9 +501,10 @@ def build_demo(models: dict[str, ExpressionRecognitionPipeline], examples: dict[
         elif notes:
             gr.Markdown("Models: " + "; ".join(notes.values()) + ".", elem_id="model-sources")
         with gr.Tab("3D scan"):
-            files, example, model_choice, run, summary, label, viewer, gallery = scan_tab(examples, model_names)
+            files, neutral_files, example, model_choice, run, summary, label, viewer, gallery = scan_tab(
+                examples, model_names)
         outputs = [gallery, viewer, label, summary]
-        run.click(analyze, [files, example, model_choice], outputs, api_name="analyze")
+        run.click(analyze, [files, example, model_choice, neutral_files], outputs, api_name="analyze")
         example.input(show_example, [example, model_choice], outputs, api_visibility="private")
         with gr.Tab("4D sequence"):
             sequence_tab(pick_model, model_choice)
@@ -501,6 +524,8 @@ def scan_tab(examples: dict[str, Path], model_names: list[str]) -> tuple[Any, ..
         with gr.Column(scale=1):
             files = gr.File(label="Scan files", file_count="multiple",
                             file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
+            neutral_files = gr.File(label="Neutral scan", file_count="multiple",
+                                    file_types=list(SCAN_SUFFIXES + COMPANION_SUFFIXES))
             example = gr.Dropdown(choices=list(examples), value=next(iter(examples), None),
                                   label="Example face", info="used when no file is uploaded")
             model_choice = gr.Radio(choices=model_names, value=model_names[0], label="Model",
@@ -512,8 +537,10 @@ def scan_tab(examples: dict[str, Path], model_names: list[str]) -> tuple[Any, ..
             viewer = gr.Model3D(label="3D scan", clear_color=(1.0, 1.0, 1.0, 1.0), height=360)
     gallery = gr.Gallery(label="Rendered views", columns=1, height="auto")
     gr.Markdown(f"Accepted: a scan ({_supported_list()}) plus its texture and landmark files "
-                f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB.")
-    return files, example, model_choice, run, summary, label, viewer, gallery
+                f"({', '.join(COMPANION_SUFFIXES)}), at most {MAX_UPLOAD_MB:.0f} MB. A model with a neutral "
+                "reference also needs the same person's neutral scan (\"Neutral scan\"); the example faces bring "
+                "their own.")
+    return files, neutral_files, example, model_choice, run, summary, label, viewer, gallery
 
 
 def sequence_tab(pick_model: Any, model_choice: Any) -> None:
