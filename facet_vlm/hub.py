@@ -372,6 +372,7 @@ def build_model_card(
         has_text_tower="text_tower" in weights and not str(weights["text_tower"]).startswith("none"),
         prompts_are_language=prompts_are_language(weights),
         citation=method.citation,
+        neutral_reference=None if config.get("neutral_reference", "none") == "none" else config["neutral_reference"],
     )
 
 

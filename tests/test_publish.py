@@ -127,6 +127,17 @@ def test_every_models_card_cites_its_paper():
     assert "@" not in build_model_card({"model_type": "unknown"}, REPO_ID).text.split("## Citation", 1)[1]
 
 
+def test_the_card_of_a_model_with_a_neutral_reference_says_how_to_pass_the_neutral_scan():
+    from facet_vlm.hub import build_model_card
+
+    for model_type in ("facet_vlm", "couplefer", "afnet_m"):
+        card = build_model_card({"model_type": model_type, "neutral_reference": "difference"}, REPO_ID).text
+        usage = card.split("## How to use", 1)[1]
+        assert 'neutral="F0001_NE00WH_F3D.wrl"' in usage and "same person's neutral scan" in usage, model_type
+        plain = build_model_card({"model_type": model_type, "neutral_reference": "none"}, REPO_ID).text
+        assert "neutral=" not in plain.split("## How to use", 1)[1], model_type
+
+
 def test_card_metadata_has_model_index_from_results(published, run_dir):
     from huggingface_hub import ModelCard
 
