@@ -5,7 +5,9 @@ shared CLIP vision tower -> projected view tokens -> CVSA (cross-view semantic a
 view tokens + attention pooling = one view-consistent face embedding) -> MTGF (multiview text-guided fusion: the
 class text embeddings query the view tokens = per-class view weights and a fused embedding per class) -> logits =
 logit scale x cosine(fused embedding of class k, text embedding of class k). 4D sequences (B, T, V, C, H, W) add a
-temporal transformer over the per-frame embeddings.
+temporal transformer over the per-frame embeddings. With `neutral_reference="difference"` every image is also
+compared with the same render of the person's neutral scan: the difference, embedded by its own patch stem, is added
+to the tower's patch tokens (`FacetVLMConfig.neutral_reference`).
 
 The class text embeddings come from prompts through the CLIP text tower: fixed prompt ensembles (templates x class
 descriptions), or CoOp-style learned context vectors in front of each class description (`prompt_context_length`),
