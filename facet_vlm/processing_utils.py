@@ -124,6 +124,15 @@ FaceLike = Face | str | PathLike
 FRONTAL_VIEW = ((0.0, 0.0),)
 
 
+def paired_neutral_faces(faces: Sequence[Any], neutral_faces: FaceLike | Sequence[FaceLike]) -> list[FaceLike]:
+    """`neutral_faces` (one scan or a list) as a list with one neutral scan per face of `faces`; `ConfigError`
+    when the counts differ."""
+    neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, PathLike)) else list(neutral_faces)
+    if len(neutral) != len(faces):
+        raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
+    return neutral
+
+
 class FaceProcessor(SettingsProcessor):
     """Base of the single-view scan processors (CoupleFER, AFNet-M): load faces, align them, stack per-face arrays
     into a `BatchFeature`; settings I/O from `SettingsProcessor`. Subclasses implement `process_face`."""
@@ -193,9 +202,7 @@ class FaceProcessor(SettingsProcessor):
             if not self.neutral_outputs:
                 raise ConfigError(f"{type(self).__name__} makes no neutral-reference inputs; neutral_faces is for "
                                   "processors of models with a neutral reference (AFNet-M, CoupleFER, FACET-VLM)")
-            neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, PathLike)) else list(neutral_faces)
-            if len(neutral) != len(faces):
-                raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
+            neutral = paired_neutral_faces(faces, neutral_faces)
             arrays = [self.process_pair(*self.load_pair(face, reference)) for face, reference in zip(faces, neutral)]
         data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
         if labels is not None:
@@ -206,4 +213,5 @@ class FaceProcessor(SettingsProcessor):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 
-__all__ = ["FRONTAL_VIEW", "FaceLike", "FaceProcessor", "PROCESSOR_CONFIG_NAME", "SettingsProcessor"]
+__all__ = ["FRONTAL_VIEW", "FaceLike", "FaceProcessor", "PROCESSOR_CONFIG_NAME", "SettingsProcessor",
+           "paired_neutral_faces"]

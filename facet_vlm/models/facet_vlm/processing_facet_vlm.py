@@ -19,7 +19,7 @@ from transformers import BatchFeature
 
 from facet_vlm.errors import ConfigError
 from facet_vlm.face import Face
-from facet_vlm.processing_utils import FaceProcessor, SettingsProcessor
+from facet_vlm.processing_utils import FaceProcessor, SettingsProcessor, paired_neutral_faces
 
 from .configuration_facet_vlm import DEFAULT_VIEW_ANGLES, FacetVLMConfig
 from .tokenization_facet_vlm import CONTEXT_LENGTH, clip_tokenize, offline_clip_tokenizer
@@ -163,12 +163,12 @@ class FacetVLMProcessor(SettingsProcessor):
     def _pairs(self, faces: Any, neutral_faces: Any, text: Any) -> BatchFeature:
         """`__call__` with ``neutral_faces``: one neutral scan per single scan."""
         faces = [faces] if isinstance(faces, (Face, str, os.PathLike)) else list(faces or [])
-        neutral = [neutral_faces] if isinstance(neutral_faces, (Face, str, os.PathLike)) else list(neutral_faces)
         if any(isinstance(item, (list, tuple)) for item in faces):
             raise ConfigError("neutral_faces pairs single scans; a 4D sequence carries its own neutral frame "
                               "(frame_reference)")
-        if len(neutral) != len(faces) or not faces:
-            raise ConfigError(f"{len(neutral)} neutral faces for {len(faces)} faces (one per face)")
+        neutral = paired_neutral_faces(faces, neutral_faces)
+        if not faces:
+            raise ConfigError(f"{type(self).__name__}: no faces given")
         pairs = [self.render_pair(face, reference) for face, reference in zip(faces, neutral)]
         result = {name: torch.from_numpy(np.ascontiguousarray(np.stack(stack), dtype=np.float32))
                   for name, stack in (("pixel_values", [p[0] for p in pairs]),
