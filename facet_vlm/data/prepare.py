@@ -382,7 +382,9 @@ def subject_neutral_paths(full_index: Any, index: Any, dataset: str) -> list[str
     if missing:
         raise DatasetLayoutError(f"the model takes a neutral reference (neutral_reference), but {len(missing)} "
                                  f"subject(s) have no neutral scan: {', '.join(missing[:10])}"
-                                 + (" ..." if len(missing) > 10 else ""), dataset)
+                                 + (" ..." if len(missing) > 10 else "")
+                                 + "; for a data set without neutral scans train with --model_config "
+                                   "'{\"neutral_reference\": \"none\"}'", dataset)
     return [neutral[subject] for subject in subjects]
 
 
