@@ -384,7 +384,8 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     with pytest.warns(UserWarning):
         main(["real-motion", "--bnd-root", str(copy), "--out", str(out), "--folds", "2", "--generated-subjects", "3",
               "--components", "2", "--trees", "10", "--identity-subjects", "3", "--steps", "baseline", "generated",
-              "calibrate", "write", "--vertices", "300", "--texture-size", "32", "--sequence-frames", "3"])
+              "calibrate", "write", "identities", "--identities-per-subject", "2", "--vertices", "300",
+              "--texture-size", "32", "--sequence-frames", "3"])
     results = json.loads((out / "real_motion.json").read_text())
     assert set(results["baseline"]) == {"without_neutral", "with_neutral", "raw_without_neutral", "raw_with_neutral"}
     assert set(results["generated"]) == {f"{kind}_{side}_neutral" for kind in ("calibrated", "uncalibrated")
@@ -398,3 +399,22 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     sequences = load_bu4dfe(out / "bu4dfe", landmarks_root=out / "bu4dfe")
     assert len(sequences) == 24 and sequences.bad_files == []
     assert MotionCalibration.load(out / "bu4dfe_motion.json").subjects == 4
+    # the real-motion pretraining data: 2 new identities per subject, each fold's view holds its training subjects'
+    identities = load_bu3dfe(out / "identities" / "bu3dfe")
+    assert len(identities) == 4 * 2 * 13 and not set(identities["subject"]) & set(stills["subject"])
+    sources = json.loads((out / "identities" / "identities.json").read_text())["sources"]
+    for fold, (train, test) in enumerate(results["settings"]["folds"]):
+        seen = {sources[name] for name in load_bu3dfe(out / "identities" / f"fold_{fold}" / "bu3dfe")["subject"]}
+        assert seen == set(train) and not seen & set(test)
+
+    def apex_motion(name: str, code: str) -> tuple[np.ndarray, np.ndarray]:
+        folder = out / "identities" / "bu3dfe" / name
+        rest, apex = (read_bnd(next(folder.glob(f"{name}_{c}*.bnd")))[0].astype(float) for c in ("NE00", code))
+        return rest, canonical_motion(np.stack([rest, apex])).displacements()[1][:68]  # without the contour
+
+    # two different faces (F001's identities 0 and 1) show F001's motion: each expression's apex motion is nearer the
+    # other face's same expression than its other one (the written landmarks carry the pretraining preset's noise)
+    first, second = ({code: apex_motion(name, code) for code in ("HA04", "SU04")} for name in ("F0100", "F0101"))
+    assert np.abs(first["HA04"][0] - second["HA04"][0]).mean() > 1.0
+    for code, other in (("HA04", "SU04"), ("SU04", "HA04")):
+        assert np.linalg.norm(first[code][1] - second[code][1]) < np.linalg.norm(first[code][1] - second[other][1])

@@ -23,6 +23,11 @@ Steps (``--steps``, any of):
   each expression at intensities 3 and 4) under ``OUT/bu3dfe`` and in the BU-4DFE layout (``--sequence-frames``
   frames per sequence, evenly over the real sequence, with each frame's ``.bnd``) under ``OUT/bu4dfe``, plus
   ``OUT/benchmark.json`` with the subjects and folds. `facet_vlm.data.load_bu3dfe` / `load_bu4dfe` read them.
+- ``identities``: pretraining data moved by real motion (`write_identities`): ``--identities-per-subject``
+  generated identities per real subject, each showing that subject's real stills motion, under
+  ``OUT/identities/bu3dfe``, and per fold ``OUT/identities/fold_<f>/bu3dfe`` with the training subjects' identities
+  only (the real-motion pretraining arm of the development benchmark; pretrain on a fold's folder, fine-tune on the
+  benchmark set's same fold).
 
 Results go to ``OUT/real_motion.json`` (per-fold accuracies and settings).
 """
@@ -30,6 +35,7 @@ Results go to ``OUT/real_motion.json`` (per-fold accuracies and settings).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -40,7 +46,7 @@ import numpy as np
 #: Classifier settings shared by every score of this benchmark (``--trees`` replaces n_estimators).
 FOREST = {"n_estimators": 300, "min_samples_leaf": 1, "max_features": "sqrt"}
 LEVELS = (3, 4)
-STEPS = ("baseline", "generated", "calibrate", "write")
+STEPS = ("baseline", "generated", "calibrate", "write", "identities")
 
 
 @dataclass
@@ -186,44 +192,71 @@ def generated_to_real(motions: list, samples: Samples, folds: list, generated_su
     return out
 
 
+def _identity(key: list[int], sex: str, vertices: int, texture_size: int):
+    """(FaceModel, race code) of one generated identity of `sex`, drawn from the random streams keyed by `key`."""
+    from ..data.face_model import RACE_WEIGHTS, FaceModel, sample_subject
+
+    races = list(RACE_WEIGHTS)
+    rng = np.random.default_rng([*key, 80])
+    race = races[int(rng.choice(len(races), p=np.array(list(RACE_WEIGHTS.values())) / sum(RACE_WEIGHTS.values())))]
+    model = FaceModel(sample_subject(np.random.default_rng([*key, 81]), sex, race), vertices=vertices,
+                      texture_size=texture_size, seed=int(rng.integers(2 ** 31)))
+    return model, race
+
+
+def _write_stills(model, race: str, name: str, sequences: dict, folder: Path, rng_key: list[int], first: int,
+                  calibration, nuisance) -> list[str]:
+    """Write `name`'s BU-3DFE-layout stills under `folder`: the neutral scan and each expression of `sequences`
+    (expression -> real `LandmarkMotion`) at intensities 3 (onset frame) and 4 (apex frame); scan i draws its
+    nuisance from ``[*rng_key, 82, level, first + i]``. Returns the written ``.wrl`` paths."""
+    from ..data.calibrate import calibrated_scan
+    from ..io import write_bnd, write_wrl
+    from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES
+
+    codes = {label: code for code, label in BU3DFE_CODES.items()}
+    plan = [("neutral", 0, np.zeros((83, 3)))]
+    for expression in BASIC_EXPRESSIONS:
+        if expression in sequences:
+            motion = sequences[expression]
+            plan += [(expression, level, motion.displacements()[frame])
+                     for level, frame in zip(LEVELS, (motion.onset, motion.apex))]
+    written = []
+    for expression, level, displacement in plan:
+        scan = calibrated_scan(model, displacement, np.random.default_rng([*rng_key, 82, level, first + len(written)]),
+                               calibration, nuisance, meta={"subject": name, "expression": expression,
+                                                            "intensity": level})
+        stem = f"{name}_{codes[expression]}{level:02d}{race}_F3D"
+        write_wrl(folder / f"{stem}.wrl", scan.face)
+        write_bnd(folder / f"{stem}.bnd", scan.face.landmarks[:83])
+        written.append(str(folder / f"{stem}.wrl"))
+    return written
+
+
+def _by_subject(motions: list) -> dict[str, dict]:
+    by_subject: dict[str, dict] = {}
+    for subject, expression, motion in motions:
+        by_subject.setdefault(subject, {})[expression] = motion
+    return by_subject
+
+
 def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 6000, texture_size: int = 512,
                     sequence_frames: int = 16, folds: list | None = None, calibration=None) -> dict:
     """Write the benchmark data set (see the module docstring); returns what ``benchmark.json`` holds."""
     from ..data.calibrate import calibrated_scan, load_calibration
-    from ..data.face_model import RACE_WEIGHTS, FaceModel, Nuisance, sample_subject
+    from ..data.face_model import Nuisance
     from ..io import write_bnd, write_wrl
-    from ..labels import BASIC_EXPRESSIONS, BU3DFE_CODES, BU4DFE_FOLDERS
+    from ..labels import BU4DFE_FOLDERS
 
     calibration = load_calibration(calibration or "bu4dfe")
-    codes = {name: code for code, name in BU3DFE_CODES.items()}
-    folders = {name: folder for folder, name in BU4DFE_FOLDERS.items()}
-    by_subject: dict[str, dict] = {}
-    for subject, expression, motion in motions:
-        by_subject.setdefault(subject, {})[expression] = motion
+    folders = {label: folder for folder, label in BU4DFE_FOLDERS.items()}
+    by_subject = _by_subject(motions)
     nuisance = Nuisance()
-    races = list(RACE_WEIGHTS)
-    written = []
+    written: list[str] = []
     for number, (subject, sequences) in enumerate(sorted(by_subject.items())):
-        rng = np.random.default_rng([seed, number, 80])
-        race = races[int(rng.choice(len(races), p=np.array(list(RACE_WEIGHTS.values())) / sum(RACE_WEIGHTS.values())))]
-        model = FaceModel(sample_subject(np.random.default_rng([seed, number, 81]), subject[0], race),
-                          vertices=vertices, texture_size=texture_size, seed=int(rng.integers(2 ** 31)))
+        model, race = _identity([seed, number], subject[0], vertices, texture_size)
         name = f"{subject[0]}{int(subject[1:]):04d}"
-        still = out / "bu3dfe" / name
-        plan = [("neutral", 0, np.zeros((83, 3)))]
-        for expression in BASIC_EXPRESSIONS:
-            if expression in sequences:
-                motion = sequences[expression]
-                plan += [(expression, level, motion.displacements()[frame])
-                         for level, frame in zip(LEVELS, (motion.onset, motion.apex))]
-        for expression, level, displacement in plan:
-            scan = calibrated_scan(model, displacement, np.random.default_rng([seed, number, 82, level,
-                                   len(written)]), calibration, nuisance,
-                                   meta={"subject": name, "expression": expression, "intensity": level})
-            stem = f"{name}_{codes[expression]}{level:02d}{race}_F3D"
-            write_wrl(still / f"{stem}.wrl", scan.face)
-            write_bnd(still / f"{stem}.bnd", scan.face.landmarks[:83])
-            written.append(str(still / f"{stem}.wrl"))
+        written += _write_stills(model, race, name, sequences, out / "bu3dfe" / name, [seed, number], len(written),
+                                 calibration, nuisance)
         for expression, motion in sequences.items():
             frames = np.unique(np.r_[np.round(np.linspace(0, motion.num_frames - 1, max(2, sequence_frames))),
                                      motion.apex, motion.onset, motion.neutral].astype(int)) if sequence_frames \
@@ -240,6 +273,60 @@ def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 600
             "folds": folds or [], "levels": {"3": "onset", "4": "apex"}, "seed": seed, "vertices": vertices,
             "texture_size": texture_size, "sequence_frames": sequence_frames, "scans": len(written)}
     (out / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def identity_name(subject: str, k: int) -> str:
+    """The BU-3DFE-style name of the `k`-th generated identity moved by real `subject`'s motion: the subject's sex
+    letter and its number times 100 plus k (F007, k=3 -> F0703), so the source subject can be read back."""
+    if not 0 <= k < 100 or not 0 < int(subject[1:]) < 100:
+        raise ValueError(f"identity_name: subject number and k must be below 100, got {subject!r}, {k}")
+    return f"{subject[0]}{int(subject[1:]) * 100 + k:04d}"
+
+
+def write_identities(motions: list, out: Path, identities_per_subject: int = 8, seed: int = 0,
+                     vertices: int = 2000, texture_size: int = 128, folds: list | None = None,
+                     nuisance: str | dict | None = "pretrain", calibration=None) -> dict:
+    """Pretraining data moved by real motion: `identities_per_subject` generated identities per real subject (the
+    subject's sex; their own face shape, skin and race drawn from the generator; scanner nuisance `nuisance`, the
+    pretraining preset by default), each showing exactly that subject's real motion as the benchmark set does
+    (neutral, and each expression's onset and apex frames at intensities 3 and 4), in the BU-3DFE layout under
+    ``OUT/identities/bu3dfe/<name>`` (`identity_name`). The identities differ from the benchmark set's (their own
+    random streams), so pretraining on them teaches the motion on faces the benchmark never shows.
+
+    For each fold of `folds` (``[(train subjects, test subjects), ...]``), ``OUT/identities/fold_<f>/bu3dfe`` holds
+    links to the identities of that fold's training subjects only: a fold's pretraining never sees its test
+    subjects' motion (train with ``--dataset bu3dfe:OUT/identities/fold_<f>/bu3dfe``). ``OUT/identities/
+    identities.json`` maps every identity to its source subject. The sequences' own frames are not varied
+    (every identity of a subject shows the same onset and apex frames): the variety is in the faces.
+    """
+    from ..data.calibrate import load_calibration
+    from ..data.subjects import as_nuisance
+
+    calibration = load_calibration(calibration or "bu4dfe")
+    nuisance = as_nuisance(nuisance)
+    root = out / "identities"
+    by_subject = _by_subject(motions)
+    sources: dict[str, str] = {}
+    written = 0
+    for number, (subject, sequences) in enumerate(sorted(by_subject.items())):
+        for k in range(identities_per_subject):
+            name = identity_name(subject, k)
+            model, race = _identity([seed, number, 90, k], subject[0], vertices, texture_size)
+            written += len(_write_stills(model, race, name, sequences, root / "bu3dfe" / name, [seed, number, 90, k],
+                                         0, calibration, nuisance))
+            sources[name] = subject
+    for fold, (train, _) in enumerate(folds or []):
+        view = root / f"fold_{fold}" / "bu3dfe"
+        view.mkdir(parents=True, exist_ok=True)
+        for name, subject in sources.items():
+            link = view / name
+            if subject in set(train) and not link.exists():
+                link.symlink_to(Path("..", "..", "bu3dfe", name), target_is_directory=True)
+    info = {"sources": sources, "identities_per_subject": identities_per_subject, "seed": seed, "vertices": vertices,
+            "texture_size": texture_size, "nuisance": dataclasses.asdict(nuisance),
+            "folds": folds or [], "scans": written}
+    (root / "identities.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     return info
 
 
@@ -279,6 +366,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
     parser.add_argument("--sequence-frames", type=int, default=16, help="'write': frames per 4D sequence (0: all)")
+    parser.add_argument("--identities-per-subject", type=int, default=8,
+                        help="'identities': generated identities per real subject (their scans use --vertices and "
+                             "--texture-size)")
     parser.set_defaults(run=run)
 
 
@@ -319,6 +409,11 @@ def run(args: argparse.Namespace) -> None:
     if "write" in args.steps:
         results["written"] = write_benchmark(motions, args.out, args.seed, args.vertices, args.texture_size,
                                              args.sequence_frames, folds)
+    if "identities" in args.steps:
+        info = write_identities(motions, args.out, args.identities_per_subject, args.seed, args.vertices,
+                                args.texture_size, folds)
+        results["identities"] = {key: info[key] for key in ("identities_per_subject", "vertices", "texture_size",
+                                                             "scans")}
     results["seconds"] = round(time.perf_counter() - start, 1)
     results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     for section in ("baseline", "generated"):
