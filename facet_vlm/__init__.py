@@ -1,10 +1,11 @@
 """facet-vlm: 2D+3D and 4D facial expression recognition, and face+pulse video emotion recognition.
 
-``import facet_vlm`` is cheap: it registers the four models of `facet_vlm.registry` with transformers' `AutoConfig`,
-`AutoModel` and task Auto classes (configuration files only; the model code is imported the first time a model is
-used), and every public name below is imported on first access. The pipelines (``expression-recognition``,
-``video-emotion-recognition``) and the processors' `AutoProcessor` entries are registered by `facet_vlm.pipeline`,
-training and the Space, or by calling `facet_vlm.pipelines.register_pipelines` /
+``import facet_vlm`` is cheap: it imports neither torch nor transformers. The four models of `facet_vlm.registry` are
+registered with transformers' `AutoConfig`, `AutoModel` and task Auto classes as soon as transformers' Auto modules
+are imported (`facet_vlm.registry.register_when_imported`; configuration files only, the model code is imported the
+first time a model is used), and every public name below is imported on first access. The pipelines
+(``expression-recognition``, ``video-emotion-recognition``) and the processors' `AutoProcessor` entries are
+registered by `facet_vlm.pipeline`, training and the Space, or by calling `facet_vlm.pipelines.register_pipelines` /
 `facet_vlm.registry.register_processors`.
 """
 
@@ -22,7 +23,7 @@ from .errors import (
     UnsafePickleError,
     UnsupportedFormatError,
 )
-from .registry import MODEL_REGISTRY, register_auto_classes
+from .registry import MODEL_REGISTRY, register_when_imported
 
 __version__ = "0.1.0"
 
@@ -59,7 +60,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-register_auto_classes()
+register_when_imported()
 
 __all__ = [
     "ConfigError",

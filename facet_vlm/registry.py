@@ -13,16 +13,20 @@ head: `FacetVLMModel`, `CoupleFERModel`, `AFNetMModel`, `PhysioPromptModel`), th
 video model) the *recognition* model with its head and training loss. A recognition model's folder loads into either.
 `AutoProcessor` loads the model's processor (``processor_config.json``) once `register_processors` has run.
 
-Registration is cheap: `register_auto_classes` (run by ``import facet_vlm``) imports the four configuration files
-only; transformers' Auto mappings get a `LazyClass` for each model class, which imports the modeling file the first
-time the class is used. `register_processors` (run by the pipelines, training and the Space) registers the
+Registration costs nothing at import: ``import facet_vlm`` runs `register_when_imported`, which registers with
+transformers' Auto classes the moment transformers' Auto modules are imported (at once if they already are), so
+``import facet_vlm`` imports neither transformers nor torch. Registering imports the four configuration files only;
+transformers' Auto mappings get a `LazyClass` for each model class, which imports the modeling file the first time
+the class is used. `register_processors` (run by the pipelines, training and the Space) registers the
 processors with `AutoProcessor`, whose import alone costs more than all the rest of ``import facet_vlm``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -182,18 +186,115 @@ class LazyClass:
         return f"<lazy class {self.__module__}.{self.__name__}>"
 
 
+#: transformers' Auto modules: registration with the Auto classes each defines waits for them.
+_CONFIG_AUTO = "transformers.models.auto.configuration_auto"
+_MODEL_AUTO = "transformers.models.auto.modeling_auto"
+#: A configuration of this library imports CLIP's.
+_CLIP_CONFIG = "transformers.models.clip.configuration_clip"
+#: What is registered so far: ("config" | "model", registry name).
+_REGISTERED: set[tuple[str, str]] = set()
+
+
+def _initializing(name: str) -> bool:
+    """Whether module `name` is being imported right now (in sys.modules, its body still running)."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _ready(name: str) -> bool:
+    return name in sys.modules and not _initializing(name)
+
+
+def _watched() -> set[str]:
+    """The modules whose import completing may let `_register_ready` do more."""
+    return {_CONFIG_AUTO, _MODEL_AUTO, _CLIP_CONFIG} | {entry.module("configuration") for entry in
+                                                        MODEL_REGISTRY.values()}
+
+
+def _register_ready() -> bool:
+    """Register every model whose registration can run now: a configuration once transformers' `AutoConfig` module
+    is imported, a model once its `AutoModel` module is, neither while a module its configuration imports (CLIP's, its
+    own) is half imported (the import that is running would see a half-made module). Returns whether all is done."""
+    for entry in MODEL_REGISTRY.values():
+        if _initializing(_CLIP_CONFIG) or _initializing(entry.module("configuration")):
+            continue
+        if ("config", entry.name) not in _REGISTERED and _ready(_CONFIG_AUTO):
+            from transformers.models.auto.configuration_auto import AutoConfig
+
+            AutoConfig.register(entry.name, entry.config_class, exist_ok=True)
+            _REGISTERED.add(("config", entry.name))
+        if ("model", entry.name) not in _REGISTERED and _ready(_MODEL_AUTO):
+            from transformers.models.auto import modeling_auto
+
+            config_class = entry.config_class
+            modeling_auto.AutoModel.register(
+                config_class, LazyClass(entry.module("modeling"), entry.base_model_name, config_class), exist_ok=True)
+            getattr(modeling_auto, entry.auto_class).register(
+                config_class, LazyClass(entry.module("modeling"), entry.model_name, config_class), exist_ok=True)
+            _REGISTERED.add(("model", entry.name))
+    return len(_REGISTERED) == 2 * len(MODEL_REGISTRY)
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Wraps the loader of a `_watched` module: executes the module, then registers what can be registered."""
+
+    def __init__(self, loader: Any):
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        # the import machinery marks the module done only after this returns: register as if it were done
+        spec = getattr(module, "__spec__", None)
+        if spec is not None:
+            spec._initializing = False
+        if _register_ready():
+            sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _AutoModuleFinder)]
+
+    def __getattr__(self, attribute: str) -> Any:  # get_filename, get_source, get_resource_reader, ...
+        return getattr(self.loader, attribute)
+
+
+class _AutoModuleFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path`` until every model is registered: finds the `_watched` modules with the other
+    finders and hands out their spec with a `_RegisteringLoader`; every other import it leaves alone."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in _watched():
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _RegisteringLoader(spec.loader)
+                return spec
+        return None
+
+
+def register_when_imported() -> None:
+    """What ``import facet_vlm`` runs: register with transformers' Auto classes without importing transformers.
+
+    Registration needs transformers' Auto modules, whose import costs about 2.5 s here (they import torch). So what
+    can be registered is registered at once (transformers' Auto modules already imported), and an import hook
+    (`_AutoModuleFinder`) registers the rest right after the modules it needs are imported, by anyone:
+    ``transformers.AutoModel`` (or `AutoConfig`, a pipeline, a model class of this library) is ready to load this
+    library's models the first time it is touched, and a program that never uses transformers never pays for it.
+    Idempotent; `register_auto_classes` registers everything at once instead."""
+    if not _register_ready() and not any(isinstance(finder, _AutoModuleFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AutoModuleFinder())
+
+
 def register_auto_classes() -> None:
     """Register every model with `AutoConfig`, `AutoModel` (its base model) and its task Auto class (its recognition
-    model). Imports the configuration files only; the model classes are `LazyClass` stand-ins. Idempotent."""
-    import transformers
-
-    for entry in MODEL_REGISTRY.values():
-        config_class = entry.config_class
-        transformers.AutoConfig.register(entry.name, config_class, exist_ok=True)
-        transformers.AutoModel.register(
-            config_class, LazyClass(entry.module("modeling"), entry.base_model_name, config_class), exist_ok=True)
-        getattr(transformers, entry.auto_class).register(
-            config_class, LazyClass(entry.module("modeling"), entry.model_name, config_class), exist_ok=True)
+    model) now, importing transformers' Auto modules (and with them torch) and the configuration files only; the
+    model classes are `LazyClass` stand-ins. Idempotent. ``import facet_vlm`` runs `register_when_imported` instead."""
+    importlib.import_module(_CONFIG_AUTO)
+    importlib.import_module(_MODEL_AUTO)
+    _register_ready()
 
 
 def register_processors() -> None:

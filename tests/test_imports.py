@@ -141,14 +141,27 @@ def test_every_module_imports(module):
     importlib.import_module(module)
 
 
-@pytest.mark.parametrize("first", ["facet_vlm", "couple"])
+CHEAP = "\nassert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+FIRST_IMPORTS = {
+    "facet_vlm": "import facet_vlm" + CHEAP,
+    "couple": "import couple" + CHEAP,
+    # transformers' Auto modules imported inside the import of CLIP's configuration (its docstrings need them)
+    "clip_config_after": "import facet_vlm" + CHEAP + "\nfrom transformers import CLIPTextConfig",
+    # ... inside the import of this library's own configuration
+    "own_config_after": "import couple\nfrom couple import CoupleFERConfig",
+    "transformers_before": "from transformers import AutoModel\nimport facet_vlm",
+}
+
+
+@pytest.mark.parametrize("first", sorted(FIRST_IMPORTS))
 def test_one_import_registers_every_model_with_the_auto_classes(first):
-    """In a fresh process, after one import: every model builds and loads through `AutoConfig`, `AutoModel` (its base
-    model) and its task Auto class (its recognition model), no modeling file is imported before a model is built,
-    and `register_processors` adds the processors to `AutoProcessor`."""
+    """In a fresh process, after one import (which imports neither torch nor transformers), whatever touches
+    transformers first: every model builds and loads through `AutoConfig`, `AutoModel` (its base model) and its task
+    Auto class (its recognition model), no modeling file is imported before a model is built, and
+    `register_processors` adds the processors to `AutoProcessor`."""
     script = f"""
 import sys
-import {first}
+{FIRST_IMPORTS[first]}
 import transformers
 from facet_vlm.registry import MODEL_REGISTRY, register_processors
 own = [name for name in sys.modules if name.startswith(("facet_vlm", "couple")) and ".modeling_" in name]

@@ -417,3 +417,26 @@ def test_facet_vlm_processor_renders_the_pair_in_the_neutral_frame(scans_with_ne
     assert not torch.equal(pair["pixel_values"], pair["neutral_pixel_values"])
     with pytest.raises(ConfigError, match="one per face"):
         processor(faces=[str(scan), str(scan)], neutral_faces=[str(neutral)])
+
+
+def test_every_shipped_recipe_parses_and_the_3d_recipes_take_the_neutral_reference():
+    """Every training config of facet_vlm/configs is read by train.py's parser into a config its model accepts;
+    the 3D stills recipes (each model's small config and the main job) take the neutral reference, the setting
+    that won for every model on the real-motion development benchmark."""
+    from pathlib import Path
+
+    from facet_vlm.arguments import parse_args
+    from facet_vlm.registry import model_entry
+
+    folder = Path(__file__).resolve().parents[1] / "facet_vlm" / "configs"
+    recipes = sorted(path for path in folder.glob("*.json") if not path.name.startswith("benchmark_"))
+    assert len(recipes) >= 15
+    references = {}
+    for path in recipes:
+        model_args, _, _ = parse_args(["--config", str(path)])
+        config = model_entry(model_args.model).config_class(**(model_args.model_config or {}))
+        references[path.stem] = getattr(config, "neutral_reference", None)
+    for name in ("afnet_m_synthetic_small", "couplefer_synthetic_small", "facet_vlm_synthetic_small",
+                 "facet_vlm_calibrated_small"):
+        assert references[name] == "difference", name
+    assert references["facet_vlm_4d_synthetic_small"] == "none"  # frames are compared with the first instead

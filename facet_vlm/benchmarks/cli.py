@@ -17,6 +17,7 @@ PARSERS = (
     speed.add_render_parser,
     speed.add_train_parser,
     speed.add_sequence_parser,
+    speed.add_import_parser,
     accuracy.add_hard_parser,
     accuracy.add_curve_parser,
     accuracy.add_sequence_hard_parser,

@@ -279,12 +279,15 @@ def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 600
 def identity_name(subject: str, k: int) -> str:
     """The BU-3DFE-style name of the `k`-th generated identity moved by real `subject`'s motion: the subject's sex
     letter and its number times 100 plus k (F007, k=3 -> F0703), so the source subject can be read back."""
+    from ..errors import ConfigError
+
     if not 0 <= k < 100 or not 0 < int(subject[1:]) < 100:
-        raise ValueError(f"identity_name: subject number and k must be below 100, got {subject!r}, {k}")
+        raise ConfigError(f"identities: the subject's number and the identity index must be below 100 (a BU-3DFE name "
+                          f"has 4 digits), got subject {subject!r}, identity {k}")
     return f"{subject[0]}{int(subject[1:]) * 100 + k:04d}"
 
 
-def write_identities(motions: list, out: Path, identities_per_subject: int = 8, seed: int = 0,
+def write_identities(motions: list, out: Path, identities_per_subject: int = 10, seed: int = 0,
                      vertices: int = 2000, texture_size: int = 128, folds: list | None = None,
                      nuisance: str | dict | None = "pretrain", calibration=None) -> dict:
     """Pretraining data moved by real motion: `identities_per_subject` generated identities per real subject (the
@@ -302,7 +305,11 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 8, 
     """
     from ..data.calibrate import load_calibration
     from ..data.subjects import as_nuisance
+    from ..errors import ConfigError
 
+    if not 1 <= identities_per_subject <= 100:
+        raise ConfigError(f"--identities-per-subject must be 1-100 (a BU-3DFE name has 4 digits), got "
+                          f"{identities_per_subject}")
     calibration = load_calibration(calibration or "bu4dfe")
     nuisance = as_nuisance(nuisance)
     root = out / "identities"
@@ -319,9 +326,10 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 8, 
     for fold, (train, _) in enumerate(folds or []):
         view = root / f"fold_{fold}" / "bu3dfe"
         view.mkdir(parents=True, exist_ok=True)
+        keep = set(train)
         for name, subject in sources.items():
             link = view / name
-            if subject in set(train) and not link.exists():
+            if subject in keep and not link.is_symlink():
                 link.symlink_to(Path("..", "..", "bu3dfe", name), target_is_directory=True)
     info = {"sources": sources, "identities_per_subject": identities_per_subject, "seed": seed, "vertices": vertices,
             "texture_size": texture_size, "nuisance": dataclasses.asdict(nuisance),
@@ -366,7 +374,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
     parser.add_argument("--sequence-frames", type=int, default=16, help="'write': frames per 4D sequence (0: all)")
-    parser.add_argument("--identities-per-subject", type=int, default=8,
+    parser.add_argument("--identities-per-subject", type=int, default=10,
                         help="'identities': generated identities per real subject (their scans use --vertices and "
                              "--texture-size)")
     parser.set_defaults(run=run)

@@ -459,3 +459,48 @@ def run_sequence(args: argparse.Namespace) -> None:
           f"{result['read_float32_speedup']:.1f}x faster than rendering")
 
 
+
+
+#: What `bench_imports` times, each in a fresh interpreter: the library alone, what a user's first model load adds
+#: (transformers' Auto classes, torch, the registration), and torch + transformers' Auto module alone for comparison.
+IMPORT_CASES = {
+    "import facet_vlm": "import facet_vlm",
+    "import facet_vlm; transformers.AutoConfig": "import facet_vlm, transformers; transformers.AutoConfig",
+    "torch + transformers.AutoConfig (no facet_vlm)": "import transformers; transformers.AutoConfig",
+}
+
+
+def bench_imports(repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Median and minimum wall time (s) of each of `IMPORT_CASES` over `repeats` fresh interpreters (``python -c``,
+    `HF_HUB_OFFLINE` set), measured inside the interpreter around the statement (the interpreter's own start-up is
+    not counted)."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for name, statement in IMPORT_CASES.items():
+        code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+        times = []
+        for _ in range(repeats):
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            times.append(float(done.stdout.strip().splitlines()[-1]))
+        results[name] = {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+    return results
+
+
+def add_import_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("import", help="time `import facet_vlm` (and a first Auto class use) in fresh "
+                                                  "interpreters")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.set_defaults(run=run_import)
+
+
+def run_import(args: argparse.Namespace) -> None:
+    results = bench_imports(args.repeats)
+    for name, row in results.items():
+        print(f"{name:50s} median {row['median_s']:.3f} s  min {row['min_s']:.3f} s  ({row['repeats']} runs)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -47,7 +47,7 @@ LOGIT_SCALE_MAX = 100.0
 #: Std of the random init of learned context vectors (CoOp's `nn.init.normal_(ctx_vectors, std=0.02)`).
 CONTEXT_INIT_STD = 0.02
 #: Parameter-name prefixes of the modules FACET-VLM adds to CLIP's towers (they start new in `from_clip`).
-OWN_MODULES = ("cvsa.", "mtgf.", "temporal.", "prompt_context.", "linear_head.")
+OWN_MODULES = ("cvsa.", "mtgf.", "temporal.", "prompt_context.", "linear_head.", "neutral_stem.")
 #: Keys of the tower configs that fix the shapes of CLIP's weights; `from_clip` takes them from the checkpoint.
 TOWER_SHAPE_KEYS = {
     "vision_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels"),
