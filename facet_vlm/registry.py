@@ -27,6 +27,7 @@ import importlib
 import importlib.abc
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -250,7 +251,15 @@ class _RegisteringLoader(importlib.abc.Loader):
         spec = getattr(module, "__spec__", None)
         if spec is not None:
             spec._initializing = False
-        if _register_ready():
+        try:
+            done = _register_ready()
+        except Exception as error:  # never break the import of transformers' own module; say why and retry later
+            warnings.warn(f"facet_vlm: registering the models with transformers' Auto classes failed after importing "
+                          f"{module.__name__} ({type(error).__name__}: {error}); it is retried at the next import of "
+                          "transformers' Auto modules, or call facet_vlm.registry.register_auto_classes()",
+                          RuntimeWarning, stacklevel=2)
+            return
+        if done:
             sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _AutoModuleFinder)]
 
     def __getattr__(self, attribute: str) -> Any:  # get_filename, get_source, get_resource_reader, ...

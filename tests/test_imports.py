@@ -182,3 +182,24 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_a_failing_registration_warns_and_never_breaks_the_import_of_transformers():
+    """If registering a model fails (here: a registry entry whose configuration module does not exist), importing
+    transformers' Auto classes still works and a RuntimeWarning says what failed; the other models are registered."""
+    script = """
+import sys, warnings
+import facet_vlm
+from facet_vlm.registry import MODEL_REGISTRY, ModelEntry
+MODEL_REGISTRY["broken"] = ModelEntry("broken", "no_such_package", "C", "M", "B", "P", "scan", "t",
+                                      "AutoModelForImageClassification", "Broken")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from transformers import AutoConfig
+messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+assert any("no_such_package" in m and "register_auto_classes" in m for m in messages), messages
+assert type(AutoConfig.for_model("facet_vlm")).__name__ == "FacetVLMConfig"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
