@@ -206,10 +206,10 @@ def _ready(name: str) -> bool:
     return name in sys.modules and not _initializing(name)
 
 
-def _watched() -> set[str]:
-    """The modules whose import completing may let `_register_ready` do more."""
-    return {_CONFIG_AUTO, _MODEL_AUTO, _CLIP_CONFIG} | {entry.module("configuration") for entry in
-                                                        MODEL_REGISTRY.values()}
+#: The modules whose import completing may let `_register_ready` do more (looked up on every import while the hook
+#: is installed, so computed once).
+_WATCHED = frozenset({_CONFIG_AUTO, _MODEL_AUTO, _CLIP_CONFIG} | {entry.module("configuration") for entry in
+                                                                  MODEL_REGISTRY.values()})
 
 
 def _register_ready() -> bool:
@@ -237,7 +237,7 @@ def _register_ready() -> bool:
 
 
 class _RegisteringLoader(importlib.abc.Loader):
-    """Wraps the loader of a `_watched` module: executes the module, then registers what can be registered."""
+    """Wraps the loader of a `_WATCHED` module: executes the module, then registers what can be registered."""
 
     def __init__(self, loader: Any):
         self.loader = loader
@@ -267,11 +267,11 @@ class _RegisteringLoader(importlib.abc.Loader):
 
 
 class _AutoModuleFinder(importlib.abc.MetaPathFinder):
-    """First on ``sys.meta_path`` until every model is registered: finds the `_watched` modules with the other
+    """First on ``sys.meta_path`` until every model is registered: finds the `_WATCHED` modules with the other
     finders and hands out their spec with a `_RegisteringLoader`; every other import it leaves alone."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in _watched():
+        if fullname not in _WATCHED:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
