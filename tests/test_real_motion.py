@@ -385,7 +385,7 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
         main(["real-motion", "--bnd-root", str(copy), "--out", str(out), "--folds", "2", "--generated-subjects", "3",
               "--components", "2", "--trees", "10", "--identity-subjects", "3", "--steps", "baseline", "generated",
               "calibrate", "write", "identities", "--identities-per-subject", "2", "--vertices", "300",
-              "--texture-size", "32", "--sequence-frames", "3"])
+              "--texture-size", "32", "--sequence-frames", "3", "--identity-sequences"])
     results = json.loads((out / "real_motion.json").read_text())
     assert set(results["baseline"]) == {"without_neutral", "with_neutral", "raw_without_neutral", "raw_with_neutral"}
     assert set(results["generated"]) == {f"{kind}_{side}_neutral" for kind in ("calibrated", "uncalibrated")
@@ -406,6 +406,17 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     for fold, (train, test) in enumerate(results["settings"]["folds"]):
         seen = {sources[name] for name in load_bu3dfe(out / "identities" / f"fold_{fold}" / "bu3dfe")["subject"]}
         assert seen == set(train) and not seen & set(test)
+    # ... and, for the temporal model, each identity's six sequences in the BU-4DFE layout, per fold as well
+    info = json.loads((out / "identities" / "identities.json").read_text())
+    assert sorted(info["sequence_names"]) == sorted(sources) and len(set(info["sequence_names"].values())) == 8
+    identity_sequences = load_bu4dfe(out / "identities" / "bu4dfe", landmarks_root=out / "identities" / "bu4dfe")
+    assert len(identity_sequences) == 8 * 6 and identity_sequences.bad_files == []
+    assert set(identity_sequences["subject"]) == set(info["sequence_names"].values())
+    assert all(row["num_frames"] >= 3 for row in identity_sequences)
+    source_of = {folder: sources[name] for name, folder in info["sequence_names"].items()}
+    for fold, (train, _) in enumerate(results["settings"]["folds"]):
+        seen = {source_of[s] for s in load_bu4dfe(out / "identities" / f"fold_{fold}" / "bu4dfe")["subject"]}
+        assert seen == set(train)
 
     def apex_motion(name: str, code: str) -> tuple[np.ndarray, np.ndarray]:
         folder = out / "identities" / "bu3dfe" / name

@@ -27,7 +27,8 @@ Steps (``--steps``, any of):
   generated identities per real subject, each showing that subject's real stills motion, under
   ``OUT/identities/bu3dfe``, and per fold ``OUT/identities/fold_<f>/bu3dfe`` with the training subjects' identities
   only (the real-motion pretraining arm of the development benchmark; pretrain on a fold's folder, fine-tune on the
-  benchmark set's same fold).
+  benchmark set's same fold). With ``--identity-sequences`` also their BU-4DFE-layout sequences (``--sequence-frames``
+  frames) under ``OUT/identities/bu4dfe`` and ``OUT/identities/fold_<f>/bu4dfe``, for the temporal model.
 
 Results go to ``OUT/real_motion.json`` (per-fold accuracies and settings).
 """
@@ -232,6 +233,32 @@ def _write_stills(model, race: str, name: str, sequences: dict, folder: Path, rn
     return written
 
 
+def _write_sequences(model, name: str, sequences: dict, folder: Path, rng_key: list[int], sequence_frames: int,
+                     calibration, nuisance) -> int:
+    """Write `name`'s BU-4DFE-layout sequences under `folder` (``<Expression>/NNN.wrl`` + ``.bnd``): per expression
+    of `sequences` (expression -> real `LandmarkMotion`), `sequence_frames` frames spread evenly over the real
+    sequence plus its neutral, onset and apex frames (0: every frame); frame f draws its nuisance from
+    ``[*rng_key, f]``. Returns the number of frames written."""
+    from ..data.calibrate import calibrated_scan
+    from ..io import write_bnd, write_wrl
+    from ..labels import BU4DFE_FOLDERS
+
+    folders = {label: folder for folder, label in BU4DFE_FOLDERS.items()}
+    written = 0
+    for expression, motion in sequences.items():
+        frames = np.unique(np.r_[np.round(np.linspace(0, motion.num_frames - 1, max(2, sequence_frames))),
+                                 motion.apex, motion.onset, motion.neutral].astype(int)) if sequence_frames \
+            else np.arange(motion.num_frames)
+        for position, frame in enumerate(frames):
+            scan = calibrated_scan(model, motion.displacements()[frame], np.random.default_rng([*rng_key, int(frame)]),
+                                   calibration, nuisance, meta={"subject": name, "expression": expression,
+                                                                "frame": int(frame)})
+            write_wrl(folder / folders[expression] / f"{position:03d}.wrl", scan.face)
+            write_bnd(folder / folders[expression] / f"{position:03d}.bnd", scan.face.landmarks[:83])
+            written += 1
+    return written
+
+
 def _by_subject(motions: list) -> dict[str, dict]:
     by_subject: dict[str, dict] = {}
     for subject, expression, motion in motions:
@@ -242,13 +269,10 @@ def _by_subject(motions: list) -> dict[str, dict]:
 def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 6000, texture_size: int = 512,
                     sequence_frames: int = 16, folds: list | None = None, calibration=None) -> dict:
     """Write the benchmark data set (see the module docstring); returns what ``benchmark.json`` holds."""
-    from ..data.calibrate import calibrated_scan, load_calibration
+    from ..data.calibrate import load_calibration
     from ..data.face_model import Nuisance
-    from ..io import write_bnd, write_wrl
-    from ..labels import BU4DFE_FOLDERS
 
     calibration = load_calibration(calibration or "bu4dfe")
-    folders = {label: folder for folder, label in BU4DFE_FOLDERS.items()}
     by_subject = _by_subject(motions)
     nuisance = Nuisance()
     written: list[str] = []
@@ -257,18 +281,8 @@ def write_benchmark(motions: list, out: Path, seed: int = 0, vertices: int = 600
         name = f"{subject[0]}{int(subject[1:]):04d}"
         written += _write_stills(model, race, name, sequences, out / "bu3dfe" / name, [seed, number], len(written),
                                  calibration, nuisance)
-        for expression, motion in sequences.items():
-            frames = np.unique(np.r_[np.round(np.linspace(0, motion.num_frames - 1, max(2, sequence_frames))),
-                                     motion.apex, motion.onset, motion.neutral].astype(int)) if sequence_frames \
-                else np.arange(motion.num_frames)
-            folder = out / "bu4dfe" / subject / folders[expression]
-            for position, frame in enumerate(frames):
-                scan = calibrated_scan(model, motion.displacements()[frame],
-                                       np.random.default_rng([seed, number, 83, int(frame)]), calibration,
-                                       nuisance, meta={"subject": subject, "expression": expression,
-                                                       "frame": int(frame)})
-                write_wrl(folder / f"{position:03d}.wrl", scan.face)
-                write_bnd(folder / f"{position:03d}.bnd", scan.face.landmarks[:83])
+        _write_sequences(model, subject, sequences, out / "bu4dfe" / subject, [seed, number, 83], sequence_frames,
+                         calibration, nuisance)
     info = {"subjects": sorted(by_subject), "bu3dfe_names": {s: f"{s[0]}{int(s[1:]):04d}" for s in by_subject},
             "folds": folds or [], "levels": {"3": "onset", "4": "apex"}, "seed": seed, "vertices": vertices,
             "texture_size": texture_size, "sequence_frames": sequence_frames, "scans": len(written)}
@@ -289,7 +303,8 @@ def identity_name(subject: str, k: int) -> str:
 
 def write_identities(motions: list, out: Path, identities_per_subject: int = 10, seed: int = 0,
                      vertices: int = 2000, texture_size: int = 128, folds: list | None = None,
-                     nuisance: str | dict | None = "pretrain", calibration=None) -> dict:
+                     nuisance: str | dict | None = "pretrain", calibration=None, sequence_frames: int | None = None
+                     ) -> dict:
     """Pretraining data moved by real motion: `identities_per_subject` generated identities per real subject (the
     subject's sex; their own face shape, skin and race drawn from the generator; scanner nuisance `nuisance`, the
     pretraining preset by default), each showing exactly that subject's real motion as the benchmark set does
@@ -302,6 +317,13 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 10,
     subjects' motion (train with ``--dataset bu3dfe:OUT/identities/fold_<f>/bu3dfe``). ``OUT/identities/
     identities.json`` maps every identity to its source subject. The sequences' own frames are not varied
     (every identity of a subject shows the same onset and apex frames): the variety is in the faces.
+
+    With `sequence_frames` (not None; 0 = every frame) each identity also gets the subject's six real sequences in
+    the BU-4DFE layout under ``OUT/identities/bu4dfe/<F|M>NNN/<Expression>/NNN.wrl`` (+ ``.bnd``; frames chosen
+    as `write_benchmark` does), with per-fold views ``OUT/identities/fold_<f>/bu4dfe``: pretraining data for the
+    temporal model. BU-4DFE names have 3 digits, so the sequence folders are numbered per sex in the order of the
+    still identities (``sequence_names`` in ``identities.json`` maps each still name to its sequence folder); each
+    frame draws its own scanner nuisance, as separate scans of a real sequence do.
     """
     from ..data.calibrate import load_calibration
     from ..data.subjects import as_nuisance
@@ -315,7 +337,14 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 10,
     root = out / "identities"
     by_subject = _by_subject(motions)
     sources: dict[str, str] = {}
-    written = 0
+    sequence_names: dict[str, str] = {}
+    if sequence_frames is not None:
+        for sex in ("F", "M"):
+            count = sum(subject[0] == sex for subject in by_subject) * identities_per_subject
+            if count > 999:
+                raise ConfigError(f"identities: {count} {sex} sequence identities do not fit BU-4DFE's 3-digit names "
+                                  f"(at most 999 per sex); lower --identities-per-subject")
+    written = frames = 0
     for number, (subject, sequences) in enumerate(sorted(by_subject.items())):
         for k in range(identities_per_subject):
             name = identity_name(subject, k)
@@ -323,17 +352,26 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 10,
             written += len(_write_stills(model, race, name, sequences, root / "bu3dfe" / name, [seed, number, 90, k],
                                          0, calibration, nuisance))
             sources[name] = subject
+            if sequence_frames is not None:
+                sequence_name = f"{subject[0]}{1 + sum(n[0] == subject[0] for n in sequence_names):03d}"
+                sequence_names[name] = sequence_name
+                frames += _write_sequences(model, sequence_name, sequences, root / "bu4dfe" / sequence_name,
+                                           [seed, number, 91, k], sequence_frames, calibration, nuisance)
     for fold, (train, _) in enumerate(folds or []):
-        view = root / f"fold_{fold}" / "bu3dfe"
-        view.mkdir(parents=True, exist_ok=True)
         keep = set(train)
-        for name, subject in sources.items():
-            link = view / name
-            if subject in keep and not link.is_symlink():
-                link.symlink_to(Path("..", "..", "bu3dfe", name), target_is_directory=True)
+        for layout, names in (("bu3dfe", {name: name for name in sources}), ("bu4dfe", sequence_names)):
+            if not names:
+                continue
+            view = root / f"fold_{fold}" / layout
+            view.mkdir(parents=True, exist_ok=True)
+            for name, folder in names.items():
+                link = view / folder
+                if sources[name] in keep and not link.is_symlink():
+                    link.symlink_to(Path("..", "..", layout, folder), target_is_directory=True)
     info = {"sources": sources, "identities_per_subject": identities_per_subject, "seed": seed, "vertices": vertices,
             "texture_size": texture_size, "nuisance": dataclasses.asdict(nuisance),
-            "folds": folds or [], "scans": written}
+            "folds": folds or [], "scans": written, "sequence_frames": sequence_frames,
+            "sequence_names": sequence_names, "sequence_scans": frames}
     (root / "identities.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
     return info
 
@@ -377,6 +415,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--identities-per-subject", type=int, default=10,
                         help="'identities': generated identities per real subject (their scans use --vertices and "
                              "--texture-size)")
+    parser.add_argument("--identity-sequences", action="store_true",
+                        help="'identities': also write each identity's BU-4DFE-layout sequences (--sequence-frames "
+                             "frames each) under OUT/identities/bu4dfe, for pretraining the temporal model")
     parser.set_defaults(run=run)
 
 
@@ -419,9 +460,10 @@ def run(args: argparse.Namespace) -> None:
                                              args.sequence_frames, folds)
     if "identities" in args.steps:
         info = write_identities(motions, args.out, args.identities_per_subject, args.seed, args.vertices,
-                                args.texture_size, folds)
+                                args.texture_size, folds,
+                                sequence_frames=args.sequence_frames if args.identity_sequences else None)
         results["identities"] = {key: info[key] for key in ("identities_per_subject", "vertices", "texture_size",
-                                                             "scans")}
+                                                             "scans", "sequence_frames", "sequence_scans")}
     results["seconds"] = round(time.perf_counter() - start, 1)
     results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     for section in ("baseline", "generated"):
