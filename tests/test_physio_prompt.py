@@ -72,7 +72,7 @@ def test_output_shapes_and_logits_convention():
 
 
 def test_training_lowers_the_loss_and_leaves_the_vit_untouched():
-    model = tiny_model()
+    model = tiny_model(adversary_input="shared_code")  # an adversarial term on every batch
     frozen = {name: value.clone() for name, value in model.vision_model.state_dict().items()}
     assert not any(p.requires_grad for p in model.vision_model.parameters())
     inputs = batch()
@@ -108,21 +108,55 @@ def test_subject_adapters_only_in_training():
     assert not torch.allclose(train_given, train_other)
 
 
-def test_gradient_reversal_pushes_the_shared_adapters_against_the_adversary():
-    model = tiny_model(adversarial_weight=1.0, orthogonality_weight=0.0)
+@pytest.mark.parametrize("adversary_input", ["shared_code", "video_embeds"])
+def test_gradient_reversal_pushes_the_shared_adapters_against_the_adversary(adversary_input):
+    # "video_embeds" reads the shared-only samples: drop the specific adapters of (almost) every sample.
+    dropout = 0.0 if adversary_input == "shared_code" else 0.999
+    model = tiny_model(adversarial_weight=1.0, orthogonality_weight=0.0, adversary_input=adversary_input,
+                       specific_adapter_dropout=dropout)
     inputs = batch()
     train_steps(model, inputs, steps=2)
-    model.zero_grad()
-    model(**inputs).loss_adversarial.backward()
+
+    def adversarial_backward():
+        model.zero_grad()
+        torch.manual_seed(5)  # the same specific-adapter draws in both passes
+        model(**inputs).loss_adversarial.backward()
+
+    adversarial_backward()
     classifier_grad = model.subject_classifier.mlp[-1].weight.grad
     shared_grad = model.adapter_layers[-1].shared_adapter.up_proj.weight.grad
+    pooling_grads = [p.grad for p in model.temporal_pooling.parameters() if p.grad is not None]
     assert classifier_grad is not None and classifier_grad.abs().sum() > 0
     assert shared_grad is not None and shared_grad.abs().sum() > 0
+    # Only the features the heads read carry the adversary's gradient into the temporal pooling.
+    pooled = any(grad.abs().sum() > 0 for grad in pooling_grads)
+    assert pooled == (adversary_input == "video_embeds")
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.heads.parameters())
     # Reversing the reversal flips the shared path's gradient sign exactly.
-    model.zero_grad()
     model.subject_classifier.scale = -1.0
-    model(**inputs).loss_adversarial.backward()
+    adversarial_backward()
     torch.testing.assert_close(model.adapter_layers[-1].shared_adapter.up_proj.weight.grad, -shared_grad)
+
+
+def test_feature_adversary_reads_only_the_test_time_path():
+    """With ``adversary_input="video_embeds"`` the adversary sees only samples whose specific adapters were dropped:
+    none when every sample keeps them, and its loss is the subject cross-entropy of exactly the dropped ones."""
+    inputs = batch(size=6)
+    inputs["subject_ids"] = torch.arange(6) % 3
+    model = tiny_model(adversary_input="video_embeds", specific_adapter_dropout=0.0).train()
+    output = model(**inputs)
+    assert output.loss_adversarial is None and output.loss is not None
+    model = tiny_model(adversary_input="video_embeds", specific_adapter_dropout=0.5).train()
+    torch.manual_seed(1)
+    dropped = torch.rand(6) < 0.5  # the draw the forward pass makes first with this seed
+    assert 0 < dropped.sum() < 6
+    torch.manual_seed(1)
+    output = model(**inputs)
+    logits = model.subject_classifier.mlp(output.video_embeds)
+    torch.testing.assert_close(output.loss_adversarial,
+                               torch.nn.functional.cross_entropy(logits[dropped], inputs["subject_ids"][dropped]))
+    with pytest.raises(ValueError, match="adversary_input"):
+        tiny_config(adversary_input="features")
 
 
 def test_invalid_subject_ids_and_config_values_raise():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import CLIPVisionConfig, PreTrainedConfig
 
 _POOLINGS = ("attention", "mean")
+_ADVERSARY_INPUTS = ("video_embeds", "shared_code")
 
 
 class PhysioPromptConfig(PreTrainedConfig):
@@ -30,6 +31,15 @@ class PhysioPromptConfig(PreTrainedConfig):
         orthogonality_weight (`float`, defaults to 0.1): weight of the shared/specific orthogonality loss.
         adversarial_weight (`float`, defaults to 0.1): weight of the subject-adversarial cross-entropy.
         gradient_reversal_scale (`float`, defaults to 1.0): gradient-reversal factor in front of the adversary.
+        adversary_input (`str`, defaults to "video_embeds"): what the subject adversary reads. ``"video_embeds"``:
+            the time-pooled CLS embedding of the training samples whose subject-specific adapters were dropped
+            (`specific_adapter_dropout`), i.e. exactly the test-time features the heads and an identity probe see,
+            so the gradient reversal asks the shared adapters, prompts and pooling to take identity out of them
+            (the frozen ViT's own output included: an adapter adds to the residual stream and can cancel a
+            direction); no adversarial term on a batch where every sample kept its specific adapters.
+            ``"shared_code"``: the shared adapters' contribution averaged over tokens, layers and frames, for every
+            sample (the abstract leaves the adversary's input open; this earlier choice left the features' identity
+            untouched, see docs/physio.md).
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
@@ -77,6 +87,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     orthogonality_weight: float = 0.1
     adversarial_weight: float = 0.1
     gradient_reversal_scale: float = 1.0
+    adversary_input: str = "video_embeds"
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
@@ -97,6 +108,8 @@ class PhysioPromptConfig(PreTrainedConfig):
             self.num_train_subjects = 0
         if not self.use_pulse_prompts:
             self.use_pulse_embedding = False
+        if self.adversary_input not in _ADVERSARY_INPUTS:
+            raise ValueError(f"adversary_input must be one of {_ADVERSARY_INPUTS}, got {self.adversary_input!r}")
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):

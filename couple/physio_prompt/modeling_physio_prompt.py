@@ -9,8 +9,11 @@ given. Two losses keep the shared path subject-invariant:
 
 * orthogonality — the mean squared cosine between the shared and the specific adapter outputs of every token and
   layer (activations, not weights: what matters is that they write different directions into the stream);
-* subject adversary — a classifier predicts the training subject from the shared adapters' contribution (token-,
-  frame- and layer-averaged) through a gradient-reversal layer, so the shared adapters learn to hide identity.
+* subject adversary — a classifier predicts the training subject through a gradient-reversal layer, so the
+  test-time path learns to hide identity. By default (``adversary_input="video_embeds"``) it reads the time-pooled
+  features of the training samples that went through the shared adapters only (their specific adapters dropped):
+  the features an identity probe reads at test time. ``"shared_code"`` reads the shared adapters' contribution
+  (token-, frame- and layer-averaged) of every sample instead.
 
 Per-sample dropout of the specific adapters (``specific_adapter_dropout``) makes the heads also learn from the
 test-time path. The CLS outputs of the last layer are pooled over time (attention or mean) and, with the pulse
@@ -97,7 +100,9 @@ class PhysioPromptModelOutput(ModelOutput):
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
         pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
         shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames (what
-            the subject adversary reads).
+            the subject adversary reads with ``adversary_input="shared_code"``).
+        shared_only: ``(B,)`` bool, True for the samples that went through the shared adapters only (always True
+            outside training or without ``subject_ids``).
         loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
     """
 
@@ -105,6 +110,7 @@ class PhysioPromptModelOutput(ModelOutput):
     video_embeds: torch.Tensor | None = None
     pulse_embeds: torch.Tensor | None = None
     shared_code: torch.Tensor | None = None
+    shared_only: torch.Tensor | None = None
     loss_orthogonality: torch.Tensor | None = None
 
 
@@ -340,14 +346,16 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
             prompts = prompts.repeat_interleave(frames_per_clip, dim=0)
         use_specific = self.training and subject_ids is not None and self.config.num_train_subjects > 0
         frame_subjects = keep = None
+        shared_only = torch.ones(batch, dtype=torch.bool, device=images.device)
         if use_specific:
             subject_ids = torch.as_tensor(subject_ids, device=images.device).long()
             if subject_ids.min() < 0 or subject_ids.max() >= self.config.num_train_subjects:
                 raise ValueError(f"subject_ids must be in [0, {self.config.num_train_subjects}), got "
                                  f"{subject_ids.tolist()}")
             frame_subjects = subject_ids.repeat_interleave(frames_per_clip)
-            keep = (torch.rand(batch, device=images.device) >= self.config.specific_adapter_dropout).to(images.dtype)
-            keep = keep.repeat_interleave(frames_per_clip)[:, None, None]
+            kept = torch.rand(batch, device=images.device) >= self.config.specific_adapter_dropout
+            shared_only = ~kept
+            keep = kept.to(images.dtype).repeat_interleave(frames_per_clip)[:, None, None]
 
         hidden = vision.pre_layrnorm(vision.embeddings(images))
         num_prompts = self.config.num_prompts
@@ -375,7 +383,7 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
         features = torch.cat([video_embeds, pulse_embeds], dim=-1) if self.config.use_pulse_embedding else video_embeds
         shared_code = torch.stack(shared_codes).mean(dim=0).view(batch, frames_per_clip, -1).mean(dim=1)
         return PhysioPromptModelOutput(features=features, video_embeds=video_embeds, pulse_embeds=pulse_embeds,
-                                       shared_code=shared_code,
+                                       shared_code=shared_code, shared_only=shared_only,
                                        loss_orthogonality=torch.stack(cosines).mean() if cosines else None)
 
 
@@ -463,10 +471,16 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
                 output.loss_orthogonality = backbone.loss_orthogonality
                 terms.append(self.config.orthogonality_weight * output.loss_orthogonality)
             if self.training and subject_ids is not None and self.subject_classifier is not None:
-                output.subject_logits = self.subject_classifier(backbone.shared_code)
                 subjects = torch.as_tensor(subject_ids, device=logits.device).long()
-                output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects)
-                terms.append(self.config.adversarial_weight * output.loss_adversarial)
+                if self.config.adversary_input == "shared_code":
+                    output.subject_logits = self.subject_classifier(backbone.shared_code)
+                    output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects)
+                elif backbone.shared_only.any():  # the test-time features of the shared-only samples
+                    output.subject_logits = self.subject_classifier(backbone.video_embeds)
+                    output.loss_adversarial = F.cross_entropy(output.subject_logits[backbone.shared_only],
+                                                              subjects[backbone.shared_only])
+                if output.loss_adversarial is not None:
+                    terms.append(self.config.adversarial_weight * output.loss_adversarial)
             output.loss = torch.stack(terms).sum()
         return output
 
