@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,8 @@ def _write_stills(model, race: str, name: str, sequences: dict, folder: Path, rn
     for expression in BASIC_EXPRESSIONS:
         if expression in sequences:
             motion = sequences[expression]
-            plan += [(expression, level, motion.displacements()[frame])
+            displacements = motion.displacements()
+            plan += [(expression, level, displacements[frame])
                      for level, frame in zip(LEVELS, (motion.onset, motion.apex))]
     written = []
     for expression, level, displacement in plan:
@@ -249,8 +251,9 @@ def _write_sequences(model, name: str, sequences: dict, folder: Path, rng_key: l
         frames = np.unique(np.r_[np.round(np.linspace(0, motion.num_frames - 1, max(2, sequence_frames))),
                                  motion.apex, motion.onset, motion.neutral].astype(int)) if sequence_frames \
             else np.arange(motion.num_frames)
+        displacements = motion.displacements()
         for position, frame in enumerate(frames):
-            scan = calibrated_scan(model, motion.displacements()[frame], np.random.default_rng([*rng_key, int(frame)]),
+            scan = calibrated_scan(model, displacements[frame], np.random.default_rng([*rng_key, int(frame)]),
                                    calibration, nuisance, meta={"subject": name, "expression": expression,
                                                                 "frame": int(frame)})
             write_wrl(folder / folders[expression] / f"{position:03d}.wrl", scan.face)
@@ -338,13 +341,15 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 10,
     by_subject = _by_subject(motions)
     sources: dict[str, str] = {}
     sequence_names: dict[str, str] = {}
+    per_sex = Counter(subject[0] for subject in by_subject)  # sequence folders are numbered per sex
     if sequence_frames is not None:
-        for sex in ("F", "M"):
-            count = sum(subject[0] == sex for subject in by_subject) * identities_per_subject
+        for sex, subjects in per_sex.items():
+            count = subjects * identities_per_subject
             if count > 999:
                 raise ConfigError(f"identities: {count} {sex} sequence identities do not fit BU-4DFE's 3-digit names "
                                   f"(at most 999 per sex); lower --identities-per-subject")
     written = frames = 0
+    numbered: Counter = Counter()
     for number, (subject, sequences) in enumerate(sorted(by_subject.items())):
         for k in range(identities_per_subject):
             name = identity_name(subject, k)
@@ -353,7 +358,8 @@ def write_identities(motions: list, out: Path, identities_per_subject: int = 10,
                                          0, calibration, nuisance))
             sources[name] = subject
             if sequence_frames is not None:
-                sequence_name = f"{subject[0]}{1 + sum(n[0] == subject[0] for n in sequence_names):03d}"
+                numbered[subject[0]] += 1
+                sequence_name = f"{subject[0]}{numbered[subject[0]]:03d}"
                 sequence_names[name] = sequence_name
                 frames += _write_sequences(model, sequence_name, sequences, root / "bu4dfe" / sequence_name,
                                            [seed, number, 91, k], sequence_frames, calibration, nuisance)
