@@ -245,3 +245,22 @@ def test_physio_benchmark_arms_share_the_config_and_change_one_thing():
                         for c in (model_args.model_config, base_model.model_config))
         assert merged == {**base, **spec["model_config"]}, arm
     assert base_model.label_set == "arousal" and base_data.synthetic_carrier == "both"
+
+
+def test_physio_report_shows_each_probed_feature_set_and_reads_older_results():
+    """The report has one identity column per probed feature set; a probe row written before `features` existed
+    shows its `video_embeds` number and a dash for the shared code."""
+    from facet_vlm.benchmarks.physio import PROBE_FEATURES, render_physio_report
+
+    arm = {"arm": "both", "carrier": "both", "override": {}, "accuracy": 89.06, "accuracy_std": 8.41,
+           "accuracy_per_fold": [96.9, 90.6, 75.0, 93.8], "macro_f1": 88.9, "macro_f1_std": 8.6, "wall_s": 389,
+           "subjects": 16, "clips": 128, "folds": 4, "label_set": "arousal"}
+    new = {"arm": "both", "identity_accuracy": 95.83, "identity_accuracy_std": 2.95, "chance": 8.33,
+           "subjects": 12, "clips": 96, "features": {"video_embeds": {"accuracy": 95.83, "accuracy_std": 2.95},
+                                                    "shared_code": {"accuracy": 91.67, "accuracy_std": 2.95}}}
+    old = {key: value for key, value in new.items() if key != "features"} | {"arm": "old run"}
+    report = render_physio_report({"config": "c.json", "threads": 1, "arms": [arm], "probe": [new, old]})
+    header = next(line for line in report.splitlines() if line.startswith("| arm | identity"))
+    assert [f"`{name}`" in header for name in PROBE_FEATURES] == [True, True]
+    assert "| both | 95.83 ± 2.95 | 91.67 ± 2.95 | 8.33 | 12 | 96 |" in report
+    assert "| old run | 95.83 ± 2.95 | — | 8.33 | 12 | 96 |" in report

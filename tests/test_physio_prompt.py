@@ -138,6 +138,42 @@ def test_gradient_reversal_pushes_the_shared_adapters_against_the_adversary(adve
     torch.testing.assert_close(model.adapter_layers[-1].shared_adapter.up_proj.weight.grad, -shared_grad)
 
 
+def test_confusion_objective_trains_the_adversary_on_detached_features_and_the_features_towards_uniform():
+    """``adversary_objective="confusion"``: the adversary's weights get exactly the gradient of its own
+    cross-entropy on detached features; the features get the gradient of the confusion loss alone, which is
+    log(subjects) and flat when the adversary's prediction is uniform."""
+    model = tiny_model(adversarial_weight=1.0, orthogonality_weight=0.0, adversary_input="shared_code",
+                       adversary_objective="confusion")
+    inputs = batch()
+    train_steps(model, inputs, steps=2)
+    shared = model.adapter_layers[-1].shared_adapter.up_proj.weight
+    last = model.subject_classifier.mlp[-1]
+
+    model.zero_grad()
+    torch.manual_seed(5)
+    model(**inputs).loss_adversarial.backward()
+    classifier_grad, shared_grad = last.weight.grad.clone(), shared.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(5)
+    code = model(**inputs).shared_code
+    torch.nn.functional.cross_entropy(model.subject_classifier.mlp(code.detach()), inputs["subject_ids"]).backward()
+    torch.testing.assert_close(last.weight.grad, classifier_grad)
+    assert shared.grad is None or shared.grad.abs().sum() == 0  # detached: the adversary's own term
+    assert shared_grad.abs().sum() > 0  # the confusion term reaches the shared adapters
+
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    model.zero_grad()
+    output = model(**inputs)
+    _, _, confusion = model.subject_classifier.confusion_terms(output.shared_code, inputs["subject_ids"])
+    torch.testing.assert_close(confusion, torch.tensor(3.0).log())
+    output.loss_adversarial.backward()
+    assert shared.grad is None or shared.grad.abs().max() < 1e-7
+    with pytest.raises(ValueError, match="adversary_objective"):
+        tiny_config(adversary_objective="minimax")
+
+
 def test_feature_adversary_reads_only_the_test_time_path():
     """With ``adversary_input="video_embeds"`` the adversary sees only samples whose specific adapters were dropped:
     none when every sample keeps them, and its loss is the subject cross-entropy of exactly the dropped ones."""
@@ -157,6 +193,32 @@ def test_feature_adversary_reads_only_the_test_time_path():
                                torch.nn.functional.cross_entropy(logits[dropped], inputs["subject_ids"][dropped]))
     with pytest.raises(ValueError, match="adversary_input"):
         tiny_config(adversary_input="features")
+
+
+def test_shared_code_is_what_the_shared_adapters_add():
+    """The classification output carries the shared adapters' contribution (what the identity probe reads): zero
+    for an untrained model (the adapters start at zero), the backbone's own value after training, and at test time
+    independent of the subject ids."""
+    from couple.physio_prompt.modeling_physio_prompt import PhysioPromptModel
+
+    model = tiny_model().eval()
+    inputs = batch()
+    with torch.no_grad():
+        untrained = model(inputs["pixel_values"], inputs["tfr_values"])
+    assert untrained.shared_code.shape == (4, TINY_VISION["hidden_size"])
+    assert torch.count_nonzero(untrained.shared_code) == 0
+    train_steps(model, inputs, steps=3)
+    model.eval()
+    with torch.no_grad():
+        trained = model(inputs["pixel_values"], inputs["tfr_values"], subject_ids=inputs["subject_ids"])
+        backbone = PhysioPromptModel.forward(model, inputs["pixel_values"], inputs["tfr_values"])
+        for layer in model.adapter_layers:
+            layer.shared_adapter.up_proj.weight.zero_()
+            layer.shared_adapter.up_proj.bias.zero_()
+        silenced = model(inputs["pixel_values"], inputs["tfr_values"])
+    assert torch.count_nonzero(trained.shared_code) > 0
+    torch.testing.assert_close(trained.shared_code, backbone.shared_code, rtol=0, atol=0)
+    assert torch.count_nonzero(silenced.shared_code) == 0
 
 
 def test_invalid_subject_ids_and_config_values_raise():

@@ -6,6 +6,7 @@ from transformers import CLIPVisionConfig, PreTrainedConfig
 
 _POOLINGS = ("attention", "mean")
 _ADVERSARY_INPUTS = ("video_embeds", "shared_code")
+_ADVERSARY_OBJECTIVES = ("reversal", "confusion")
 
 
 class PhysioPromptConfig(PreTrainedConfig):
@@ -40,6 +41,15 @@ class PhysioPromptConfig(PreTrainedConfig):
             ``"shared_code"``: the shared adapters' contribution averaged over tokens, layers and frames, for every
             sample (the abstract leaves the adversary's input open; this earlier choice left the features' identity
             untouched, see docs/physio.md).
+        adversary_objective (`str`, defaults to "reversal"): how the features are pushed against the adversary.
+            ``"reversal"``: gradient reversal (Ganin & Lempitsky, 2015) of the adversary's cross-entropy, scaled by
+            `gradient_reversal_scale`: the features are asked to make the adversary wrong, which they can do by
+            encoding identity differently rather than less (the identity probe of docs/physio.md finds more
+            identity in the shared code with it than without). ``"confusion"``: the adversary learns its
+            cross-entropy on detached features, and the features are trained, through the adversary with its
+            weights held fixed, to make its prediction uniform over the training subjects (the cross-entropy
+            against the uniform distribution; the "confusion" loss of Tzeng et al., 2015, used for removing a
+            nuisance attribute by Alvi et al., 2018): the features are asked to make identity unreadable.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
@@ -88,6 +98,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     adversarial_weight: float = 0.1
     gradient_reversal_scale: float = 1.0
     adversary_input: str = "video_embeds"
+    adversary_objective: str = "reversal"
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
@@ -110,6 +121,9 @@ class PhysioPromptConfig(PreTrainedConfig):
             self.use_pulse_embedding = False
         if self.adversary_input not in _ADVERSARY_INPUTS:
             raise ValueError(f"adversary_input must be one of {_ADVERSARY_INPUTS}, got {self.adversary_input!r}")
+        if self.adversary_objective not in _ADVERSARY_OBJECTIVES:
+            raise ValueError(f"adversary_objective must be one of {_ADVERSARY_OBJECTIVES}, got "
+                             f"{self.adversary_objective!r}")
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):

@@ -73,6 +73,8 @@ class PhysioPromptOutput(ModelOutput):
         subject_logits: ``(B, num_train_subjects)`` of the adversary, when it ran.
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
         pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
+        shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames: what
+            the trainable test-time path adds to the frozen tower (the subject-identity probe reads it).
     """
 
     loss: torch.Tensor | None = None
@@ -88,6 +90,7 @@ class PhysioPromptOutput(ModelOutput):
     subject_logits: torch.Tensor | None = None
     video_embeds: torch.Tensor | None = None
     pulse_embeds: torch.Tensor | None = None
+    shared_code: torch.Tensor | None = None
 
 
 @dataclass
@@ -231,7 +234,12 @@ class EmotionHeads(nn.Module):
 
 
 class SubjectClassifier(nn.Module):
-    """Subject adversary: gradient reversal, then a 2-layer MLP over the shared-path code."""
+    """Subject adversary: a 2-layer MLP over the features it reads (`PhysioPromptConfig.adversary_input`).
+
+    ``forward`` puts gradient reversal in front of it (``adversary_objective="reversal"``); `confusion_terms` gives
+    the two terms of ``"confusion"``: the adversary's cross-entropy on detached features (trains the adversary
+    only) and the cross-entropy of its prediction, with its weights held fixed, against the uniform distribution
+    (trains the features only)."""
 
     def __init__(self, config: PhysioPromptConfig):
         super().__init__()
@@ -242,6 +250,15 @@ class SubjectClassifier(nn.Module):
 
     def forward(self, shared_code: torch.Tensor) -> torch.Tensor:
         return self.mlp(GradientReversal.apply(shared_code, self.scale))
+
+    def confusion_terms(self, features: torch.Tensor, subjects: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, adversary cross-entropy on detached features, confusion loss of the features)."""
+        logits = self.mlp(features.detach())
+        fixed = {name: value.detach() for name, value in self.mlp.named_parameters()}
+        through = torch.func.functional_call(self.mlp, fixed, (features,))
+        confusion = -F.log_softmax(through, dim=-1).mean(dim=-1).mean()
+        return logits, F.cross_entropy(logits, subjects), confusion
 
 
 class PhysioPromptPreTrainedModel(PreTrainedModel):
@@ -449,7 +466,7 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
 
         output = PhysioPromptOutput(logits=logits, valence_logits=valence_logits, arousal_logits=arousal_logits,
                                     emotion_logits=emotion_logits, video_embeds=backbone.video_embeds,
-                                    pulse_embeds=backbone.pulse_embeds)
+                                    pulse_embeds=backbone.pulse_embeds, shared_code=backbone.shared_code)
         valence_labels, arousal_labels, emotion_labels = self._labels_per_head(labels, valence_labels,
                                                                                arousal_labels, emotion_labels)
         terms = []
@@ -473,12 +490,16 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
             if self.training and subject_ids is not None and self.subject_classifier is not None:
                 subjects = torch.as_tensor(subject_ids, device=logits.device).long()
                 if self.config.adversary_input == "shared_code":
-                    output.subject_logits = self.subject_classifier(backbone.shared_code)
-                    output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects)
-                elif backbone.shared_only.any():  # the test-time features of the shared-only samples
-                    output.subject_logits = self.subject_classifier(backbone.video_embeds)
-                    output.loss_adversarial = F.cross_entropy(output.subject_logits[backbone.shared_only],
-                                                              subjects[backbone.shared_only])
+                    read, rows = backbone.shared_code, torch.ones_like(backbone.shared_only)
+                else:  # the test-time features of the shared-only samples
+                    read, rows = backbone.video_embeds, backbone.shared_only
+                if rows.any() and self.config.adversary_objective == "confusion":
+                    output.subject_logits, adversary, confusion = self.subject_classifier.confusion_terms(
+                        read[rows], subjects[rows])
+                    output.loss_adversarial = adversary + confusion
+                elif rows.any():
+                    output.subject_logits = self.subject_classifier(read[rows])
+                    output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects[rows])
                 if output.loss_adversarial is not None:
                     terms.append(self.config.adversarial_weight * output.loss_adversarial)
             output.loss = torch.stack(terms).sum()

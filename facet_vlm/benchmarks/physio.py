@@ -14,10 +14,21 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
 * ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
   unseen people.
 
-A subject-identity probe then measures how much identity the features the heads read (``video_embeds``, the
-test-time path through the shared adapters) still hold: a logistic regression, cross-validated over the training
-subjects' clips of the last fold's saved model, for the main arm and for the arm without subject adapters. Lower
-identity accuracy with the decoupled adapters is what the decoupling is for.
+* ``both, adversary on the shared code`` — the subject adversary reads the shared adapters' contribution
+  (``adversary_input="shared_code"``) instead of the pooled features;
+* ``both, adapters without decoupling losses`` — the same shared and subject-specific adapters, no orthogonality
+  and no adversary (the control for what the decoupling losses do);
+* ``both, confusion adversary on the shared code`` / ``... on the pooled features`` — the adversary trained on
+  detached features and the features trained to make its prediction uniform (``adversary_objective="confusion"``)
+  instead of gradient reversal.
+
+A subject-identity probe then measures how much identity two feature sets of the last fold's saved model hold, over
+the clips of that fold's training subjects (logistic regression on standardised features, stratified CV):
+``video_embeds``, the time-pooled features the heads read (the frozen tower's output plus everything the trainable
+path adds), and ``shared_code``, the shared adapters' contribution alone — what the decoupling acts on. The frozen
+tower sees each person's skin, background and lighting, so identity in ``video_embeds`` mostly measures the frozen
+tower; the decoupling works when the shared code of the decoupled arms holds less identity than that of the arms
+without decoupling losses.
 
 Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder.
 """
@@ -48,9 +59,20 @@ ARMS: dict[str, dict[str, Any]] = {
     "pulse, prompts only": {"carrier": "pulse", "model_config": {"use_pulse_embedding": False}},
     "pulse, without pulse prompts": {"carrier": "pulse", "model_config": {"use_pulse_prompts": False}},
     "both, without subject adapters": {"carrier": "both", "model_config": {"use_subject_adapters": False}},
+    "both, adversary on the shared code": {"carrier": "both", "model_config": {"adversary_input": "shared_code"}},
+    "both, adapters without decoupling losses": {"carrier": "both", "model_config": {"orthogonality_weight": 0.0,
+                                                                                     "adversarial_weight": 0.0}},
+    "both, confusion adversary on the shared code": {
+        "carrier": "both", "model_config": {"adversary_input": "shared_code", "adversary_objective": "confusion"}},
+    "both, confusion adversary on the pooled features": {
+        "carrier": "both", "model_config": {"adversary_objective": "confusion"}},
 }
 #: Arms whose saved model gets the subject-identity probe.
-PROBED = ("both", "both, without subject adapters")
+PROBED = ("both", "both, without subject adapters", "both, adversary on the shared code",
+          "both, adapters without decoupling losses", "both, confusion adversary on the shared code",
+          "both, confusion adversary on the pooled features")
+#: Output fields of the model the identity probe reads (see the module docstring).
+PROBE_FEATURES = ("video_embeds", "shared_code")
 RESULTS_FILE, REPORT_FILE = "physio.json", "physio.md"
 
 
@@ -79,9 +101,14 @@ def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[s
     return results
 
 
-def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4) -> dict[str, Any]:
-    """Subject-identity accuracy (%) of a logistic-regression probe on the ``video_embeds`` of the last fold's saved
-    model, cross-validated (stratified, ``folds``) over the clips of that fold's training subjects."""
+def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
+                   features: tuple[str, ...] = PROBE_FEATURES) -> dict[str, Any]:
+    """Subject-identity accuracy (%) of a logistic-regression probe on each of `features` (output fields of the
+    model: ``video_embeds``, ``shared_code``) of the last fold's saved model, cross-validated (stratified, ``folds``,
+    the same splits for every feature set) over the clips of that fold's training subjects.
+
+    Returns ``identity_accuracy``/``identity_accuracy_std`` for the first feature set (``video_embeds``) and
+    ``features``: {name: {"accuracy", "accuracy_std"}} for all of them."""
     from accelerate import Accelerator
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -93,26 +120,36 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     from ..data.folds import column
     from ..data.prepare import prepare_dataset
 
+    unknown = sorted(set(features) - set(PROBE_FEATURES))
+    if unknown or not features:
+        raise ConfigError(f"identity probe features {unknown or list(features)}; choose from {list(PROBE_FEATURES)}")
     model, _, record = load_run_model(run_dir)
     model_args, data_args, _ = parse_args(arm_argv(config_path, arm))
     prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
     subjects = np.asarray(column(prepared.dataset, "subject"))
     rows = prepared.dataset.select(np.flatnonzero(np.isin(subjects, record["train_subjects"])))
-    embeds = []
+    embeds: dict[str, list[np.ndarray]] = {name: [] for name in features}
     with torch.no_grad():
         for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
             batch = {k: v for k, v in batch.items() if k not in ("labels", "subject_ids")}
-            embeds.append(model(**batch).video_embeds.float().numpy())
+            output = model(**batch)
+            for name in features:
+                embeds[name].append(getattr(output, name).float().numpy())
     ids = np.asarray(column(rows, "subject"))
     splits = int(min(folds, np.unique(ids, return_counts=True)[1].min()))
     if len(set(ids)) < 2 or splits < 2:
         raise ConfigError("the identity probe needs at least 2 training subjects with 2 clips each", run_dir)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    scores = cross_val_score(probe, np.concatenate(embeds), ids,
-                             cv=StratifiedKFold(splits, shuffle=True, random_state=0))
-    return {"arm": arm, "identity_accuracy": round(100 * float(scores.mean()), 2),
-            "identity_accuracy_std": round(100 * float(scores.std()), 2),
-            "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)), "clips": len(ids)}
+    scored: dict[str, dict[str, float]] = {}
+    for name in features:
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        scores = cross_val_score(probe, np.concatenate(embeds[name]), ids,
+                                 cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+        scored[name] = {"accuracy": round(100 * float(scores.mean()), 2),
+                        "accuracy_std": round(100 * float(scores.std()), 2)}
+    first = scored[features[0]]
+    return {"arm": arm, "identity_accuracy": first["accuracy"], "identity_accuracy_std": first["accuracy_std"],
+            "features": scored, "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)),
+            "clips": len(ids)}
 
 
 def _row(arm: str, results: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -147,11 +184,24 @@ def render_physio_report(results: dict[str, Any]) -> str:
         gain = by_arm["both"]["accuracy"] - by_arm["both, without subject adapters"]["accuracy"]
         parts += ["", f"Subject adapters on unseen people (both): {gain:+.2f} points."]
     if results.get("probe"):
-        parts += ["", "Subject-identity probe (logistic regression on the standardised `video_embeds` of the last "
-                  "fold's training subjects, stratified CV; lower = less identity in the shared features):", "",
-                  "| arm | identity accuracy | chance | subjects | clips |", "|---|---|---|---|---|"]
-        parts += [f"| {p['arm']} | {p['identity_accuracy']:.2f} ± {p['identity_accuracy_std']:.2f} | {p['chance']:.2f} "
-                  f"| {p['subjects']} | {p['clips']} |" for p in results["probe"]]
+        names = [n for n in PROBE_FEATURES if any(n in p.get("features", {}) for p in results["probe"])]
+        names = names or ["video_embeds"]
+        parts += ["", "Subject-identity probe (logistic regression on standardised features of the last fold's "
+                  "training subjects' clips, stratified CV; `video_embeds`: the pooled features the heads read, "
+                  "frozen tower included; `shared_code`: the shared adapters' contribution alone; lower = less "
+                  "identity):", "",
+                  "| arm | " + " | ".join(f"identity accuracy, `{n}`" for n in names)
+                  + " | chance | subjects | clips |",
+                  "|---|" + "---|" * len(names) + "---|---|---|"]
+        for p in results["probe"]:
+            cells = []
+            for name in names:
+                scored = p.get("features", {}).get(name)
+                if scored is None and name == "video_embeds":
+                    scored = {"accuracy": p["identity_accuracy"], "accuracy_std": p["identity_accuracy_std"]}
+                cells.append("—" if scored is None else f"{scored['accuracy']:.2f} ± {scored['accuracy_std']:.2f}")
+            parts.append(f"| {p['arm']} | " + " | ".join(cells) + f" | {p['chance']:.2f} | {p['subjects']} | "
+                         f"{p['clips']} |")
     return "\n".join(parts)
 
 
@@ -199,5 +249,5 @@ def run_physio(args: argparse.Namespace) -> None:
     run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
 
 
-__all__ = ["ARMS", "add_parser", "arm_argv", "identity_probe", "render_physio_report", "run_physio_benchmark",
-           "train_arm"]
+__all__ = ["ARMS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "identity_probe", "render_physio_report",
+           "run_physio_benchmark", "train_arm"]
