@@ -271,7 +271,8 @@ def synthetic_motions(subjects: int = 4):
 
 def test_calibration_fits_summaries_that_round_trip_and_sample_like_the_data(tmp_path):
     motions = synthetic_motions()
-    calibration = MotionCalibration.fit(motions, components=2, source="generated", identity_subjects=3)
+    calibration = MotionCalibration.fit(motions, components=2, source="generated", identity_subjects=3,
+                                        identity_components=0)
     assert calibration.subjects == 4 and calibration.neutral.shape == (83, 3)
     neutrals = np.stack([m.landmarks[m.neutral] / m.interocular for _, _, m in motions])
     np.testing.assert_allclose(calibration.neutral_std, neutrals.std(axis=0), atol=1e-12)
@@ -304,6 +305,32 @@ def test_calibration_fits_summaries_that_round_trip_and_sample_like_the_data(tmp
         MotionCalibration.load(tmp_path / "old.json")
     with pytest.raises(ConfigError, match="at least 2 are needed"):
         MotionCalibration.fit(motions[:6], identity_subjects=0)
+
+
+def test_calibrated_faces_get_the_real_covariance_of_the_neutral_faces(tmp_path):
+    """With identity components, generated neutral faces spread along the real faces' principal directions as the
+    real faces do (and uncorrelated), not only point by point; the fields round-trip; too many components is an
+    error."""
+    motions = synthetic_motions()
+    calibration = MotionCalibration.fit(motions, components=2, identity_subjects=30, identity_components=3)
+    assert calibration.neutral_directions.shape == calibration.generator_directions.shape == (3, 83, 3)
+    assert calibration.settings["identity_components"] == 3
+    settings = SyntheticSettings(vertices=400, texture_size=32)  # the generator subjects the fit measured
+    shapes = np.stack([frame_shape(calibrated_rest(subject_model(i, settings)[1], calibration)) for i in range(30)])
+    directions = calibration.neutral_directions.reshape(3, -1)
+    scores = (shapes - calibration.neutral).reshape(30, -1) @ directions.T
+    np.testing.assert_allclose(scores.std(axis=0), calibration.neutral_spreads, rtol=0.2)
+    correlation = np.corrcoef(scores.T)
+    assert np.abs(correlation - np.eye(3)).max() < 0.3
+    per_point = dataclasses.replace(calibration, neutral_directions=None, generator_directions=None)
+    flat = np.stack([frame_shape(calibrated_rest(subject_model(i, settings)[1], per_point)) for i in range(30)])
+    assert not np.allclose(flat, shapes, atol=1e-3)  # the directions change the faces
+    again = MotionCalibration.load(calibration.save(tmp_path / "calibration.json"))
+    np.testing.assert_allclose(again.neutral_spreads, calibration.neutral_spreads, rtol=1e-4)
+    np.testing.assert_allclose(calibrated_rest(subject_model(0, settings)[1], again),
+                               calibrated_rest(subject_model(0, settings)[1], calibration), atol=0.01)  # mm
+    with pytest.raises(ConfigError, match="identity_components=30 needs more"):
+        MotionCalibration.fit(motions, identity_subjects=30, identity_components=30)
 
 
 def calibration_aus():
@@ -383,9 +410,9 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     out = tmp_path / "out"
     with pytest.warns(UserWarning):
         main(["real-motion", "--bnd-root", str(copy), "--out", str(out), "--folds", "2", "--generated-subjects", "3",
-              "--components", "2", "--trees", "10", "--identity-subjects", "3", "--steps", "baseline", "generated",
-              "calibrate", "write", "identities", "--identities-per-subject", "2", "--vertices", "300",
-              "--texture-size", "32", "--sequence-frames", "3", "--identity-sequences"])
+              "--components", "2", "--trees", "10", "--identity-subjects", "3", "--identity-components", "2",
+              "--steps", "baseline", "generated", "calibrate", "write", "identities", "--identities-per-subject", "2",
+              "--vertices", "300", "--texture-size", "32", "--sequence-frames", "3", "--identity-sequences"])
     results = json.loads((out / "real_motion.json").read_text())
     assert set(results["baseline"]) == {"without_neutral", "with_neutral", "raw_without_neutral", "raw_with_neutral"}
     assert set(results["generated"]) == {f"{kind}_{side}_neutral" for kind in ("calibrated", "uncalibrated")

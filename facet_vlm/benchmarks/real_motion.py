@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.calibrate import IDENTITY_COMPONENTS
+
 #: Classifier settings shared by every score of this benchmark (``--trees`` replaces n_estimators).
 FOREST = {"n_estimators": 300, "min_samples_leaf": 1, "max_features": "sqrt"}
 LEVELS = (3, 4)
@@ -173,7 +175,8 @@ def baseline(samples: Samples, folds: list, seed: int = 0, trees: int = FOREST["
 
 
 def generated_to_real(motions: list, samples: Samples, folds: list, generated_subjects: int, seed: int = 0,
-                      components: int = 5, trees: int = FOREST["n_estimators"], identity_subjects: int = 100) -> dict:
+                      components: int = 5, trees: int = FOREST["n_estimators"], identity_subjects: int = 100,
+                      identity_components: int = IDENTITY_COMPONENTS) -> dict:
     """Per-fold accuracies of the forest trained on generated motion and tested on each fold's real test
     subjects: calibrated on that fold's training subjects, and the uncalibrated generator (see the module docstring).
     """
@@ -182,7 +185,8 @@ def generated_to_real(motions: list, samples: Samples, folds: list, generated_su
     out: dict[str, list[float]] = {}
     for fold, (train, test) in enumerate(folds):
         calibration = MotionCalibration.fit([m for m in motions if m[0] in set(train)], components=components,
-                                            identity_subjects=identity_subjects)
+                                            identity_subjects=identity_subjects,
+                                            identity_components=identity_components)
         test_rows = np.isin(samples.subjects, test)
         for calibrated in (True, False):
             generated = generated_samples(calibration, generated_subjects, seed + 1000 * fold, calibrated)
@@ -414,6 +418,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trees", type=int, default=FOREST["n_estimators"], help="trees of each random forest")
     parser.add_argument("--identity-subjects", type=int, default=100,
                         help="generator subjects the calibration's identity geometry is measured on (0: none)")
+    parser.add_argument("--identity-components", type=int, default=IDENTITY_COMPONENTS,
+                        help="principal directions of the neutral faces whose covariance calibrated faces match "
+                             "(0: per-point spread only)")
     parser.add_argument("--calibration-out", type=Path, help="where 'calibrate' saves the fitted calibration")
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
@@ -443,6 +450,7 @@ def run(args: argparse.Namespace) -> None:
                            "forest": {**FOREST, "n_estimators": args.trees}, "levels": {"3": "onset", "4": "apex"},
                            "generated_subjects": args.generated_subjects, "components": args.components,
                            "identity_subjects": args.identity_subjects,
+                           "identity_components": args.identity_components,
                            "repaired_points": sum(len(r) for r in dataset["repairs"]),
                            "sequences_not_starting_neutral": int(sum(not s for s in dataset["starts_neutral"]))}
     if "baseline" in args.steps or "generated" in args.steps:
@@ -453,12 +461,12 @@ def run(args: argparse.Namespace) -> None:
         results["baseline"] = _summary(baseline(samples, folds, args.seed, args.trees))
     if "generated" in args.steps:
         scores = generated_to_real(motions, samples, folds, args.generated_subjects, args.seed, args.components,
-                                   args.trees, args.identity_subjects)
+                                   args.trees, args.identity_subjects, args.identity_components)
         results["generated"] = _summary(scores)
     if "calibrate" in args.steps:
         calibration = MotionCalibration.fit(motions, args.components, source=(
             f"BU-4DFE 3D landmark release ({args.bnd_root.name}), {len(subjects)} subjects, {len(motions)} sequences"),
-            identity_subjects=args.identity_subjects)
+            identity_subjects=args.identity_subjects, identity_components=args.identity_components)
         saved = calibration.save(args.calibration_out or args.out / "bu4dfe_motion.json")
         results["calibration"] = str(saved)
     if "write" in args.steps:

@@ -65,6 +65,10 @@ STANDARD_IN_REAL = {"right_eye_outer": 4, "right_eye_inner": 0, "left_eye_inner"
                     "mouth_right": 48, "upper_lip": 51, "mouth_left": 54, "lower_lip": 57, "chin": 75}
 #: Upper bound of a fitted AU activation.
 MAX_ACTIVATION = 1.5
+#: Default number of principal directions of the neutral faces that `calibrated_rest` matches (see
+#: `MotionCalibration.fit`): none. Matching 10 did not bring generated -> real closer on the development subjects
+#: (docs/real_motion.md), so the per-point rescaling stays the default.
+IDENTITY_COMPONENTS = 0
 
 
 def mirror(displacement: np.ndarray) -> np.ndarray:
@@ -158,6 +162,11 @@ class MotionCalibration:
     sequences: a person's tracked neutral face differs from sequence to sequence, and a generated subject's scans
     should differ as much); `generator_mean` / `generator_std`, the same two statistics of the
     generator's own subjects with the real layout placed on them (computed from the generator, not from real data).
+
+    How the points vary together (optional, `identity_components` of `fit`): `neutral_directions` (k, 83, 3), the
+    k leading unit principal directions of the real neutral faces (no person's scores), `neutral_spreads` (k,) their
+    standard deviations and `neutral_residual_std` (83, 3) the per-point spread they leave; `generator_directions`,
+    `generator_spreads` and `generator_residual_std`, the same for the generator's subjects.
     """
 
     expressions: dict[str, ExpressionModel]
@@ -169,10 +178,17 @@ class MotionCalibration:
     neutral_std: np.ndarray | None = None
     generator_mean: np.ndarray | None = None
     generator_std: np.ndarray | None = None
+    neutral_directions: np.ndarray | None = None
+    neutral_spreads: np.ndarray | None = None
+    neutral_residual_std: np.ndarray | None = None
+    generator_directions: np.ndarray | None = None
+    generator_spreads: np.ndarray | None = None
+    generator_residual_std: np.ndarray | None = None
 
     @classmethod
     def fit(cls, motions: list[tuple[str, str, LandmarkMotion]], components: int = 5, source: str = "",
-            reference: FaceModel | None = None, identity_subjects: int = 100) -> MotionCalibration:
+            reference: FaceModel | None = None, identity_subjects: int = 100,
+            identity_components: int = IDENTITY_COMPONENTS) -> MotionCalibration:
         """Fit the calibration to real sequences: (subject, expression, motion) triples, with at least two
         sequences of each of the six basic expressions.
 
@@ -183,12 +199,21 @@ class MotionCalibration:
             reference: the generated subject whose AUs refit the real motion (default: `reference_model`).
             identity_subjects: generator subjects (0.. of the default generator) that `generator_mean` and
                 `generator_std` are measured on; 0 leaves the identity geometry out.
+            identity_components: principal directions of the neutral faces (real and generated) with which
+                `calibrated_rest` matches how the points vary together, not only their per-point spread; 0 keeps
+                the per-point rescaling alone. At most the number of sequences and of `identity_subjects`, minus 1.
 
         Raises:
-            ConfigError: an expression with fewer than two sequences, or components < 1.
+            ConfigError: an expression with fewer than two sequences, components < 1, identity_components < 0 or
+                more identity components than the neutral faces (real or generated) allow.
         """
         if components < 1:
             raise ConfigError(f"components must be at least 1, got {components}")
+        if identity_components < 0:
+            raise ConfigError(f"identity_components must be at least 0, got {identity_components}")
+        if identity_subjects and identity_components and identity_components >= min(len(motions), identity_subjects):
+            raise ConfigError(f"identity_components={identity_components} needs more than that many sequences "
+                              f"({len(motions)}) and generator subjects ({identity_subjects})")
         neutrals = np.stack([m.landmarks[m.neutral] / m.interocular for _, _, m in motions])
         neutral = neutrals.mean(axis=0)
         reference = reference or reference_model()
@@ -207,10 +232,16 @@ class MotionCalibration:
             shapes = np.stack(_generator_shapes(neutral, identity_subjects))
             identity = {"neutral_std": neutrals.std(axis=0), "generator_mean": shapes.mean(axis=0),
                         "generator_std": shapes.std(axis=0)}
+            if identity_components:
+                for prefix, faces, mean in (("neutral", neutrals, neutral), ("generator", shapes, shapes.mean(0))):
+                    directions, spreads, residual = _principal(faces - mean, identity_components)
+                    identity.update({f"{prefix}_directions": directions, f"{prefix}_spreads": spreads,
+                                     f"{prefix}_residual_std": residual})
         return cls(expressions=expressions, neutral=neutral,
                    interocular_mm=(float(np.mean(interocular)), float(np.std(interocular))), source=source,
                    subjects=len({subject for subject, _, _ in motions}),
-                   settings={"components": components, "identity_subjects": identity_subjects}, **identity)
+                   settings={"components": components, "identity_subjects": identity_subjects,
+                             "identity_components": identity_components if identity_subjects else 0}, **identity)
 
     def to_dict(self) -> dict:
         identity = {name: _round(getattr(self, name)) for name in IDENTITY_FIELDS if getattr(self, name) is not None}
@@ -256,7 +287,19 @@ class MotionCalibration:
 
 
 #: The optional identity-geometry fields of `MotionCalibration`.
-IDENTITY_FIELDS = ("neutral_std", "generator_mean", "generator_std")
+IDENTITY_FIELDS = ("neutral_std", "generator_mean", "generator_std", "neutral_directions", "neutral_spreads",
+                   "neutral_residual_std", "generator_directions", "generator_spreads", "generator_residual_std")
+
+
+def _principal(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k leading unit principal directions (k, 83, 3) of centred faces (n, 83, 3), their standard deviations
+    (k,) and the per-point standard deviation (83, 3) of what they leave."""
+    flat = centred.reshape(len(centred), -1)
+    _, singular, vt = np.linalg.svd(flat, full_matrices=False)
+    directions = vt[:k]
+    residual = flat - (flat @ directions.T) @ directions
+    return (directions.reshape(k, *centred.shape[1:]), singular[:k] / np.sqrt(len(flat)),
+            residual.std(axis=0).reshape(centred.shape[1:]))
 
 
 def _generator_shapes(neutral: np.ndarray, subjects: int) -> list[np.ndarray]:
@@ -370,20 +413,44 @@ def fit_activations(basis: np.ndarray, displacement: np.ndarray) -> np.ndarray:
 
 def calibrated_rest(model: FaceModel, calibration: MotionCalibration) -> np.ndarray:
     """The neutral landmarks (83, 3; real layout, the generator's millimetres) a calibrated scan of `model` starts
-    from. With the calibration's identity geometry, the generated face's deviation from the generator's mean face is
-    rescaled per point and axis to the real spread and added to the real mean face (in the canonical frame, in
-    inter-ocular units): the generator's faces keep their individual shapes with the real faces' proportions and
-    variety (on the development subjects, the real points spread 1.1-1.8 times as much as the generator's, and the
-    generator's face outline lies 0.28 inter-ocular distances from the tracked one on average). Without it, the
-    generator's own landmarks."""
+    from, in the canonical frame and inter-ocular units while it is adjusted. Without the calibration's identity
+    geometry: the generator's own landmarks.
+
+    With the per-point statistics only: the generated face's deviation from the generator's mean face is rescaled
+    per point and axis to the real spread and added to the real mean face, so the generator's faces keep their
+    individual shapes with the real faces' proportions and per-point variety (on the development subjects the real
+    points spread 1.1-1.8 times as much as the generator's, and the generator's face outline lies 0.28 inter-ocular
+    distances from the tracked one on average).
+
+    With the principal directions as well (`MotionCalibration.fit`'s `identity_components`), how the points vary
+    together is matched too: the deviation's coordinates on the generator's k directions are whitened (divided by
+    their spreads), turned by the orthogonal k x k matrix closest to the overlap of the two bases (the polar factor
+    of ``real_directions @ generator_directions.T``, so that a direction the two share keeps its meaning) and
+    recoloured with the real spreads on the real directions; what the k directions leave is rescaled per point as
+    above. Whitened coordinates stay white under a rotation, so the generated faces get the real covariance in the
+    k directions. The pairing of the two bases is the library's choice; the real faces' spread includes how one
+    person's tracked neutral face differs between sequences.
+    """
     from ..geometry.motion import frame_shape
 
     rest = generator_landmarks(model, {}, calibration.neutral)
     if calibration.neutral_std is None or calibration.generator_mean is None or calibration.generator_std is None:
         return rest
     shape = frame_shape(rest)
-    wanted = calibration.neutral + (shape - calibration.generator_mean) * calibration.neutral_std / np.maximum(
-        calibration.generator_std, 1e-6)
+    deviation = shape - calibration.generator_mean
+    if calibration.neutral_directions is not None and calibration.generator_directions is not None:
+        real, generated = (d.reshape(len(d), -1) for d in (calibration.neutral_directions,
+                                                            calibration.generator_directions))
+        scores = generated @ deviation.ravel()
+        residual = deviation - (scores @ generated).reshape(deviation.shape)
+        left, _, right = np.linalg.svd(real @ generated.T)
+        whitened = scores / np.maximum(calibration.generator_spreads, 1e-9)
+        recoloured = ((left @ right) @ whitened) * calibration.neutral_spreads
+        wanted = (calibration.neutral + (recoloured @ real).reshape(deviation.shape)
+                  + residual * calibration.neutral_residual_std / np.maximum(calibration.generator_residual_std, 1e-6))
+    else:
+        wanted = calibration.neutral + deviation * calibration.neutral_std / np.maximum(calibration.generator_std,
+                                                                                          1e-6)
     rotation, _, interocular = canonical_axes(rest)
     return rest + interocular * (wanted - shape) @ rotation
 
