@@ -70,7 +70,8 @@ class PhysioPromptOutput(ModelOutput):
         loss_valence, loss_arousal, loss_emotion: cross-entropies of the heads (None without their labels).
         loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
         loss_adversarial: subject cross-entropy of the adversary (None unless training with subject_ids).
-        subject_logits: ``(B, num_train_subjects)`` of the adversary, when it ran.
+        subject_logits: ``(N, num_train_subjects)`` of the adversary for the N samples it read (all of them with
+            ``adversary_input="shared_code"``, the shared-only ones with ``"video_embeds"``), when it ran.
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
         pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
         shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames: what
