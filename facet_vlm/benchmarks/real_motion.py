@@ -45,8 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.calibrate import IDENTITY_COMPONENTS
-
 #: Classifier settings shared by every score of this benchmark (``--trees`` replaces n_estimators).
 FOREST = {"n_estimators": 300, "min_samples_leaf": 1, "max_features": "sqrt"}
 LEVELS = (3, 4)
@@ -176,11 +174,15 @@ def baseline(samples: Samples, folds: list, seed: int = 0, trees: int = FOREST["
 
 def generated_to_real(motions: list, samples: Samples, folds: list, generated_subjects: int, seed: int = 0,
                       components: int = 5, trees: int = FOREST["n_estimators"], identity_subjects: int = 100,
-                      identity_components: int = IDENTITY_COMPONENTS) -> dict:
+                      identity_components: int | None = None) -> dict:
     """Per-fold accuracies of the forest trained on generated motion and tested on each fold's real test
     subjects: calibrated on that fold's training subjects, and the uncalibrated generator (see the module docstring).
+    `identity_components` None: the calibration's default (`facet_vlm.data.calibrate.IDENTITY_COMPONENTS`).
     """
-    from ..data.calibrate import MotionCalibration
+    from ..data.calibrate import IDENTITY_COMPONENTS, MotionCalibration
+
+    if identity_components is None:
+        identity_components = IDENTITY_COMPONENTS
 
     out: dict[str, list[float]] = {}
     for fold, (train, test) in enumerate(folds):
@@ -418,9 +420,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trees", type=int, default=FOREST["n_estimators"], help="trees of each random forest")
     parser.add_argument("--identity-subjects", type=int, default=100,
                         help="generator subjects the calibration's identity geometry is measured on (0: none)")
-    parser.add_argument("--identity-components", type=int, default=IDENTITY_COMPONENTS,
+    parser.add_argument("--identity-components", type=int, default=None,
                         help="principal directions of the neutral faces whose covariance calibrated faces match "
-                             "(0: per-point spread only)")
+                             "(0: per-point spread only; default: the calibration's default, 0)")
     parser.add_argument("--calibration-out", type=Path, help="where 'calibrate' saves the fitted calibration")
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
@@ -437,8 +439,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..data import subject_kfold
     from ..data.bu4dfe import read_landmark_frames
-    from ..data.calibrate import MotionCalibration
+    from ..data.calibrate import IDENTITY_COMPONENTS, MotionCalibration
 
+    if args.identity_components is None:  # imported here, not at start-up: the module stays cheap to import
+        args.identity_components = IDENTITY_COMPONENTS
     start = time.perf_counter()
     dataset, motions = real_motions(args.bnd_root, args.subjects)
     subjects = sorted({subject for subject, _, _ in motions})
