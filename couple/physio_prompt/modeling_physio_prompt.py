@@ -9,11 +9,12 @@ given. Two losses keep the shared path subject-invariant:
 
 * orthogonality — the mean squared cosine between the shared and the specific adapter outputs of every token and
   layer (activations, not weights: what matters is that they write different directions into the stream);
-* subject adversary — a classifier predicts the training subject through a gradient-reversal layer, so the
-  test-time path learns to hide identity. By default (``adversary_input="video_embeds"``) it reads the time-pooled
-  features of the training samples that went through the shared adapters only (their specific adapters dropped):
-  the features an identity probe reads at test time. ``"shared_code"`` reads the shared adapters' contribution
-  (token-, frame- and layer-averaged) of every sample instead.
+* subject adversary — a classifier predicts the training subject, and the test-time path is trained against it
+  to hide identity: through a gradient-reversal layer (``adversary_objective="reversal"``) or towards a uniform
+  prediction of the adversary (``"confusion"``). By default (``adversary_input="video_embeds"``) it reads the
+  time-pooled features of the training samples that went through the shared adapters only (their specific
+  adapters dropped): the features an identity probe reads at test time. ``"shared_code"`` reads the shared
+  adapters' contribution (token-, frame- and layer-averaged) of every sample instead.
 
 Per-sample dropout of the specific adapters (``specific_adapter_dropout``) makes the heads also learn from the
 test-time path. The CLS outputs of the last layer are pooled over time (attention or mean) and, with the pulse
@@ -494,14 +495,14 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
                     read, rows = backbone.shared_code, torch.ones_like(backbone.shared_only)
                 else:  # the test-time features of the shared-only samples
                     read, rows = backbone.video_embeds, backbone.shared_only
-                if rows.any() and self.config.adversary_objective == "confusion":
-                    output.subject_logits, adversary, confusion = self.subject_classifier.confusion_terms(
-                        read[rows], subjects[rows])
-                    output.loss_adversarial = adversary + confusion
-                elif rows.any():
-                    output.subject_logits = self.subject_classifier(read[rows])
-                    output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects[rows])
-                if output.loss_adversarial is not None:
+                if rows.any():
+                    if self.config.adversary_objective == "confusion":
+                        output.subject_logits, adversary, confusion = self.subject_classifier.confusion_terms(
+                            read[rows], subjects[rows])
+                        output.loss_adversarial = adversary + confusion
+                    else:
+                        output.subject_logits = self.subject_classifier(read[rows])
+                        output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects[rows])
                     terms.append(self.config.adversarial_weight * output.loss_adversarial)
             output.loss = torch.stack(terms).sum()
         return output

@@ -12,8 +12,7 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
 * ``pulse, prompts only`` — as ``pulse`` without the pulse-to-head shortcut (`use_pulse_embedding` off): the pulse
   reaches the heads through the prompt tokens alone;
 * ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
-  unseen people.
-
+  unseen people;
 * ``both, adversary on the shared code`` — the subject adversary reads the shared adapters' contribution
   (``adversary_input="shared_code"``) instead of the pooled features;
 * ``both, adapters without decoupling losses`` — the same shared and subject-specific adapters, no orthogonality
@@ -67,10 +66,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "both, confusion adversary on the pooled features": {
         "carrier": "both", "model_config": {"adversary_objective": "confusion"}},
 }
-#: Arms whose saved model gets the subject-identity probe.
-PROBED = ("both", "both, without subject adapters", "both, adversary on the shared code",
-          "both, adapters without decoupling losses", "both, confusion adversary on the shared code",
-          "both, confusion adversary on the pooled features")
+#: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
+PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")
 #: Output fields of the model the identity probe reads (see the module docstring).
 PROBE_FEATURES = ("video_embeds", "shared_code")
 RESULTS_FILE, REPORT_FILE = "physio.json", "physio.md"
