@@ -341,3 +341,77 @@ def test_without_pulse_prompts_the_model_reads_no_pulse():
 def test_pulse_embedding_shortcut_follows_the_prompts():
     assert tiny_model().heads.valence.in_features == TINY_VISION["hidden_size"] + 16  # pulse_hidden_size
     assert PhysioPromptConfig(use_pulse_prompts=False).use_pulse_embedding is False
+
+
+def test_subject_mean_matching_is_the_share_of_spread_that_identity_explains():
+    """First batch (empty memory): the loss is the mean squared distance of the (subject, group) cell means from
+    their group's centre over the features' mean squared distance from it; identical subject means give 0."""
+    from couple.physio_prompt.modeling_physio_prompt import SubjectMeanMatching
+
+    matching = SubjectMeanMatching(tiny_config(invariance_weight=1.0))
+    generator = torch.Generator().manual_seed(0)
+    centres, offsets = torch.randn(2, 32, generator=generator), torch.randn(3, 32, generator=generator)
+    offsets -= offsets.mean(0)  # the centre of a group = the mean over subjects
+    within = torch.randn(3, 2, 32, generator=generator)
+    subjects = torch.tensor([s for s in range(3) for _ in range(2) for _ in range(2)])
+    groups = torch.tensor([g for _ in range(3) for g in range(2) for _ in range(2)])
+    noise = torch.stack([w for s in range(3) for _ in range(2) for w in (within[s, 0], -within[s, 0])])
+
+    same = centres[groups] + noise  # every cell's mean is its group's centre
+    assert SubjectMeanMatching(tiny_config(invariance_weight=1.0))(same, subjects, groups).item() < 1e-10
+    features = centres[groups] + offsets[subjects] + noise
+    expected = offsets.pow(2).sum(-1).mean() / (offsets[subjects] + noise).pow(2).sum(-1).mean()
+    torch.testing.assert_close(matching(features, subjects, groups), expected)
+    assert matching.counts.view(3, 9)[:, :2].eq(2).all() and matching.counts.sum() == 12
+
+
+def test_subject_mean_matching_remembers_other_subjects_and_pulls_towards_their_centre():
+    """A batch of one subject is compared with the others' remembered means: a batch at the group's centre over
+    subjects costs less than one far from it, and the gradient moves the far batch towards the others."""
+    import copy
+
+    from couple.physio_prompt.modeling_physio_prompt import SubjectMeanMatching
+
+    matching = SubjectMeanMatching(tiny_config(invariance_weight=1.0, invariance_momentum=0.5))
+    points = torch.zeros(3, 32)
+    points[:, 0] = torch.tensor([-1.0, 1.0, 6.0])
+    matching(points, torch.arange(3), torch.zeros(3, dtype=torch.long))  # memory: subjects at -1, 1, 6
+
+    def clips(at: float) -> torch.Tensor:
+        values = torch.zeros(2, 32)
+        values[:, 0], values[:, 1] = at, torch.tensor([1.0, -1.0])
+        return values
+
+    subject, group = torch.tensor([2, 2]), torch.zeros(2, dtype=torch.long)
+    near = copy.deepcopy(matching)(clips(0.0), subject, group)
+    far_features = clips(6.0).requires_grad_()
+    far = copy.deepcopy(matching)(far_features, subject, group)
+    assert 0 < near.item() < far.item()
+    far.backward()
+    assert (far_features.grad[:, 0] > 0).all()  # descent moves subject 2 down, towards the others
+    matching(clips(2.0), subject, group)  # a running average while the cell has few clips: (6 + 2 + 2) / 3
+    torch.testing.assert_close(matching.means.view(3, 9, 32)[2, 0, 0], torch.tensor(10.0 / 3))
+    assert matching.counts.view(3, 9)[2, 0] == 3
+
+
+def test_invariance_term_joins_the_training_loss_only():
+    """``invariance_weight`` adds weight x loss_invariance to the training loss (a ratio in [0, 1]); evaluation
+    has no term; the memory is not saved, and a reloaded model starts with an empty one."""
+    torch.manual_seed(0)
+    model = tiny_model(invariance_weight=2.0, orthogonality_weight=0.0, adversarial_weight=0.0)
+    inputs = batch(size=6)
+    train_steps(model, inputs, steps=2)  # the shared adapters start at zero (zero-initialised up projection)
+    model.subject_mean_matching.counts.zero_()  # an empty memory again: a ratio within this batch, in [0, 1]
+    model.subject_mean_matching.spread.zero_()
+    torch.manual_seed(3)
+    output = model(**inputs)
+    assert 0 < output.loss_invariance.item() <= 1
+    parts = output.loss_valence + output.loss_arousal + output.loss_emotion
+    torch.testing.assert_close(output.loss, parts + 2.0 * output.loss_invariance)
+    assert model.subject_mean_matching.counts.sum() == 6
+    model.eval()
+    assert model(**inputs).loss_invariance is None
+    assert "subject_mean_matching.means" not in model.state_dict()
+    assert tiny_model().subject_mean_matching is None
+    with pytest.raises(ValueError, match="invariance_input"):
+        tiny_config(invariance_input="pixels")

@@ -7,6 +7,7 @@ from transformers import CLIPVisionConfig, PreTrainedConfig
 _POOLINGS = ("attention", "mean")
 _ADVERSARY_INPUTS = ("video_embeds", "shared_code")
 _ADVERSARY_OBJECTIVES = ("reversal", "confusion")
+_INVARIANCE_INPUTS = ("shared_code", "video_embeds")
 
 
 class PhysioPromptConfig(PreTrainedConfig):
@@ -50,6 +51,20 @@ class PhysioPromptConfig(PreTrainedConfig):
             weights held fixed, to make its prediction uniform over the training subjects (the cross-entropy
             against the uniform distribution; the "confusion" loss of Tzeng et al., 2015, used for removing a
             nuisance attribute by Alvi et al., 2018): the features are asked to make identity unreadable.
+        invariance_weight (`float`, defaults to 0.0): weight of subject-mean matching, an invariance term without an
+            adversary (0 = off; needs `num_train_subjects` > 0). It asks that, within each combination of the
+            valence/arousal labels, every training subject's mean of the features (`invariance_input`) equal the
+            mean over subjects: the loss is the between-subject scatter of those per-subject means over the running
+            scatter of the features around their label group's mean (a ratio: its gradient moves each subject's
+            mean towards the others', rather than shrinking the features). Batches hold about one clip
+            per subject, so the per-subject means live in a memory (running means of past batches, not saved),
+            into which the batch's clips enter with gradient. Why: a linear identity probe separates people by
+            their mean features; an adversary can be fooled while those means still differ (docs/physio.md). The
+            abstract does not name the invariance losses; this one is the library's option.
+        invariance_input (`str`, defaults to "shared_code"): what subject-mean matching reads: ``"shared_code"``
+            (every sample) or ``"video_embeds"`` (the shared-only samples, as the adversary's default).
+        invariance_momentum (`float`, defaults to 0.1): update rate of the per-subject means in the memory once a
+            cell has seen ``1 / invariance_momentum`` clips (a running average before that).
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
@@ -99,6 +114,9 @@ class PhysioPromptConfig(PreTrainedConfig):
     gradient_reversal_scale: float = 1.0
     adversary_input: str = "video_embeds"
     adversary_objective: str = "reversal"
+    invariance_weight: float = 0.0
+    invariance_input: str = "shared_code"
+    invariance_momentum: float = 0.1
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
@@ -124,6 +142,12 @@ class PhysioPromptConfig(PreTrainedConfig):
         if self.adversary_objective not in _ADVERSARY_OBJECTIVES:
             raise ValueError(f"adversary_objective must be one of {_ADVERSARY_OBJECTIVES}, got "
                              f"{self.adversary_objective!r}")
+        if self.invariance_input not in _INVARIANCE_INPUTS:
+            raise ValueError(f"invariance_input must be one of {_INVARIANCE_INPUTS}, got {self.invariance_input!r}")
+        if self.invariance_weight < 0:
+            raise ValueError(f"invariance_weight must be >= 0, got {self.invariance_weight}")
+        if not 0.0 < self.invariance_momentum <= 1.0:
+            raise ValueError(f"invariance_momentum must be in (0, 1], got {self.invariance_momentum}")
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):

@@ -16,6 +16,10 @@ given. Two losses keep the shared path subject-invariant:
   adapters dropped): the features an identity probe reads at test time. ``"shared_code"`` reads the shared
   adapters' contribution (token-, frame- and layer-averaged) of every sample instead.
 
+Optionally (``invariance_weight`` > 0) subject-mean matching, an invariance term without an adversary: within each
+valence/arousal label group, every training subject's mean feature (kept in a memory of running means) is pulled to
+the mean over subjects, relative to the features' spread (:class:`SubjectMeanMatching`).
+
 Per-sample dropout of the specific adapters (``specific_adapter_dropout``) makes the heads also learn from the
 test-time path. The CLS outputs of the last layer are pooled over time (attention or mean) and, with the pulse
 embedding, feed the heads: valence high/low, arousal high/low and optionally a discrete emotion.
@@ -71,6 +75,7 @@ class PhysioPromptOutput(ModelOutput):
         loss_valence, loss_arousal, loss_emotion: cross-entropies of the heads (None without their labels).
         loss_orthogonality: shared/specific orthogonality (None unless the specific adapters ran).
         loss_adversarial: subject cross-entropy of the adversary (None unless training with subject_ids).
+        loss_invariance: subject-mean matching ratio (None unless `invariance_weight` > 0 in training).
         subject_logits: ``(N, num_train_subjects)`` of the adversary for the N samples it read (all of them with
             ``adversary_input="shared_code"``, the shared-only ones with ``"video_embeds"``), when it ran.
         video_embeds: ``(B, hidden)`` time-pooled CLS embedding.
@@ -89,6 +94,7 @@ class PhysioPromptOutput(ModelOutput):
     loss_emotion: torch.Tensor | None = None
     loss_orthogonality: torch.Tensor | None = None
     loss_adversarial: torch.Tensor | None = None
+    loss_invariance: torch.Tensor | None = None
     subject_logits: torch.Tensor | None = None
     video_embeds: torch.Tensor | None = None
     pulse_embeds: torch.Tensor | None = None
@@ -263,6 +269,70 @@ class SubjectClassifier(nn.Module):
         return logits, F.cross_entropy(logits, subjects), confusion
 
 
+class SubjectMeanMatching(nn.Module):
+    """Subject-mean matching (`PhysioPromptConfig.invariance_weight`): within each label group, the training
+    subjects' mean features should coincide.
+
+    Groups are the 9 combinations of the valence and arousal labels (low, high or unknown each), so that a subject
+    whose clips are mostly high-arousal is not asked to look like the others' low-arousal clips. A memory holds each
+    (subject, group) cell's running mean (``means``, ``counts``; non-persistent buffers, rebuilt by training). For a
+    batch, each cell it touches gets the updated mean ``m + r (batch mean - m)`` with gradient through the batch
+    (``r`` = the cell's running-average rate, at least `invariance_momentum`), every group's centre is the mean of
+    its cells over subjects, and the loss is the mean squared distance of the touched cells from their group centre
+    over the running mean (without gradient) of the features' squared distance from theirs: the share of the
+    features' spread that subject identity explains (0 when every subject's mean is its group's centre; at most 1
+    on the first batch). The gradient moves each subject's mean towards its group's centre (not the features as a
+    whole: scaling them changes the loss only until the running spread follows). The memory is updated after the
+    loss, without gradient."""
+
+    GROUPS = 9
+
+    def __init__(self, config: PhysioPromptConfig):
+        super().__init__()
+        subjects, hidden = config.num_train_subjects, config.vision_config.hidden_size
+        self.momentum = config.invariance_momentum
+        self.register_buffer("means", torch.zeros(subjects * self.GROUPS, hidden), persistent=False)
+        self.register_buffer("counts", torch.zeros(subjects * self.GROUPS), persistent=False)
+        self.register_buffer("spread", torch.zeros(2), persistent=False)  # (running spread, batches seen)
+
+    @staticmethod
+    def groups(valence: torch.Tensor | None, arousal: torch.Tensor | None, size: int,
+               device: torch.device) -> torch.Tensor:
+        """Group index 0..8 of each sample from its valence and arousal labels (-100 or None = unknown)."""
+        codes = []
+        for labels in (valence, arousal):
+            labels = torch.full((size,), -100, device=device) if labels is None else \
+                torch.as_tensor(labels, device=device).long()
+            codes.append(torch.where(labels >= 0, labels.clamp(0, 1) + 1, torch.zeros_like(labels)))
+        return codes[0] * 3 + codes[1]
+
+    def forward(self, features: torch.Tensor, subjects: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        features = features.float()
+        cells = subjects * self.GROUPS + groups
+        touched, inverse = cells.unique(return_inverse=True)
+        sizes = torch.bincount(inverse, minlength=len(touched)).to(features.dtype)
+        batch_means = torch.zeros(len(touched), features.shape[1], device=features.device).index_add(
+            0, inverse, features) / sizes[:, None]
+        seen = self.counts[touched]
+        rate = torch.maximum(sizes / (seen + sizes), torch.full_like(sizes, self.momentum))
+        old = self.means[touched]
+        updated = old + rate[:, None] * (batch_means - old)
+        table = self.means.detach().index_put((touched,), updated)
+        present = (self.counts > 0).index_put((touched,), torch.ones_like(touched, dtype=torch.bool))
+        present = present.view(-1, self.GROUPS).to(features.dtype)
+        table = table.view(-1, self.GROUPS, features.shape[1])
+        centres = (table * present[..., None]).sum(0) / present.sum(0).clamp(min=1)[:, None]
+        between = (updated - centres[touched % self.GROUPS]).pow(2).sum(-1).mean()
+        with torch.no_grad():
+            batch_spread = (features - centres[groups]).pow(2).sum(-1).mean()
+            running, seen_batches = self.spread
+            spread = running + max(self.momentum, 1.0 / (seen_batches.item() + 1)) * (batch_spread - running)
+            self.spread.copy_(torch.stack([spread, seen_batches + 1]))
+            self.means[touched] = updated.detach()
+            self.counts[touched] += sizes
+        return between / (spread + 1e-8)
+
+
 class PhysioPromptPreTrainedModel(PreTrainedModel):
     config: PhysioPromptConfig
     config_class = PhysioPromptConfig
@@ -284,6 +354,10 @@ class PhysioPromptPreTrainedModel(PreTrainedModel):
             # Non-persistent buffers are not in checkpoints: set them here, where loading expects them set.
             module.image_mean.copy_(torch.tensor(self.config.image_mean).view(1, 3, 1, 1))
             module.image_std.copy_(torch.tensor(self.config.image_std).view(1, 3, 1, 1))
+        elif isinstance(module, SubjectMeanMatching):  # an empty memory (non-persistent, like image_mean)
+            module.means.zero_()
+            module.counts.zero_()
+            module.spread.zero_()
         elif isinstance(module, PulsePromptGenerator):
             nn.init.normal_(module.prompt_base, std=self.config.prompt_init_std)
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
@@ -422,6 +496,8 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
         super().__init__(config)
         self.heads = EmotionHeads(config)
         self.subject_classifier = SubjectClassifier(config) if config.num_train_subjects > 0 else None
+        self.subject_mean_matching = (SubjectMeanMatching(config) if config.num_train_subjects > 0
+                                      and config.invariance_weight > 0 else None)
         self.post_init()
 
     def peft_config_kwargs(self) -> dict:
@@ -504,6 +580,16 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
                         output.subject_logits = self.subject_classifier(read[rows])
                         output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects[rows])
                     terms.append(self.config.adversarial_weight * output.loss_adversarial)
+            if self.training and subject_ids is not None and self.subject_mean_matching is not None:
+                subjects = torch.as_tensor(subject_ids, device=logits.device).long()
+                if self.config.invariance_input == "shared_code":
+                    read, rows = backbone.shared_code, torch.ones_like(backbone.shared_only)
+                else:
+                    read, rows = backbone.video_embeds, backbone.shared_only
+                if rows.any():
+                    groups = SubjectMeanMatching.groups(valence_labels, arousal_labels, len(subjects), logits.device)
+                    output.loss_invariance = self.subject_mean_matching(read[rows], subjects[rows], groups[rows])
+                    terms.append(self.config.invariance_weight * output.loss_invariance)
             output.loss = torch.stack(terms).sum()
         return output
 

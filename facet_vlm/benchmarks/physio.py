@@ -65,6 +65,7 @@ ARMS: dict[str, dict[str, Any]] = {
         "carrier": "both", "model_config": {"adversary_input": "shared_code", "adversary_objective": "confusion"}},
     "both, confusion adversary on the pooled features": {
         "carrier": "both", "model_config": {"adversary_objective": "confusion"}},
+    "both, subject-mean matching on the shared code": {"carrier": "both", "model_config": {"invariance_weight": 1.0}},
 }
 #: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
 PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")
