@@ -8,6 +8,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="$1"
 WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 GRADIO_ANALYTICS_ENABLED=False
 unset PYTHONPATH
