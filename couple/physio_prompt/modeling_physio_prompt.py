@@ -283,7 +283,8 @@ class SubjectMeanMatching(nn.Module):
     features' spread that subject identity explains (0 when every subject's mean is its group's centre; at most 1
     on the first batch). The gradient moves each subject's mean towards its group's centre (not the features as a
     whole: scaling them changes the loss only until the running spread follows). The memory is updated after the
-    loss, without gradient."""
+    loss, without gradient. Under DDP the memory is a buffer like any other: every process starts each step from
+    rank 0's (DDP broadcasts buffers), so it holds the running means of rank 0's batches."""
 
     GROUPS = 9
 
