@@ -327,7 +327,7 @@ class SubjectMeanMatching(nn.Module):
         with torch.no_grad():
             batch_spread = (features - centres[groups]).pow(2).sum(-1).mean()
             running, seen_batches = self.spread
-            spread = running + max(self.momentum, 1.0 / (seen_batches.item() + 1)) * (batch_spread - running)
+            spread = running + (1.0 / (seen_batches + 1)).clamp(min=self.momentum) * (batch_spread - running)
             self.spread.copy_(torch.stack([spread, seen_batches + 1]))
             self.means[touched] = updated.detach()
             self.counts[touched] += sizes
@@ -516,6 +516,14 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
                     "target_modules": r"vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)"}
         return {"r": 1, "target_modules": PEFT_NO_TARGET_MODULES, "modules_to_save": modules}
 
+    @staticmethod
+    def _subject_term_input(backbone: PhysioPromptModelOutput, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, rows) a subject term reads: ``"shared_code"`` of every sample, or ``"video_embeds"`` of the
+        shared-only samples (the test-time features)."""
+        if which == "shared_code":
+            return backbone.shared_code, torch.ones_like(backbone.shared_only)
+        return backbone.video_embeds, backbone.shared_only
+
     def _labels_per_head(self, labels, valence_labels, arousal_labels, emotion_labels):
         if labels is not None:
             labels = torch.as_tensor(labels, device=self.image_mean.device).long()
@@ -566,12 +574,10 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
             if backbone.loss_orthogonality is not None:
                 output.loss_orthogonality = backbone.loss_orthogonality
                 terms.append(self.config.orthogonality_weight * output.loss_orthogonality)
-            if self.training and subject_ids is not None and self.subject_classifier is not None:
-                subjects = torch.as_tensor(subject_ids, device=logits.device).long()
-                if self.config.adversary_input == "shared_code":
-                    read, rows = backbone.shared_code, torch.ones_like(backbone.shared_only)
-                else:  # the test-time features of the shared-only samples
-                    read, rows = backbone.video_embeds, backbone.shared_only
+            subjects = None if not self.training or subject_ids is None else \
+                torch.as_tensor(subject_ids, device=logits.device).long()
+            if subjects is not None and self.subject_classifier is not None:
+                read, rows = self._subject_term_input(backbone, self.config.adversary_input)
                 if rows.any():
                     if self.config.adversary_objective == "confusion":
                         output.subject_logits, adversary, confusion = self.subject_classifier.confusion_terms(
@@ -581,12 +587,8 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
                         output.subject_logits = self.subject_classifier(read[rows])
                         output.loss_adversarial = F.cross_entropy(output.subject_logits, subjects[rows])
                     terms.append(self.config.adversarial_weight * output.loss_adversarial)
-            if self.training and subject_ids is not None and self.subject_mean_matching is not None:
-                subjects = torch.as_tensor(subject_ids, device=logits.device).long()
-                if self.config.invariance_input == "shared_code":
-                    read, rows = backbone.shared_code, torch.ones_like(backbone.shared_only)
-                else:
-                    read, rows = backbone.video_embeds, backbone.shared_only
+            if subjects is not None and self.subject_mean_matching is not None:
+                read, rows = self._subject_term_input(backbone, self.config.invariance_input)
                 if rows.any():
                     groups = SubjectMeanMatching.groups(valence_labels, arousal_labels, len(subjects), logits.device)
                     output.loss_invariance = self.subject_mean_matching(read[rows], subjects[rows], groups[rows])
