@@ -415,3 +415,77 @@ def test_invariance_term_joins_the_training_loss_only():
     assert tiny_model().subject_mean_matching is None
     with pytest.raises(ValueError, match="invariance_input"):
         tiny_config(invariance_input="pixels")
+
+
+def test_identity_projection_takes_out_the_directions_where_subject_means_differ():
+    """``identity_nullspace_rank``: in training the shared adapter's output is projected off the directions in which
+    the subjects' mean outputs differ within a label group; a direction that only follows the label is kept, and a
+    direction without any between-subject spread is not used (its column stays zero)."""
+    from couple.physio_prompt.modeling_physio_prompt import SharedAdapter
+
+    adapter = SharedAdapter(tiny_config(identity_nullspace_rank=2)).train()
+    with torch.no_grad():  # on positive inputs of size ~10 the adapter passes the first 8 coordinates through
+        for linear in (adapter.down_proj, adapter.up_proj):
+            linear.weight.zero_()
+            linear.bias.zero_()
+            linear.weight[:8, :8] = torch.eye(8)
+    subjects, groups = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 4, 0, 4, 0, 4])
+    frames, tokens = 2, 5
+    hidden = torch.zeros(6, frames, tokens, 32)
+    hidden[..., :8] = 10.0
+    hidden[..., 0] += 2.0 * subjects[:, None, None]  # identity along coordinate 0
+    hidden[..., 1] += 3.0 * (groups[:, None, None] == 4)  # the label along coordinate 1
+    hidden[..., 2] += torch.linspace(-1, 1, tokens)  # varies over tokens, not between people
+    output = adapter(hidden.flatten(0, 1), frames, subjects, groups)
+
+    basis = adapter.identity_basis
+    torch.testing.assert_close(basis[:, 0].abs(), torch.eye(32)[0], atol=1e-5, rtol=0)
+    assert basis[:, 1].abs().max() == 0
+    assert output[..., 0].abs().max() < 1e-3  # the identity coordinate is gone
+    torch.testing.assert_close(output[..., 1:8], hidden.flatten(0, 1)[..., 1:8], atol=1e-3, rtol=0)
+    adapter.eval()  # the stored directions apply to anyone, without subject ids
+    assert adapter(hidden.flatten(0, 1))[..., 0].abs().max() < 1e-3
+
+
+def test_identity_projection_is_learnt_in_training_saved_and_loaded(tmp_path):
+    """The directions start at zero, are found by training, are saved with the model (also by PEFT with the
+    adapters) and reload to the same logits; the memory behind them is not saved."""
+    from peft import PeftModel, get_peft_model
+
+    model = tiny_model(identity_nullspace_rank=4)
+    bases = [layer.shared_adapter.identity_basis for layer in model.adapter_layers]
+    assert all(basis.abs().max() == 0 for basis in bases)
+    inputs = batch(size=6)
+    model.save_pretrained(tmp_path / "base")
+    train_steps(model, inputs, steps=3)
+    for basis in bases:
+        gram = basis.T @ basis
+        used = gram.diagonal() > 0.5
+        assert used.any()  # orthonormal columns where there is between-subject spread, zero columns elsewhere
+        torch.testing.assert_close(gram, torch.diag(used.float()), atol=1e-5, rtol=0)
+    model.eval()
+    evaluation = {"pixel_values": inputs["pixel_values"], "tfr_values": inputs["tfr_values"]}
+    with torch.no_grad():
+        expected = model(**evaluation).logits
+    model.save_pretrained(tmp_path / "full")
+    state = load_file(tmp_path / "full" / "model.safetensors")
+    assert "adapter_layers.0.shared_adapter.identity_basis" in state
+    assert not any(key.endswith("shared_adapter.means") for key in state)
+    with torch.no_grad():
+        reloaded = PhysioPromptForEmotionRecognition.from_pretrained(tmp_path / "full")(**evaluation).logits
+    torch.testing.assert_close(reloaded, expected, rtol=0, atol=1e-6)
+
+    peft_model = get_peft_model(PhysioPromptForEmotionRecognition.from_pretrained(tmp_path / "base"),
+                                lora_config(model))
+    train_steps(peft_model, inputs, steps=3)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    assert any("identity_basis" in key for key in load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(**evaluation).logits
+    restored = PeftModel.from_pretrained(PhysioPromptForEmotionRecognition.from_pretrained(tmp_path / "base"),
+                                         tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(**evaluation).logits, expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="identity_nullspace_rank"):
+        tiny_config(identity_nullspace_rank=33)

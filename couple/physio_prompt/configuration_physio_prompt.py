@@ -64,7 +64,20 @@ class PhysioPromptConfig(PreTrainedConfig):
         invariance_input (`str`, defaults to "shared_code"): what subject-mean matching reads: ``"shared_code"``
             (every sample) or ``"video_embeds"`` (the shared-only samples, as the adversary's default).
         invariance_momentum (`float`, defaults to 0.1): update rate of the per-subject means in the memory once a
-            cell has seen ``1 / invariance_momentum`` clips (a running average before that).
+            cell has seen ``1 / invariance_momentum`` clips (a running average before that); also the rate of the
+            memory behind `identity_nullspace_rank`.
+        identity_nullspace_rank (`int`, defaults to 0): with ``k`` > 0 (and `num_train_subjects` > 0) every shared
+            adapter's output is projected off the ``k`` leading directions in which the training subjects' mean
+            outputs differ, within each combination of the valence/arousal labels: a linear identity guard on what
+            the shared path writes into the stream, in the spirit of iterative nullspace projection (Ravfogel et
+            al., "Null It Out", ACL 2020), but with one projection per layer estimated during training instead of
+            iterated probes. Per layer, a memory holds each (subject, label group) cell's running mean of the
+            adapter's raw output (averaged over tokens and frames; not saved); at every training step the
+            directions are the top-``k`` right singular vectors of the cells' deviations from their group's mean
+            over subjects, and the projection uses them at once. The last training step's directions are a saved
+            buffer (``identity_basis``), used unchanged at test time. Why: an adversary or a loss on the features
+            can be met by encoding identity differently; a projection cannot write into the directions it removes
+            (docs/physio.md). The abstract does not name this; it is the library's option, off by default.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
@@ -117,6 +130,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     invariance_weight: float = 0.0
     invariance_input: str = "shared_code"
     invariance_momentum: float = 0.1
+    identity_nullspace_rank: int = 0
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
@@ -148,12 +162,15 @@ class PhysioPromptConfig(PreTrainedConfig):
             raise ValueError(f"invariance_weight must be >= 0, got {self.invariance_weight}")
         if not 0.0 < self.invariance_momentum <= 1.0:
             raise ValueError(f"invariance_momentum must be in (0, 1], got {self.invariance_momentum}")
+        if self.identity_nullspace_rank > self.vision_config.hidden_size:
+            raise ValueError(f"identity_nullspace_rank={self.identity_nullspace_rank} exceeds the ViT's hidden size "
+                             f"{self.vision_config.hidden_size}")
         if self.temporal_pooling not in _POOLINGS:
             raise ValueError(f"temporal_pooling must be one of {_POOLINGS}, got {self.temporal_pooling!r}")
         for name in ("num_prompts", "tfr_channels", "pulse_hidden_size", "pulse_conv_channels", "adapter_bottleneck"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("num_train_subjects", "num_emotions", "vit_lora_rank"):
+        for name in ("num_train_subjects", "num_emotions", "vit_lora_rank", "identity_nullspace_rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.specific_adapter_dropout < 1.0:

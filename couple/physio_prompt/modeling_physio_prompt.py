@@ -180,6 +180,94 @@ class BottleneckAdapter(nn.Module):
         return self.up_proj(F.gelu(self.down_proj(hidden_states)))
 
 
+#: Label groups of the per-subject memories: valence and arousal each low, high or unknown.
+LABEL_GROUPS = 9
+
+
+def label_groups(valence: torch.Tensor | None, arousal: torch.Tensor | None, size: int,
+                 device: torch.device) -> torch.Tensor:
+    """Group index 0..8 of each sample from its valence and arousal labels (-100 or None = unknown)."""
+    codes = []
+    for labels in (valence, arousal):
+        labels = torch.full((size,), -100, device=device) if labels is None else \
+            torch.as_tensor(labels, device=device).long()
+        codes.append(torch.where(labels >= 0, labels.clamp(0, 1) + 1, torch.zeros_like(labels)))
+    return codes[0] * 3 + codes[1]
+
+
+def _running_cell_means(means: torch.Tensor, counts: torch.Tensor, features: torch.Tensor, cells: torch.Tensor,
+                        momentum: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(touched cells, their clip counts in the batch, their updated running means) of a (subject, group) memory:
+    ``m + r (batch mean - m)`` with ``r`` the running-average rate, at least ``momentum`` (with the batch's
+    gradient; the caller writes them back)."""
+    touched, inverse = cells.unique(return_inverse=True)
+    sizes = torch.bincount(inverse, minlength=len(touched)).to(features.dtype)
+    batch_means = torch.zeros(len(touched), features.shape[1], device=features.device,
+                              dtype=features.dtype).index_add(0, inverse, features) / sizes[:, None]
+    rate = torch.maximum(sizes / (counts[touched] + sizes), torch.full_like(sizes, momentum))
+    old = means[touched]
+    return touched, sizes, old + rate[:, None] * (batch_means - old)
+
+
+def _group_centres(table: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Each label group's mean over the subjects present in it: table (S, G, D), present (S, G) -> (G, D)."""
+    present = present.to(table.dtype)
+    return (table * present[..., None]).sum(0) / present.sum(0).clamp(min=1)[:, None]
+
+
+class SharedAdapter(BottleneckAdapter):
+    """The shared bottleneck adapter of one layer; with `PhysioPromptConfig.identity_nullspace_rank` ``k`` > 0 its
+    output is projected off ``k`` identity directions (``identity_basis`` (D, k), a saved buffer).
+
+    In training, with subject ids and label groups, the adapter's raw output averaged over tokens and frames enters
+    a memory of per-(subject, label group) running means (not saved); the directions are then the top-``k`` right
+    singular vectors of the cells' deviations from their group's mean over subjects (directions with a singular
+    value below 1e-6 of the largest are left out), and that projection applies at once. Outside training the
+    stored directions apply unchanged. The projection is linear, so the shared code (the outputs' average) has no
+    component along those directions either."""
+
+    def __init__(self, config: PhysioPromptConfig):
+        hidden = config.vision_config.hidden_size
+        super().__init__(hidden, config.adapter_bottleneck)
+        self.rank = config.identity_nullspace_rank if config.num_train_subjects > 0 else 0
+        self.momentum = config.invariance_momentum
+        if self.rank:
+            self.register_buffer("identity_basis", torch.zeros(hidden, self.rank))
+            self.register_buffer("means", torch.zeros(config.num_train_subjects * LABEL_GROUPS, hidden),
+                                 persistent=False)
+            self.register_buffer("counts", torch.zeros(config.num_train_subjects * LABEL_GROUPS), persistent=False)
+
+    @torch.no_grad()
+    def _refit(self, output: torch.Tensor, frames_per_clip: int, subjects: torch.Tensor,
+               groups: torch.Tensor) -> None:
+        clips = output.float().mean(dim=1).view(len(subjects), frames_per_clip, -1).mean(dim=1)
+        touched, sizes, updated = _running_cell_means(self.means, self.counts, clips,
+                                                      subjects * LABEL_GROUPS + groups, self.momentum)
+        self.means[touched] = updated
+        self.counts[touched] += sizes
+        present = (self.counts > 0).view(-1, LABEL_GROUPS)
+        table = self.means.view(-1, LABEL_GROUPS, self.means.shape[1])
+        deviations = (table - _group_centres(table, present))[present]
+        _, values, directions = torch.linalg.svd(deviations, full_matrices=False)
+        keep = min(self.rank, len(values))
+        kept = (values[:keep] > 1e-6 * values[:1].clamp(min=1e-12)).to(directions.dtype)
+        basis = torch.zeros_like(self.identity_basis)
+        basis[:, :keep] = directions[:keep].T * kept
+        self.identity_basis.copy_(basis)
+
+    def forward(self, hidden_states: torch.Tensor, frames_per_clip: int = 1, subjects: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states (B*T, N, D) -> the adapter's output; ``subjects``/``groups`` (B,) refit the identity
+        directions in training (T = ``frames_per_clip``)."""
+        output = super().forward(hidden_states)
+        if not self.rank:
+            return output
+        if self.training and subjects is not None and groups is not None:
+            self._refit(output, frames_per_clip, subjects, groups)
+        basis = self.identity_basis.to(output.dtype)
+        return output - (output @ basis) @ basis.T
+
+
 class SubjectSpecificAdapters(nn.Module):
     """One bottleneck adapter per training subject, applied per sample by subject id (batched gather)."""
 
@@ -202,7 +290,7 @@ class PhysioAdapterLayer(nn.Module):
     def __init__(self, config: PhysioPromptConfig):
         super().__init__()
         hidden = config.vision_config.hidden_size
-        self.shared_adapter = BottleneckAdapter(hidden, config.adapter_bottleneck)
+        self.shared_adapter = SharedAdapter(config)
         self.specific_adapter = (SubjectSpecificAdapters(config.num_train_subjects, hidden, config.adapter_bottleneck)
                                  if config.num_train_subjects > 0 else None)
 
@@ -286,7 +374,7 @@ class SubjectMeanMatching(nn.Module):
     loss, without gradient. Under DDP the memory is a buffer like any other: every process starts each step from
     rank 0's (DDP broadcasts buffers), so it holds the running means of rank 0's batches."""
 
-    GROUPS = 9
+    GROUPS = LABEL_GROUPS
 
     def __init__(self, config: PhysioPromptConfig):
         super().__init__()
@@ -296,33 +384,13 @@ class SubjectMeanMatching(nn.Module):
         self.register_buffer("counts", torch.zeros(subjects * self.GROUPS), persistent=False)
         self.register_buffer("spread", torch.zeros(2), persistent=False)  # (running spread, batches seen)
 
-    @staticmethod
-    def groups(valence: torch.Tensor | None, arousal: torch.Tensor | None, size: int,
-               device: torch.device) -> torch.Tensor:
-        """Group index 0..8 of each sample from its valence and arousal labels (-100 or None = unknown)."""
-        codes = []
-        for labels in (valence, arousal):
-            labels = torch.full((size,), -100, device=device) if labels is None else \
-                torch.as_tensor(labels, device=device).long()
-            codes.append(torch.where(labels >= 0, labels.clamp(0, 1) + 1, torch.zeros_like(labels)))
-        return codes[0] * 3 + codes[1]
-
     def forward(self, features: torch.Tensor, subjects: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         features = features.float()
-        cells = subjects * self.GROUPS + groups
-        touched, inverse = cells.unique(return_inverse=True)
-        sizes = torch.bincount(inverse, minlength=len(touched)).to(features.dtype)
-        batch_means = torch.zeros(len(touched), features.shape[1], device=features.device).index_add(
-            0, inverse, features) / sizes[:, None]
-        seen = self.counts[touched]
-        rate = torch.maximum(sizes / (seen + sizes), torch.full_like(sizes, self.momentum))
-        old = self.means[touched]
-        updated = old + rate[:, None] * (batch_means - old)
+        touched, sizes, updated = _running_cell_means(self.means, self.counts, features,
+                                                      subjects * self.GROUPS + groups, self.momentum)
         table = self.means.detach().index_put((touched,), updated)
         present = (self.counts > 0).index_put((touched,), torch.ones_like(touched, dtype=torch.bool))
-        present = present.view(-1, self.GROUPS).to(features.dtype)
-        table = table.view(-1, self.GROUPS, features.shape[1])
-        centres = (table * present[..., None]).sum(0) / present.sum(0).clamp(min=1)[:, None]
+        centres = _group_centres(table.view(-1, self.GROUPS, features.shape[1]), present.view(-1, self.GROUPS))
         between = (updated - centres[touched % self.GROUPS]).pow(2).sum(-1).mean()
         with torch.no_grad():
             batch_spread = (features - centres[groups]).pow(2).sum(-1).mean()
@@ -359,6 +427,10 @@ class PhysioPromptPreTrainedModel(PreTrainedModel):
             module.means.zero_()
             module.counts.zero_()
             module.spread.zero_()
+        elif isinstance(module, SharedAdapter) and module.rank:  # no identity direction until training finds one
+            nn.init.zeros_(module.identity_basis)  # saved: through nn.init, which loading skips for loaded tensors
+            module.means.zero_()
+            module.counts.zero_()
         elif isinstance(module, PulsePromptGenerator):
             nn.init.normal_(module.prompt_base, std=self.config.prompt_init_std)
         elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
@@ -423,7 +495,9 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
         return model
 
     def forward(self, pixel_values: torch.Tensor, tfr_values: torch.Tensor, subject_ids: torch.Tensor | None = None,
-                **kwargs) -> PhysioPromptModelOutput:
+                label_groups: torch.Tensor | None = None, **kwargs) -> PhysioPromptModelOutput:
+        """``label_groups`` (B,): each clip's valence/arousal group (`label_groups`), read in training by the shared
+        adapters' identity projection (`identity_nullspace_rank`); unknown (group 0) when not given."""
         if pixel_values.ndim != 5:
             raise ValueError(f"pixel_values must be (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
         batch, frames_per_clip = pixel_values.shape[:2]
@@ -439,7 +513,7 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
             prompts, pulse_embeds = self.prompt_generator(tfr_values.to(images.dtype))
             prompts = prompts.repeat_interleave(frames_per_clip, dim=0)
         use_specific = self.training and subject_ids is not None and self.config.num_train_subjects > 0
-        frame_subjects = keep = None
+        frame_subjects = keep = groups = None
         shared_only = torch.ones(batch, dtype=torch.bool, device=images.device)
         if use_specific:
             subject_ids = torch.as_tensor(subject_ids, device=images.device).long()
@@ -447,6 +521,8 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
                 raise ValueError(f"subject_ids must be in [0, {self.config.num_train_subjects}), got "
                                  f"{subject_ids.tolist()}")
             frame_subjects = subject_ids.repeat_interleave(frames_per_clip)
+            groups = (torch.zeros_like(subject_ids) if label_groups is None else
+                      torch.as_tensor(label_groups, device=images.device).long())
             kept = torch.rand(batch, device=images.device) >= self.config.specific_adapter_dropout
             shared_only = ~kept
             keep = kept.to(images.dtype).repeat_interleave(frames_per_clip)[:, None, None]
@@ -462,7 +538,8 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
             else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only, the pulse is unread
                 hidden = layer(hidden, attention_mask=None)
             adapters = self.adapter_layers[index]
-            shared = adapters.shared_adapter(hidden)
+            shared = adapters.shared_adapter(hidden, frames_per_clip, subject_ids if use_specific else None,
+                                             groups)
             shared_codes.append(shared.mean(dim=1))
             update = shared
             if use_specific:
@@ -547,15 +624,16 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
         emotion_labels: torch.Tensor | None = None,
         **kwargs,
     ) -> PhysioPromptOutput:
-        backbone = super().forward(pixel_values, tfr_values, subject_ids)
+        valence_labels, arousal_labels, emotion_labels = self._labels_per_head(labels, valence_labels,
+                                                                               arousal_labels, emotion_labels)
+        groups = label_groups(valence_labels, arousal_labels, pixel_values.shape[0], self.image_mean.device)
+        backbone = super().forward(pixel_values, tfr_values, subject_ids, label_groups=groups)
         valence_logits, arousal_logits, emotion_logits = self.heads(backbone.features)
         logits = torch.cat([t for t in (valence_logits, arousal_logits, emotion_logits) if t is not None], dim=-1)
 
         output = PhysioPromptOutput(logits=logits, valence_logits=valence_logits, arousal_logits=arousal_logits,
                                     emotion_logits=emotion_logits, video_embeds=backbone.video_embeds,
                                     pulse_embeds=backbone.pulse_embeds, shared_code=backbone.shared_code)
-        valence_labels, arousal_labels, emotion_labels = self._labels_per_head(labels, valence_labels,
-                                                                               arousal_labels, emotion_labels)
         terms = []
         if valence_labels is not None:
             output.loss_valence = F.cross_entropy(valence_logits, torch.as_tensor(valence_labels).long().to(
@@ -590,7 +668,6 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
             if subjects is not None and self.subject_mean_matching is not None:
                 read, rows = self._subject_term_input(backbone, self.config.invariance_input)
                 if rows.any():
-                    groups = SubjectMeanMatching.groups(valence_labels, arousal_labels, len(subjects), logits.device)
                     output.loss_invariance = self.subject_mean_matching(read[rows], subjects[rows], groups[rows])
                     terms.append(self.config.invariance_weight * output.loss_invariance)
             output.loss = torch.stack(terms).sum()
