@@ -269,6 +269,27 @@ def synthetic_motions(subjects: int = 4):
     return out
 
 
+def test_an_outlying_apex_is_left_out_of_its_expression_fit_and_reported():
+    """`apex_outliers`: one sequence whose apex moved far more than the others' is found by its robust z-score;
+    `fit` leaves it out of that expression only, says so in its settings, and keeps it with ``outlier_z=None``."""
+    from facet_vlm.data.calibrate import OUTLIER_MIN_SEQUENCES, apex_outliers
+
+    motions = synthetic_motions(OUTLIER_MIN_SEQUENCES)
+    disgust = [m for _, name, m in motions if name == "disgust"]
+    far = disgust[3]
+    far.landmarks[far.apex] += 0.8 * far.interocular * np.linspace(0.0, 1.0, 83)[:, None]
+    assert apex_outliers(disgust, 3.5) == [3]
+    assert apex_outliers(disgust[:3] + disgust[4:], 3.5) == []
+    kept = MotionCalibration.fit(motions, components=2, identity_subjects=0, outlier_z=None)
+    trimmed = MotionCalibration.fit(motions, components=2, identity_subjects=0)
+    assert trimmed.settings["outliers_left_out"] == {name: int(name == "disgust") for name in FOLDERS}
+    assert kept.expressions["disgust"].samples == OUTLIER_MIN_SEQUENCES
+    assert trimmed.expressions["disgust"].samples == OUTLIER_MIN_SEQUENCES - 1
+    assert trimmed.expressions["disgust"].spreads[0] < 0.5 * kept.expressions["disgust"].spreads[0]
+    few = MotionCalibration.fit(synthetic_motions(4), components=2, identity_subjects=0)
+    assert few.settings["outliers_left_out"] == {}  # too few sequences to call one an outlier
+
+
 def test_calibration_fits_summaries_that_round_trip_and_sample_like_the_data(tmp_path):
     motions = synthetic_motions()
     calibration = MotionCalibration.fit(motions, components=2, source="generated", identity_subjects=3,
@@ -456,3 +477,22 @@ def test_real_motion_benchmark_runs_end_to_end_on_a_generated_release(release, t
     assert np.abs(first["HA04"][0] - second["HA04"][0]).mean() > 1.0
     for code, other in (("HA04", "SU04"), ("SU04", "HA04")):
         assert np.linalg.norm(first[code][1] - second[code][1]) < np.linalg.norm(first[code][1] - second[other][1])
+
+
+def test_a_refitted_calibration_gets_a_new_synthetic_cache_folder(tmp_path):
+    """The synthetic set's cache folder follows the calibration file's content: a rewritten calibration is not
+    served the faces its predecessor moved; the same content, and sets without calibrated motion, keep theirs."""
+    from facet_vlm.data.prepare import synthetic_root
+
+    calibration = MotionCalibration.fit(synthetic_motions(), components=2, identity_subjects=0)
+    path = calibration.save(tmp_path / "motion.json")
+    options = {"motion": str(path), "vertices": 2000}
+    first = synthetic_root(tmp_path / "cache", 10, 0, options)
+    assert synthetic_root(tmp_path / "cache", 10, 0, dict(options)) == first
+    calibration.expressions["fear"].mean[0, 0] += 0.01
+    calibration.save(path)
+    assert synthetic_root(tmp_path / "cache", 10, 0, options) != first
+    plain = {"vertices": 2000}
+    assert synthetic_root(tmp_path / "cache", 10, 0, plain) == synthetic_root(tmp_path / "cache", 10, 0, plain)
+    assert synthetic_root(tmp_path / "cache", 10, 0, {"motion": "bu4dfe"}) != synthetic_root(tmp_path / "cache", 10,
+                                                                                             0, {})

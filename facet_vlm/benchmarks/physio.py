@@ -22,8 +22,8 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
   instead of gradient reversal;
 * ``both, subject-mean matching on the shared code`` — an invariance term on per-subject running means
   (``invariance_weight`` 1);
-* ``both, identity projection of the shared adapters`` — every shared adapter's output projected off the 16
-  directions in which the training subjects' mean outputs differ (``identity_nullspace_rank`` 16).
+* ``both, identity projection of the shared adapters`` — every shared adapter's output projected off the 8
+  directions in which the training subjects' mean outputs differ (``identity_nullspace_rank`` 8).
 
 A subject-identity probe then measures how much identity two feature sets of the last fold's saved model hold, over
 the clips of that fold's training subjects (logistic regression on standardised features, stratified CV):
@@ -71,7 +71,7 @@ ARMS: dict[str, dict[str, Any]] = {
         "carrier": "both", "model_config": {"adversary_objective": "confusion"}},
     "both, subject-mean matching on the shared code": {"carrier": "both", "model_config": {"invariance_weight": 1.0}},
     "both, identity projection of the shared adapters": {"carrier": "both",
-                                                         "model_config": {"identity_nullspace_rank": 16}},
+                                                         "model_config": {"identity_nullspace_rank": 8}},
 }
 #: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
 PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")

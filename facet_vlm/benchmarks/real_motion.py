@@ -174,21 +174,24 @@ def baseline(samples: Samples, folds: list, seed: int = 0, trees: int = FOREST["
 
 def generated_to_real(motions: list, samples: Samples, folds: list, generated_subjects: int, seed: int = 0,
                       components: int = 5, trees: int = FOREST["n_estimators"], identity_subjects: int = 100,
-                      identity_components: int | None = None) -> dict:
+                      identity_components: int | None = None, outlier_z: float | None | str = "default") -> dict:
     """Per-fold accuracies of the forest trained on generated motion and tested on each fold's real test
     subjects: calibrated on that fold's training subjects, and the uncalibrated generator (see the module docstring).
-    `identity_components` None: the calibration's default (`facet_vlm.data.calibrate.IDENTITY_COMPONENTS`).
+    `identity_components` None / `outlier_z` "default": the calibration's defaults
+    (`facet_vlm.data.calibrate.IDENTITY_COMPONENTS`, `OUTLIER_Z`; `outlier_z` None keeps every sequence).
     """
-    from ..data.calibrate import IDENTITY_COMPONENTS, MotionCalibration
+    from ..data.calibrate import IDENTITY_COMPONENTS, OUTLIER_Z, MotionCalibration
 
     if identity_components is None:
         identity_components = IDENTITY_COMPONENTS
+    if outlier_z == "default":
+        outlier_z = OUTLIER_Z
 
     out: dict[str, list[float]] = {}
     for fold, (train, test) in enumerate(folds):
         calibration = MotionCalibration.fit([m for m in motions if m[0] in set(train)], components=components,
                                             identity_subjects=identity_subjects,
-                                            identity_components=identity_components)
+                                            identity_components=identity_components, outlier_z=outlier_z)
         test_rows = np.isin(samples.subjects, test)
         for calibrated in (True, False):
             generated = generated_samples(calibration, generated_subjects, seed + 1000 * fold, calibrated)
@@ -405,6 +408,18 @@ def _summary(scores: dict) -> dict:
             for name, values in scores.items()}
 
 
+def _outlier_z(text: str) -> float | None | str:
+    if text.lower() in ("none", "default"):  # "default": the calibration's, resolved in `run`
+        return None if text.lower() == "none" else "default"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--outlier-z takes a number or 'none', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--outlier-z must be positive (or 'none'), got {value}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """``bench.py real-motion``: see the module docstring."""
     parser = subparsers.add_parser("real-motion", help="the real-motion development benchmark: landmark baseline, "
@@ -423,6 +438,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--identity-components", type=int, default=None,
                         help="principal directions of the neutral faces whose covariance calibrated faces match "
                              "(0: per-point spread only; default: the calibration's default, 0)")
+    parser.add_argument("--outlier-z", type=_outlier_z, default="default",
+                        help="robust z-score above which a sequence's apex is left out of its expression's fit "
+                             "(`apex_outliers`; 'none' keeps every sequence; default: the calibration's, 3.5)")
     parser.add_argument("--calibration-out", type=Path, help="where 'calibrate' saves the fitted calibration")
     parser.add_argument("--vertices", type=int, default=6000, help="'write': vertices per scan")
     parser.add_argument("--texture-size", type=int, default=512, help="'write': texture side in pixels")
@@ -439,10 +457,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..data import subject_kfold
     from ..data.bu4dfe import read_landmark_frames
-    from ..data.calibrate import IDENTITY_COMPONENTS, MotionCalibration
+    from ..data.calibrate import IDENTITY_COMPONENTS, OUTLIER_Z, MotionCalibration
 
     if args.identity_components is None:  # imported here, not at start-up: the module stays cheap to import
         args.identity_components = IDENTITY_COMPONENTS
+    if args.outlier_z == "default":
+        args.outlier_z = OUTLIER_Z
     start = time.perf_counter()
     dataset, motions = real_motions(args.bnd_root, args.subjects)
     subjects = sorted({subject for subject, _, _ in motions})
@@ -454,7 +474,7 @@ def run(args: argparse.Namespace) -> None:
                            "forest": {**FOREST, "n_estimators": args.trees}, "levels": {"3": "onset", "4": "apex"},
                            "generated_subjects": args.generated_subjects, "components": args.components,
                            "identity_subjects": args.identity_subjects,
-                           "identity_components": args.identity_components,
+                           "identity_components": args.identity_components, "outlier_z": args.outlier_z,
                            "repaired_points": sum(len(r) for r in dataset["repairs"]),
                            "sequences_not_starting_neutral": int(sum(not s for s in dataset["starts_neutral"]))}
     if "baseline" in args.steps or "generated" in args.steps:
@@ -465,12 +485,13 @@ def run(args: argparse.Namespace) -> None:
         results["baseline"] = _summary(baseline(samples, folds, args.seed, args.trees))
     if "generated" in args.steps:
         scores = generated_to_real(motions, samples, folds, args.generated_subjects, args.seed, args.components,
-                                   args.trees, args.identity_subjects, args.identity_components)
+                                   args.trees, args.identity_subjects, args.identity_components, args.outlier_z)
         results["generated"] = _summary(scores)
     if "calibrate" in args.steps:
         calibration = MotionCalibration.fit(motions, args.components, source=(
             f"BU-4DFE 3D landmark release ({args.bnd_root.name}), {len(subjects)} subjects, {len(motions)} sequences"),
-            identity_subjects=args.identity_subjects, identity_components=args.identity_components)
+            identity_subjects=args.identity_subjects, identity_components=args.identity_components,
+            outlier_z=args.outlier_z)
         saved = calibration.save(args.calibration_out or args.out / "bu4dfe_motion.json")
         results["calibration"] = str(saved)
     if "write" in args.steps:

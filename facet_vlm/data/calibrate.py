@@ -69,6 +69,10 @@ MAX_ACTIVATION = 1.5
 #: `MotionCalibration.fit`): none. Matching 10 did not bring generated -> real closer on the development subjects
 #: (docs/real_motion.md), so the per-point rescaling stays the default.
 IDENTITY_COMPONENTS = 0
+#: Default cut-off of `apex_outliers` in `MotionCalibration.fit` (the modified z-score's usual 3.5).
+OUTLIER_Z = 3.5
+#: Fewest sequences of an expression for which `MotionCalibration.fit` looks for outliers.
+OUTLIER_MIN_SEQUENCES = 10
 
 
 def mirror(displacement: np.ndarray) -> np.ndarray:
@@ -188,7 +192,8 @@ class MotionCalibration:
     @classmethod
     def fit(cls, motions: list[tuple[str, str, LandmarkMotion]], components: int = 5, source: str = "",
             reference: FaceModel | None = None, identity_subjects: int = 100,
-            identity_components: int = IDENTITY_COMPONENTS) -> MotionCalibration:
+            identity_components: int = IDENTITY_COMPONENTS,
+            outlier_z: float | None = OUTLIER_Z) -> MotionCalibration:
         """Fit the calibration to real sequences: (subject, expression, motion) triples, with at least two
         sequences of each of the six basic expressions.
 
@@ -202,6 +207,10 @@ class MotionCalibration:
             identity_components: principal directions of the neutral faces (real and generated) with which
                 `calibrated_rest` matches how the points vary together, not only their per-point spread; 0 keeps
                 the per-point rescaling alone. At most the number of sequences and of `identity_subjects`, minus 1.
+            outlier_z: sequences whose apex lies farther from the expression's median apex field than this many
+                robust standard deviations are left out of that expression's fit (`apex_outliers`; only for an
+                expression with at least `OUTLIER_MIN_SEQUENCES` sequences, below which a median absolute deviation
+                says little); None keeps all. How many each expression lost is in ``settings["outliers_left_out"]``.
 
         Raises:
             ConfigError: an expression with fewer than two sequences, components < 1, identity_components < 0 or
@@ -220,11 +229,16 @@ class MotionCalibration:
         basis = au_basis(reference, neutral)
         rotation, _, interocular = canonical_axes(generator_landmarks(reference, {}, neutral))
         to_reference = interocular * rotation  # normalised canonical motion -> the reference's millimetres
-        expressions = {}
+        expressions, left_out = {}, {}
         for expression in BASIC_EXPRESSIONS:
             chosen = [m for _, name, m in motions if name == expression]
             if len(chosen) < 2:
                 raise ConfigError(f"{expression}: {len(chosen)} sequences; at least 2 are needed to fit its motion")
+            if outlier_z is not None and len(chosen) >= OUTLIER_MIN_SEQUENCES:
+                outliers = apex_outliers(chosen, outlier_z)
+                if len(chosen) - len(outliers) >= 2:
+                    left_out[expression] = len(outliers)
+                    chosen = [m for index, m in enumerate(chosen) if index not in set(outliers)]
             expressions[expression] = _fit_expression(chosen, components, basis, to_reference)
         interocular = [m.interocular for _, _, m in motions]
         identity = {}
@@ -241,7 +255,8 @@ class MotionCalibration:
                    interocular_mm=(float(np.mean(interocular)), float(np.std(interocular))), source=source,
                    subjects=len({subject for subject, _, _ in motions}),
                    settings={"components": components, "identity_subjects": identity_subjects,
-                             "identity_components": identity_components if identity_subjects else 0}, **identity)
+                             "identity_components": identity_components if identity_subjects else 0,
+                             "outlier_z": outlier_z, "outliers_left_out": left_out}, **identity)
 
     def to_dict(self) -> dict:
         identity = {name: _round(getattr(self, name)) for name in IDENTITY_FIELDS if getattr(self, name) is not None}
@@ -284,6 +299,23 @@ class MotionCalibration:
         except (OSError, ValueError) as error:
             raise FormatError(f"cannot read the motion calibration: {error}", path) from None
         return cls.from_dict(data, path)
+
+
+def apex_outliers(motions: list[LandmarkMotion], z: float) -> list[int]:
+    """Indices of the sequences whose apex displacement field is an outlier among `motions` (one expression):
+    the mean distance of its 83 points from the per-point median field, as a robust z-score (distance minus the
+    median distance, over 1.4826 x the median absolute deviation: the modified z-score of Iglewicz & Hoaglin, 1993,
+    whose suggested cut-off is 3.5), above `z`. None when the deviations do not spread (MAD 0).
+
+    Why: on the development subjects one disgust sequence sits 9.8 robust SDs out (its apex 0.25 inter-ocular
+    distances from the median field, the next 0.10); kept, it doubled the first direction's spread of disgust, and
+    generated disgust moved far more, and more variously, than real disgust (docs/real_motion.md)."""
+    apex = np.stack([m.displacements()[m.apex] for m in motions])
+    distances = np.linalg.norm(apex - np.median(apex, axis=0), axis=-1).mean(axis=-1)
+    spread = 1.4826 * np.median(np.abs(distances - np.median(distances)))
+    if spread <= 0:
+        return []
+    return [int(i) for i in np.flatnonzero((distances - np.median(distances)) / spread > z)]
 
 
 #: The optional identity-geometry fields of `MotionCalibration`.

@@ -209,11 +209,30 @@ class PreparedData:
 
 def synthetic_root(cache_dir: str | Path, subjects: int, seed: int, options: dict[str, Any] | None = None,
                    fmt: str = "bu3dfe") -> Path:
-    """Where ``--dataset synthetic`` keeps its generated set (one folder per layout, subjects, seed and options)."""
+    """Where ``--dataset synthetic`` keeps its generated set (one folder per layout, subjects, seed and options).
+
+    With calibrated motion (``options["motion"]``: "bu4dfe" or a saved calibration's path) the key also holds the
+    calibration file's content, so that a refitted calibration (a new release of the shipped one, or the same path
+    rewritten) generates a new set instead of reusing one moved by the old motion."""
     name = f"{fmt}_s{subjects}_seed{seed}"
     if options:
-        name += "_" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+        keyed = dict(options)
+        if keyed.get("motion"):
+            keyed["motion_file"] = _file_digest(keyed["motion"])
+        name += "_" + hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
     return Path(cache_dir) / "synthetic" / name
+
+
+def _file_digest(motion: str) -> str:
+    """SHA-256 of the calibration file that a ``motion`` option names ("" when it names no readable file: the
+    generator then reports the problem)."""
+    from .calibrate import CALIBRATION_FILE
+
+    path = CALIBRATION_FILE if str(motion) == "bu4dfe" else Path(motion)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def ensure_synthetic(root: Path, subjects: int, seed: int, num_proc: int = 1,
