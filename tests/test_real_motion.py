@@ -364,8 +364,9 @@ def test_the_shipped_calibration_holds_only_summaries():
     calibration = load_calibration("bu4dfe")
     assert calibration.subjects == 41 and set(calibration.expressions) == set(FOLDERS)
     assert calibration.neutral_std.shape == calibration.generator_mean.shape == (83, 3)
-    for model in calibration.expressions.values():
-        assert model.samples == 41 and model.components.shape[0] <= 5  # a few directions, no per-person scores
+    left_out = calibration.settings["outliers_left_out"]
+    for name, model in calibration.expressions.items():  # one sequence per subject, less the outliers left out
+        assert model.samples == 41 - left_out[name] and model.components.shape[0] <= 5  # no per-person scores
         assert model.covariance.shape == (13, 13)
     assert np.abs(calibration.neutral[list(MIRROR)] * [-1, 1, 1] - calibration.neutral).max() < 0.1
 
