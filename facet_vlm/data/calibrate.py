@@ -235,10 +235,10 @@ class MotionCalibration:
             if len(chosen) < 2:
                 raise ConfigError(f"{expression}: {len(chosen)} sequences; at least 2 are needed to fit its motion")
             if outlier_z is not None and len(chosen) >= OUTLIER_MIN_SEQUENCES:
-                outliers = apex_outliers(chosen, outlier_z)
+                outliers = set(apex_outliers(chosen, outlier_z))
                 if len(chosen) - len(outliers) >= 2:
                     left_out[expression] = len(outliers)
-                    chosen = [m for index, m in enumerate(chosen) if index not in set(outliers)]
+                    chosen = [m for index, m in enumerate(chosen) if index not in outliers]
             expressions[expression] = _fit_expression(chosen, components, basis, to_reference)
         interocular = [m.interocular for _, _, m in motions]
         identity = {}
@@ -305,7 +305,7 @@ def apex_outliers(motions: list[LandmarkMotion], z: float) -> list[int]:
     """Indices of the sequences whose apex displacement field is an outlier among `motions` (one expression):
     the mean distance of its 83 points from the per-point median field, as a robust z-score (distance minus the
     median distance, over 1.4826 x the median absolute deviation: the modified z-score of Iglewicz & Hoaglin, 1993,
-    whose suggested cut-off is 3.5), above `z`. None when the deviations do not spread (MAD 0).
+    whose suggested cut-off is 3.5), above `z`. An empty list when the deviations do not spread (MAD 0).
 
     Why: on the development subjects one disgust sequence sits 9.8 robust SDs out (its apex 0.25 inter-ocular
     distances from the median field, the next 0.10); kept, it made disgust's first direction spread 4.6 instead of
