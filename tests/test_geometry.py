@@ -9,7 +9,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from facet_vlm import ConfigError, Face
-from facet_vlm.geometry import align, region_masks, render_views, sample_points, view_rotation
+from facet_vlm.geometry import align, region_masks, region_weights, render_views, sample_points, view_rotation
 from facet_vlm.geometry.align import BND_GROUPS, SYMMETRY_MAP_SIZE, _height_map, _nearest, _symmetry_roll
 from facet_vlm.geometry.render import pixel_grid, to_pixels
 from facet_vlm.geometry.sheet import contact_sheet
@@ -399,6 +399,32 @@ def test_region_masks_from_template_and_bnd_contours_are_ordered_top_to_bottom()
         assert centre_row[1] < centre_row[0] < centre_row[2] < centre_row[3]  # brows, eyes, nose, mouth
         np.testing.assert_allclose(masks[0], masks[0][:, ::-1], atol=0.05)
 
+
+
+def test_region_cropped_points_cover_only_the_regions_and_more_densely():
+    face, _ = face_mesh()
+    aligned = align(posed(face, 10, -5, 15))
+    margin = 0.05
+    whole = sample_points(aligned, n=400, seed=0)
+    mouth = sample_points(aligned, n=400, seed=0, regions=["mouth"], region_margin=margin)
+    both = sample_points(aligned, n=400, seed=0, regions=["brows", "mouth"], region_margin=margin)
+    # every cropped point lies in (within the margin of, up to a triangle's size) the regions' ellipses
+    near_mouth = region_weights(aligned, mouth[:, :2], ["mouth"], sigma=2 * margin)
+    assert near_mouth.min() >= np.exp(-0.5)
+    assert region_weights(aligned, whole[:, :2], ["mouth"], sigma=2 * margin).min() < 0.01
+    # the same number of points over a smaller area: closer together
+    spacing = [float(np.median(cKDTree(p[:, :3]).query(p[:, :3], k=2)[0][:, 1])) for p in (whole, mouth)]
+    assert spacing[1] < 0.5 * spacing[0]
+    # two regions: both are covered, and the two-region cloud is the union (nothing between brows and mouth)
+    upper = both[:, 1] > aligned.landmark("nose_tip")[1]
+    assert 0.2 < upper.mean() < 0.8
+    brow_y = max(aligned.landmark(f"{s}_brow_inner")[1] for s in ("left", "right"))
+    mouth_y = aligned.landmark("upper_lip")[1]
+    assert not np.any((both[:, 1] < brow_y - 0.3) & (both[:, 1] > mouth_y + 0.3))
+    with pytest.raises(ConfigError, match="regions"):
+        sample_points(aligned, n=10, regions=["ears"])
+    with pytest.raises(ConfigError, match="region_margin"):
+        sample_points(aligned, n=10, regions=["mouth"], region_margin=0.0)
 
 def test_contact_sheet_writes_a_labelled_grid(tmp_path):
     face, _ = face_mesh(n=41)

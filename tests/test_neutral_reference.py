@@ -195,6 +195,26 @@ def test_couplefer_pair_measures_the_points_against_the_neutral_surface():
     assert lower > 0.01 and lower > 20 * upper  # the jaw moved (about 2 mm on average below the mouth), not the brow
 
 
+
+def test_couplefer_region_crop_samples_the_mouth_and_still_measures_it(tmp_path):
+    neutral = toy_face()
+    processor = CoupleFERProcessor(image_size=32, num_points=256, point_regions=["mouth"], point_region_margin=0.05)
+    processor.save_pretrained(tmp_path)
+    loaded = CoupleFERProcessor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == processor.to_dict() and loaded.point_regions == ["mouth"]
+    whole = CoupleFERProcessor(image_size=32, num_points=256)
+    opened = [p([rigid(open_mouth(neutral))], neutral_faces=[neutral], return_tensors="np") for p in (loaded, whole)]
+    crop, full = (o["points"][0, :, :3] for o in opened)
+    assert crop[:, 1].max() < full[:, 1].max() - 0.3  # nothing from the brows or forehead
+    assert np.ptp(crop[:, 0]) < 0.8 * np.ptp(full[:, 0])
+    # more of the cropped cloud shows the jaw's motion, with the same per-point measurement
+    moving = [float(np.mean(np.abs(o["neutral_point_offsets"][0]) > 0.01)) for o in opened]
+    assert moving[0] > 1.5 * moving[1]
+    with pytest.raises(ConfigError, match="point_regions"):
+        CoupleFERProcessor(point_regions=["ears"])
+    with pytest.raises(ConfigError, match="point_region_margin"):
+        CoupleFERProcessor(point_regions=["mouth"], point_region_margin=0)
+
 def tiny_couplefer(**overrides) -> CoupleFERForExpressionRecognition:
     torch.manual_seed(0)
     config = CoupleFERConfig(vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 from .align import align, is_aligned
-from .masks import REGION_NAMES, region_masks
+from .masks import REGION_NAMES, region_masks, region_weights
 from .points import farthest_point_indices, sample_points, surface_offsets
 from .render import CHANNEL_SIZES, DEFAULT_VIEWS, num_channels, render_views, vertex_normals, view_rotation
 from .sheet import contact_sheet
@@ -39,6 +39,7 @@ __all__ = [
     "is_aligned",
     "num_channels",
     "region_masks",
+    "region_weights",
     "render_views",
     "sample_points",
     "surface_offsets",

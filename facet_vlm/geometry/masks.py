@@ -115,6 +115,28 @@ def _draw(ellipse: Ellipse, x: np.ndarray, y: np.ndarray, sigma: float) -> np.nd
     return np.exp(-0.5 * (outside / sigma) ** 2).astype(np.float32)
 
 
+def _face_ellipses(face: Face, regions: Sequence[str]) -> list[list[Ellipse]]:
+    """Each region's ellipses in the aligned face's frontal plane (landmarks, else ``.bnd`` contours, else the
+    template; see the module docstring). `face` must be aligned."""
+    unknown = [r for r in regions if r not in REGION_NAMES]
+    if unknown or not regions:
+        raise ConfigError(f"regions={tuple(regions)!r}: choose among {REGION_NAMES}")
+    mm = float(face.meta.get("align", {}).get("scale", 1.0 / 90.0))
+    template = {name: np.asarray(xy) * mm for name, xy in TEMPLATE_MM.items()}
+    contours = bnd_groups(face)
+    found_all = []
+    for region in regions:
+        found = {name: face.landmark(name) for name in REGION_LANDMARKS[region]}
+        if all(p is not None and np.all(np.isfinite(p)) for p in found.values()):
+            ellipses = _region_ellipses(region, {name: p[:2].astype(np.float64) for name, p in found.items()})
+        elif contours is not None:
+            ellipses = [_moment_ellipse(contours[g][:, :2], BND_MARGIN[region]) for g in BND_REGIONS[region]]
+        else:
+            ellipses = _region_ellipses(region, template)
+        found_all.append(ellipses)
+    return found_all
+
+
 def region_masks(
     face: Face,
     size: int = 224,
@@ -137,28 +159,38 @@ def region_masks(
     """
     from .align import align, is_aligned
 
-    unknown = [r for r in regions if r not in REGION_NAMES]
-    if unknown or not regions:
-        raise ConfigError(f"regions={tuple(regions)!r}: choose among {REGION_NAMES}")
     if sigma < 0:
         raise ConfigError(f"sigma={sigma}: must be >= 0")
     if align_first and not is_aligned(face):
         face = align(face)
-    record = face.meta.get("align", {})
-    extent = float(record.get("extent", 1.0))
-    mm = float(record.get("scale", 1.0 / 90.0))
-    template = {name: np.asarray(xy) * mm for name, xy in TEMPLATE_MM.items()}
-    contours = bnd_groups(face)
+    extent = float(face.meta.get("align", {}).get("extent", 1.0))
     x, y = pixel_grid(size, extent)
     masks = np.zeros((len(regions), size, size), np.float32)
-    for r, region in enumerate(regions):
-        found = {name: face.landmark(name) for name in REGION_LANDMARKS[region]}
-        if all(p is not None and np.all(np.isfinite(p)) for p in found.values()):
-            ellipses = _region_ellipses(region, {name: p[:2].astype(np.float64) for name, p in found.items()})
-        elif contours is not None:
-            ellipses = [_moment_ellipse(contours[g][:, :2], BND_MARGIN[region]) for g in BND_REGIONS[region]]
-        else:
-            ellipses = _region_ellipses(region, template)
+    for r, ellipses in enumerate(_face_ellipses(face, regions)):
         for ellipse in ellipses:
             masks[r] = np.maximum(masks[r], _draw(ellipse, x, y, sigma * extent))
     return masks
+
+
+def region_weights(face: Face, xy: np.ndarray, regions: Sequence[str] = REGION_NAMES,
+                   sigma: float = 0.1) -> np.ndarray:
+    """The soft union of the regions' ellipses at points of the aligned face's frontal plane.
+
+    Args:
+        face: the aligned scan (its landmarks, ``.bnd`` contours or the template place the ellipses).
+        xy: (K, 2) positions in the aligned frame (x right, y up; the frontal view's plane).
+        regions: names among :data:`REGION_NAMES`.
+        sigma: width of the gaussian fall-off outside the ellipses, in aligned units (fractions of the crop
+            radius: 0.1 is 9 mm for the default 90 mm crop); 0 gives 0/1 weights.
+
+    Returns:
+        float (K,) in [0, 1]: 1 inside any region's ellipse.
+    """
+    if sigma < 0:
+        raise ConfigError(f"sigma={sigma}: must be >= 0")
+    xy = np.asarray(xy, dtype=np.float64)
+    weights = np.zeros(len(xy), np.float32)
+    for ellipses in _face_ellipses(face, regions):
+        for ellipse in ellipses:
+            weights = np.maximum(weights, _draw(ellipse, xy[:, 0], xy[:, 1], sigma))
+    return weights
