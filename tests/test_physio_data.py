@@ -264,3 +264,12 @@ def test_physio_report_shows_each_probed_feature_set_and_reads_older_results():
     assert [f"`{name}`" in header for name in PROBE_FEATURES] == [True, True]
     assert "| both | 95.83 ± 2.95 | 91.67 ± 2.95 | 8.33 | 12 | 96 |" in report
     assert "| old run | 95.83 ± 2.95 | — | 8.33 | 12 | 96 |" in report
+    assert "never saw" not in report
+    unseen = new | {"chance": 25.0, "subjects": 4, "clips": 32, "probed_subjects": "test",
+                    "features": {"video_embeds": {"accuracy": 90.62, "accuracy_std": 5.41},
+                                 "shared_code": {"accuracy": 59.38, "accuracy_std": 10.83}}}
+    both = render_physio_report({"config": "c.json", "threads": 1, "arms": [arm], "probe": [new],
+                                 "probe_unseen": [unseen]}).splitlines()
+    captions = [i for i, line in enumerate(both) if line.startswith("Subject-identity probe")]
+    assert len(captions) == 2 and "never saw" in both[captions[1]] and "adversary saw" in both[captions[0]]
+    assert both.index("| both | 90.62 ± 5.41 | 59.38 ± 10.83 | 25.00 | 4 | 32 |") > captions[1]

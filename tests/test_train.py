@@ -239,6 +239,27 @@ def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_pa
     assert weights_digest(trained) == record["weights_sha256"]
 
 
+
+def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path, cache_dir):
+    """`bench.py physio`'s probe reads the last fold's training subjects or its test subjects (people the model
+    never saw): each set's clips and no other, with chance set by how many people it holds."""
+    from facet_vlm.benchmarks.physio import identity_probe
+    from facet_vlm.data.synthetic_video import generate_videos
+
+    root = tmp_path / "videos"
+    generate_videos(root, subjects=4, trials_per_subject=4, seconds=3.0, size=32, seed=1)
+    config = tiny_config(tmp_path, "physio_prompt", root, cache_dir, folds=2)
+    run_train("--config", str(config))
+    record = fold_record(tmp_path / "run")
+    assert len(record["train_subjects"]) == len(record["test_subjects"]) == 2
+    probes = {who: identity_probe(tmp_path / "run", config, "both", subjects=who) for who in ("train", "test")}
+    for who, probe in probes.items():
+        assert probe["probed_subjects"] == who and probe["subjects"] == 2 and probe["clips"] == 8
+        assert probe["chance"] == 50.0 and set(probe["features"]) == {"video_embeds", "shared_code"}
+        assert all(0.0 <= scored["accuracy"] <= 100.0 for scored in probe["features"].values())
+    with pytest.raises(ConfigError, match="subjects"):
+        identity_probe(tmp_path / "run", config, "both", subjects="all")
+
 def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():
     from facet_vlm.data.folds import limit_train_subjects
 

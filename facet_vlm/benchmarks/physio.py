@@ -31,7 +31,9 @@ the clips of that fold's training subjects (logistic regression on standardised 
 path adds), and ``shared_code``, the shared adapters' contribution alone — what the decoupling acts on. The frozen
 tower sees each person's skin, background and lighting, so identity in ``video_embeds`` mostly measures the frozen
 tower; the decoupling works when the shared code of the decoupled arms holds less identity than that of the arms
-without decoupling losses.
+without decoupling losses. The probe runs twice: on the training subjects (whom the adversary and the subject
+adapters saw) and on the same fold's test subjects (people the model never saw: chance is higher with fewer
+people, so compare arms, not the two tables).
 
 Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder.
 """
@@ -106,10 +108,13 @@ def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[s
 
 
 def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
-                   features: tuple[str, ...] = PROBE_FEATURES) -> dict[str, Any]:
+                   features: tuple[str, ...] = PROBE_FEATURES, subjects: str = "train") -> dict[str, Any]:
     """Subject-identity accuracy (%) of a logistic-regression probe on each of `features` (output fields of the
     model: ``video_embeds``, ``shared_code``) of the last fold's saved model, cross-validated (stratified, ``folds``,
-    the same splits for every feature set) over the clips of that fold's training subjects.
+    the same splits for every feature set) over the clips of that fold's training subjects (``subjects="train"``:
+    the people the subject adapters and the adversary were trained on) or of its test subjects (``"test"``: people
+    the model never saw, so what the probe reads there is identity the shared path carries in general, not
+    what the decoupling losses fitted to the training people).
 
     Returns ``identity_accuracy``/``identity_accuracy_std`` for the first feature set (``video_embeds``) and
     ``features``: {name: {"accuracy", "accuracy_std"}} for all of them."""
@@ -124,14 +129,16 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     from ..data.folds import column
     from ..data.prepare import prepare_dataset
 
+    if subjects not in ("train", "test"):
+        raise ConfigError(f"identity probe subjects={subjects!r}: use 'train' or 'test'")
     unknown = sorted(set(features) - set(PROBE_FEATURES))
     if unknown or not features:
         raise ConfigError(f"identity probe features {unknown or list(features)}; choose from {list(PROBE_FEATURES)}")
     model, _, record = load_run_model(run_dir)
     model_args, data_args, _ = parse_args(arm_argv(config_path, arm))
     prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
-    subjects = np.asarray(column(prepared.dataset, "subject"))
-    rows = prepared.dataset.select(np.flatnonzero(np.isin(subjects, record["train_subjects"])))
+    clip_subjects = np.asarray(column(prepared.dataset, "subject"))
+    rows = prepared.dataset.select(np.flatnonzero(np.isin(clip_subjects, record[f"{subjects}_subjects"])))
     embeds: dict[str, list[np.ndarray]] = {name: [] for name in features}
     with torch.no_grad():
         for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
@@ -142,7 +149,7 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     ids = np.asarray(column(rows, "subject"))
     splits = int(min(folds, np.unique(ids, return_counts=True)[1].min()))
     if len(set(ids)) < 2 or splits < 2:
-        raise ConfigError("the identity probe needs at least 2 training subjects with 2 clips each", run_dir)
+        raise ConfigError(f"the identity probe needs at least 2 {subjects} subjects with 2 clips each", run_dir)
     scored: dict[str, dict[str, float]] = {}
     for name in features:
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
@@ -153,7 +160,7 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     first = scored[features[0]]
     return {"arm": arm, "identity_accuracy": first["accuracy"], "identity_accuracy_std": first["accuracy_std"],
             "features": scored, "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)),
-            "clips": len(ids)}
+            "clips": len(ids), "probed_subjects": subjects}
 
 
 def _row(arm: str, results: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -163,6 +170,25 @@ def _row(arm: str, results: dict[str, Any], wall_s: float) -> dict[str, Any]:
             "macro_f1": round(100 * results["macro_f1"], 2), "macro_f1_std": round(100 * results["macro_f1_std"], 2),
             "folds": results["num_folds"], "subjects": results["num_subjects"], "clips": results["num_samples"],
             "label_set": results["label_set"], "wall_s": round(wall_s, 1), "run_dir": results["run_dir"]}
+
+
+def _probe_table(probes: list[dict[str, Any]], caption: str) -> list[str]:
+    names = [n for n in PROBE_FEATURES if any(n in p.get("features", {}) for p in probes)] or ["video_embeds"]
+    lines = [f"Subject-identity probe (logistic regression on standardised features of {caption}, stratified CV; "
+             "`video_embeds`: the pooled features the heads read, frozen tower included; `shared_code`: the shared "
+             "adapters' contribution alone; lower = less identity):", "",
+             "| arm | " + " | ".join(f"identity accuracy, `{n}`" for n in names) + " | chance | subjects | clips |",
+             "|---|" + "---|" * len(names) + "---|---|---|"]
+    for p in probes:
+        cells = []
+        for name in names:
+            scored = p.get("features", {}).get(name)
+            if scored is None and name == "video_embeds":
+                scored = {"accuracy": p["identity_accuracy"], "accuracy_std": p["identity_accuracy_std"]}
+            cells.append("—" if scored is None else f"{scored['accuracy']:.2f} ± {scored['accuracy_std']:.2f}")
+        lines.append(f"| {p['arm']} | " + " | ".join(cells) + f" | {p['chance']:.2f} | {p['subjects']} | "
+                     f"{p['clips']} |")
+    return lines
 
 
 def render_physio_report(results: dict[str, Any]) -> str:
@@ -187,25 +213,11 @@ def render_physio_report(results: dict[str, Any]) -> str:
     if "both" in by_arm and "both, without subject adapters" in by_arm:
         gain = by_arm["both"]["accuracy"] - by_arm["both, without subject adapters"]["accuracy"]
         parts += ["", f"Subject adapters on unseen people (both): {gain:+.2f} points."]
-    if results.get("probe"):
-        names = [n for n in PROBE_FEATURES if any(n in p.get("features", {}) for p in results["probe"])]
-        names = names or ["video_embeds"]
-        parts += ["", "Subject-identity probe (logistic regression on standardised features of the last fold's "
-                  "training subjects' clips, stratified CV; `video_embeds`: the pooled features the heads read, "
-                  "frozen tower included; `shared_code`: the shared adapters' contribution alone; lower = less "
-                  "identity):", "",
-                  "| arm | " + " | ".join(f"identity accuracy, `{n}`" for n in names)
-                  + " | chance | subjects | clips |",
-                  "|---|" + "---|" * len(names) + "---|---|---|"]
-        for p in results["probe"]:
-            cells = []
-            for name in names:
-                scored = p.get("features", {}).get(name)
-                if scored is None and name == "video_embeds":
-                    scored = {"accuracy": p["identity_accuracy"], "accuracy_std": p["identity_accuracy_std"]}
-                cells.append("—" if scored is None else f"{scored['accuracy']:.2f} ± {scored['accuracy_std']:.2f}")
-            parts.append(f"| {p['arm']} | " + " | ".join(cells) + f" | {p['chance']:.2f} | {p['subjects']} | "
-                         f"{p['clips']} |")
+    captions = {"probe": "the last fold's training subjects' clips (the people the adversary saw)",
+                "probe_unseen": "the last fold's test subjects' clips (people the model never saw)"}
+    for key, caption in captions.items():
+        if results.get(key):
+            parts += ["", *_probe_table(results[key], caption)]
     return "\n".join(parts)
 
 
@@ -220,7 +232,7 @@ def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: s
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": str(config_path), "threads": torch.get_num_threads(), "arms": [],
-                               "probe": []}
+                               "probe": [], "probe_unseen": []}
     for arm in arms:
         started = time.perf_counter()
         res = train_arm(config_path, arm, out, extra)
@@ -229,6 +241,8 @@ def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: s
         for row in results["arms"]:
             if row["arm"] in PROBED:
                 results["probe"].append(identity_probe(row["run_dir"], config_path, row["arm"]))
+                results["probe_unseen"].append(identity_probe(row["run_dir"], config_path, row["arm"],
+                                                              subjects="test"))
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     report = render_physio_report(results)
     (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
