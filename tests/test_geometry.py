@@ -400,7 +400,6 @@ def test_region_masks_from_template_and_bnd_contours_are_ordered_top_to_bottom()
         np.testing.assert_allclose(masks[0], masks[0][:, ::-1], atol=0.05)
 
 
-
 def test_region_cropped_points_cover_only_the_regions_and_more_densely():
     face, _ = face_mesh()
     aligned = align(posed(face, 10, -5, 15))
@@ -425,6 +424,7 @@ def test_region_cropped_points_cover_only_the_regions_and_more_densely():
         sample_points(aligned, n=10, regions=["ears"])
     with pytest.raises(ConfigError, match="region_margin"):
         sample_points(aligned, n=10, regions=["mouth"], region_margin=0.0)
+
 
 def test_contact_sheet_writes_a_labelled_grid(tmp_path):
     face, _ = face_mesh(n=41)

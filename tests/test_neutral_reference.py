@@ -195,7 +195,6 @@ def test_couplefer_pair_measures_the_points_against_the_neutral_surface():
     assert lower > 0.01 and lower > 20 * upper  # the jaw moved (about 2 mm on average below the mouth), not the brow
 
 
-
 def test_couplefer_region_crop_samples_the_mouth_and_still_measures_it(tmp_path):
     neutral = toy_face()
     processor = CoupleFERProcessor(image_size=32, num_points=256, point_regions=["mouth"], point_region_margin=0.05)
@@ -214,6 +213,7 @@ def test_couplefer_region_crop_samples_the_mouth_and_still_measures_it(tmp_path)
         CoupleFERProcessor(point_regions=["ears"])
     with pytest.raises(ConfigError, match="point_region_margin"):
         CoupleFERProcessor(point_regions=["mouth"], point_region_margin=0)
+
 
 def tiny_couplefer(**overrides) -> CoupleFERForExpressionRecognition:
     torch.manual_seed(0)

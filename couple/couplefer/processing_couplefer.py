@@ -40,10 +40,10 @@ class CoupleFERProcessor(FaceProcessor):
 
     def __init__(self, image_size: int = 224, num_points: int = 2048, point_channels: int = 6, seed: int = 0,
                  point_regions: list[str] | tuple[str, ...] | None = None, point_region_margin: float = 0.1):
-        from facet_vlm.geometry.masks import REGION_NAMES
+        from facet_vlm.geometry.masks import check_regions
 
-        if point_regions is not None and (not point_regions or set(point_regions) - set(REGION_NAMES)):
-            raise ConfigError(f"point_regions={point_regions!r}: choose among {list(REGION_NAMES)} or None")
+        if point_regions is not None:
+            check_regions(point_regions, "point_regions")
         if not point_region_margin > 0:
             raise ConfigError(f"point_region_margin={point_region_margin}: must be positive")
         if point_channels not in (6, 9):

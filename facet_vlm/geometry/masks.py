@@ -115,16 +115,21 @@ def _draw(ellipse: Ellipse, x: np.ndarray, y: np.ndarray, sigma: float) -> np.nd
     return np.exp(-0.5 * (outside / sigma) ** 2).astype(np.float32)
 
 
-def _face_ellipses(face: Face, regions: Sequence[str]) -> list[list[Ellipse]]:
-    """Each region's ellipses in the aligned face's frontal plane (landmarks, else ``.bnd`` contours, else the
-    template; see the module docstring). `face` must be aligned."""
+def check_regions(regions: Sequence[str], name: str = "regions") -> None:
+    """Raise a `ConfigError` (naming the argument `name`) unless `regions` is a non-empty choice of
+    :data:`REGION_NAMES`."""
     unknown = [r for r in regions if r not in REGION_NAMES]
     if unknown or not regions:
-        raise ConfigError(f"regions={tuple(regions)!r}: choose among {REGION_NAMES}")
+        raise ConfigError(f"{name}={tuple(regions)!r}: choose among {REGION_NAMES}")
+
+
+def _face_ellipses(face: Face, regions: Sequence[str]) -> list[list[Ellipse]]:
+    """Each region's ellipses in the aligned face's frontal plane (landmarks, else ``.bnd`` contours, else the
+    template; see the module docstring). `face` must be aligned, `regions` checked (`check_regions`)."""
     mm = float(face.meta.get("align", {}).get("scale", 1.0 / 90.0))
     template = {name: np.asarray(xy) * mm for name, xy in TEMPLATE_MM.items()}
     contours = bnd_groups(face)
-    found_all = []
+    per_region = []
     for region in regions:
         found = {name: face.landmark(name) for name in REGION_LANDMARKS[region]}
         if all(p is not None and np.all(np.isfinite(p)) for p in found.values()):
@@ -133,8 +138,8 @@ def _face_ellipses(face: Face, regions: Sequence[str]) -> list[list[Ellipse]]:
             ellipses = [_moment_ellipse(contours[g][:, :2], BND_MARGIN[region]) for g in BND_REGIONS[region]]
         else:
             ellipses = _region_ellipses(region, template)
-        found_all.append(ellipses)
-    return found_all
+        per_region.append(ellipses)
+    return per_region
 
 
 def region_masks(
@@ -159,6 +164,7 @@ def region_masks(
     """
     from .align import align, is_aligned
 
+    check_regions(regions)
     if sigma < 0:
         raise ConfigError(f"sigma={sigma}: must be >= 0")
     if align_first and not is_aligned(face):
@@ -186,6 +192,7 @@ def region_weights(face: Face, xy: np.ndarray, regions: Sequence[str] = REGION_N
     Returns:
         float (K,) in [0, 1]: 1 inside any region's ellipse.
     """
+    check_regions(regions)
     if sigma < 0:
         raise ConfigError(f"sigma={sigma}: must be >= 0")
     xy = np.asarray(xy, dtype=np.float64)
