@@ -239,11 +239,10 @@ def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_pa
     assert weights_digest(trained) == record["weights_sha256"]
 
 
-
 def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path, cache_dir):
     """`bench.py physio`'s probe reads the last fold's training subjects or its test subjects (people the model
     never saw): each set's clips and no other, with chance set by how many people it holds."""
-    from facet_vlm.benchmarks.physio import identity_probe
+    from facet_vlm.benchmarks.physio import identity_probe, identity_probes
     from facet_vlm.data.synthetic_video import generate_videos
 
     root = tmp_path / "videos"
@@ -257,8 +256,10 @@ def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path,
         assert probe["probed_subjects"] == who and probe["subjects"] == 2 and probe["clips"] == 8
         assert probe["chance"] == 50.0 and set(probe["features"]) == {"video_embeds", "shared_code"}
         assert all(0.0 <= scored["accuracy"] <= 100.0 for scored in probe["features"].values())
+    assert identity_probes(tmp_path / "run", config, "both") == probes  # one pass for both gives the same
     with pytest.raises(ConfigError, match="subjects"):
         identity_probe(tmp_path / "run", config, "both", subjects="all")
+
 
 def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():
     from facet_vlm.data.folds import limit_train_subjects

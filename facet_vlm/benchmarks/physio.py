@@ -118,6 +118,14 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
 
     Returns ``identity_accuracy``/``identity_accuracy_std`` for the first feature set (``video_embeds``) and
     ``features``: {name: {"accuracy", "accuracy_std"}} for all of them."""
+    return identity_probes(run_dir, config_path, arm, folds, features, (subjects,))[subjects]
+
+
+def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
+                    features: tuple[str, ...] = PROBE_FEATURES,
+                    subjects: tuple[str, ...] = ("train", "test")) -> dict[str, dict[str, Any]]:
+    """`identity_probe` for each of `subjects` ("train", "test"), keyed by it: the model is loaded, the data set
+    prepared and each clip embedded once for all of them."""
     from accelerate import Accelerator
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -129,8 +137,9 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     from ..data.folds import column
     from ..data.prepare import prepare_dataset
 
-    if subjects not in ("train", "test"):
-        raise ConfigError(f"identity probe subjects={subjects!r}: use 'train' or 'test'")
+    wrong = [who for who in subjects if who not in ("train", "test")]
+    if wrong or not subjects:
+        raise ConfigError(f"identity probe subjects={wrong or list(subjects)}: use 'train' or 'test'")
     unknown = sorted(set(features) - set(PROBE_FEATURES))
     if unknown or not features:
         raise ConfigError(f"identity probe features {unknown or list(features)}; choose from {list(PROBE_FEATURES)}")
@@ -138,7 +147,8 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
     model_args, data_args, _ = parse_args(arm_argv(config_path, arm))
     prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
     clip_subjects = np.asarray(column(prepared.dataset, "subject"))
-    rows = prepared.dataset.select(np.flatnonzero(np.isin(clip_subjects, record[f"{subjects}_subjects"])))
+    wanted = [s for who in subjects for s in record[f"{who}_subjects"]]
+    rows = prepared.dataset.select(np.flatnonzero(np.isin(clip_subjects, wanted)))
     embeds: dict[str, list[np.ndarray]] = {name: [] for name in features}
     with torch.no_grad():
         for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
@@ -146,21 +156,28 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
             output = model(**batch)
             for name in features:
                 embeds[name].append(getattr(output, name).float().numpy())
-    ids = np.asarray(column(rows, "subject"))
-    splits = int(min(folds, np.unique(ids, return_counts=True)[1].min()))
-    if len(set(ids)) < 2 or splits < 2:
-        raise ConfigError(f"the identity probe needs at least 2 {subjects} subjects with 2 clips each", run_dir)
-    scored: dict[str, dict[str, float]] = {}
-    for name in features:
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-        scores = cross_val_score(probe, np.concatenate(embeds[name]), ids,
-                                 cv=StratifiedKFold(splits, shuffle=True, random_state=0))
-        scored[name] = {"accuracy": round(100 * float(scores.mean()), 2),
-                        "accuracy_std": round(100 * float(scores.std()), 2)}
-    first = scored[features[0]]
-    return {"arm": arm, "identity_accuracy": first["accuracy"], "identity_accuracy_std": first["accuracy_std"],
-            "features": scored, "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)),
-            "clips": len(ids), "probed_subjects": subjects}
+    all_ids = np.asarray(column(rows, "subject"))
+    stacked = {name: np.concatenate(embeds[name]) for name in features}
+    results: dict[str, dict[str, Any]] = {}
+    for who in subjects:
+        keep = np.isin(all_ids, record[f"{who}_subjects"])
+        ids = all_ids[keep]
+        splits = int(min(folds, np.unique(ids, return_counts=True)[1].min())) if len(ids) else 0
+        if len(set(ids)) < 2 or splits < 2:
+            raise ConfigError(f"the identity probe needs at least 2 {who} subjects with 2 clips each", run_dir)
+        scored: dict[str, dict[str, float]] = {}
+        for name in features:
+            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+            scores = cross_val_score(probe, stacked[name][keep], ids,
+                                     cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+            scored[name] = {"accuracy": round(100 * float(scores.mean()), 2),
+                            "accuracy_std": round(100 * float(scores.std()), 2)}
+        first = scored[features[0]]
+        results[who] = {"arm": arm, "identity_accuracy": first["accuracy"],
+                        "identity_accuracy_std": first["accuracy_std"], "features": scored,
+                        "chance": round(100 / len(set(ids)), 2), "subjects": len(set(ids)), "clips": len(ids),
+                        "probed_subjects": who}
+    return results
 
 
 def _row(arm: str, results: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -240,9 +257,9 @@ def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: s
     if probe:
         for row in results["arms"]:
             if row["arm"] in PROBED:
-                results["probe"].append(identity_probe(row["run_dir"], config_path, row["arm"]))
-                results["probe_unseen"].append(identity_probe(row["run_dir"], config_path, row["arm"],
-                                                              subjects="test"))
+                probes = identity_probes(row["run_dir"], config_path, row["arm"])
+                results["probe"].append(probes["train"])
+                results["probe_unseen"].append(probes["test"])
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     report = render_physio_report(results)
     (out / REPORT_FILE).write_text(report + "\n", encoding="utf-8")
@@ -267,5 +284,5 @@ def run_physio(args: argparse.Namespace) -> None:
     run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
 
 
-__all__ = ["ARMS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "identity_probe", "render_physio_report",
-           "run_physio_benchmark", "train_arm"]
+__all__ = ["ARMS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "identity_probe", "identity_probes",
+           "render_physio_report", "run_physio_benchmark", "train_arm"]
