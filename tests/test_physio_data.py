@@ -14,7 +14,7 @@ from facet_vlm.data.deap import DEAP_CHANNELS, deap_channel, load_deap, load_dea
 from facet_vlm.data.mahnob import load_mahnob, subject_folds
 from facet_vlm.data.safe_pickle import restricted_load
 from facet_vlm.data.synthetic_video import generate_videos
-from facet_vlm.errors import DatasetLayoutError, FormatError, UnsafePickleError
+from facet_vlm.errors import ConfigError, DatasetLayoutError, FormatError, UnsafePickleError
 from facet_vlm.physio import heart_rate, pos, read_video, write_video
 
 
@@ -221,7 +221,6 @@ def test_face_carrier_keeps_the_pulse_at_baseline():
 
 def test_unknown_carrier_is_refused(tmp_path):
     from facet_vlm.data.prepare import synthetic_video_root
-    from facet_vlm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="carrier must be one of"):
         generate_videos(subjects=1, trials_per_subject=1, seconds=1, size=16, carrier="voice")
@@ -273,3 +272,30 @@ def test_physio_report_shows_each_probed_feature_set_and_reads_older_results():
     captions = [i for i, line in enumerate(both) if line.startswith("Subject-identity probe")]
     assert len(captions) == 2 and "never saw" in both[captions[1]] and "adversary saw" in both[captions[0]]
     assert both.index("| both | 90.62 ± 5.41 | 59.38 ± 10.83 | 25.00 | 4 | 32 |") > captions[1]
+
+
+def test_person_centred_readout_removes_each_persons_offset_and_keeps_the_label():
+    """Features = a large per-person offset + a small label direction + noise, with unseen people's offsets outside
+    the training people's: the plain read-out is fooled by the offsets, the per-person centred one reads the label,
+    and the identity probe reads the people before centring and cannot after."""
+    from facet_vlm.benchmarks.physio_readout import centre_per_person, person_centred_readout
+
+    rng = np.random.default_rng(0)
+    people, clips, dims = 12, 8, 6
+    subjects = np.repeat([f"p{i}" for i in range(people)], clips)
+    labels = np.tile([0, 1], people * clips // 2)
+    offsets = rng.normal(0, 1, (people, dims)) * 4
+    offsets[8:, 0] += np.where(np.arange(4) % 2, 6.0, -6.0)  # unseen people sit far along the label axis
+    features = offsets[np.repeat(np.arange(people), clips)] + 1.5 * labels[:, None] * np.eye(dims)[0]
+    features += rng.normal(0, 0.3, features.shape)
+    centred = centre_per_person(features, subjects)
+    for person in np.unique(subjects):
+        assert np.allclose(centred[subjects == person].mean(axis=0), 0.0)
+    result = person_centred_readout(features, labels, subjects, [f"p{i}" for i in range(8)],
+                                    [f"p{i}" for i in range(8, 12)])
+    assert result["accuracy_centred"] > 95.0 and result["accuracy"] < 80.0
+    assert result["identity"] > 90.0 and result["identity_centred"] < 50.0 and result["identity_chance"] == 25.0
+    with pytest.raises(ConfigError, match="training and test people"):
+        person_centred_readout(features, labels, subjects, ["p0"], ["nobody"])
+    with pytest.raises(ConfigError, match="subject ids"):
+        centre_per_person(features, subjects[:-1])

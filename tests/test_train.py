@@ -259,6 +259,18 @@ def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path,
     assert identity_probes(tmp_path / "run", config, "both") == probes  # one pass for both gives the same
     with pytest.raises(ConfigError, match="subjects"):
         identity_probe(tmp_path / "run", config, "both", subjects="all")
+    # `bench.py physio-readout` on the same saved fold: a read-out per feature field, fitted on the fold's training
+    # people and scored on its unseen test people, before and after centring each person's features.
+    from facet_vlm.benchmarks.cli import main as bench
+
+    bench(["physio-readout", str(tmp_path / "run"), "--config", str(config), "--output", str(tmp_path / "r.json")])
+    readout = json.loads((tmp_path / "r.json").read_text())
+    fold = readout["folds"][0]
+    assert fold["test_subjects"] == record["test_subjects"] and readout["arm"] == "both"
+    assert {"features", "video_embeds", "shared_code"} <= set(fold) and set(readout["mean_std"]) <= set(fold)
+    for name in readout["mean_std"]:
+        assert fold[name]["identity_chance"] == 50.0
+        assert {"accuracy", "accuracy_centred", "identity", "identity_centred"} <= set(fold[name])
 
 
 def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import accuracy, comparison, physio, real_motion, report, rppg, speed
+from . import accuracy, comparison, physio, physio_readout, real_motion, report, rppg, speed
 
 #: The subcommand adders, in ``--help`` order.
 PARSERS = (
@@ -24,6 +24,7 @@ PARSERS = (
     accuracy.add_main_job_parser,
     comparison.add_compare_parser,
     physio.add_parser,
+    physio_readout.add_parser,
     rppg.add_parser,
     real_motion.add_parser,
     report.add_report_parser,

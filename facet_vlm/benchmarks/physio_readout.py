@@ -1,0 +1,186 @@
+"""Would per-person normalisation help the physio model on unseen people? (``bench.py physio-readout``)
+
+The subject adapters and the identity terms of the physio-facial prompt model did not take identity out of its
+shared features (``docs/physio.md``). This benchmark asks the question the other way round, on the saved models of
+every fold: a linear read-out (logistic regression on standardised features, fitted on the fold's training people,
+scored on its unseen test people) of the model's features as they are, and of the same features **centred per
+person** — each person's mean over all of their clips subtracted, for an unseen person the mean over their own
+unlabelled clips (test-time calibration: it needs several clips of the person, and it assumes their clips are not
+all of one class; the generated sets give every person every quadrant). Beside it, the subject-identity probe of
+`facet_vlm.benchmarks.physio` on the test people, before and after centring.
+
+Centring removes what a linear probe reads about identity by construction (every person's mean becomes the same);
+what the read-out measures is whether the features keep the emotion once each person's offset is gone, and whether
+that helps on people the model never saw (the pulse is generated on each person's own baseline, so an unseen
+person's resting heart rate is unknown to a model without such a reference).
+
+The fold models come from one training run per fold (the training loop saves the last fold's model only)::
+
+    for k in 0 1 2 3; do python scripts/train.py --config facet_vlm/configs/physio_prompt_synthetic_small.json \\
+        --fold $k --output_dir runs/both/fold$k; done
+    python scripts/bench.py physio-readout runs/both/fold0 runs/both/fold1 runs/both/fold2 runs/both/fold3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+#: Output fields of the physio model the read-out uses: what the heads read (``features``: the pooled video
+#: features, with the pulse embedding when the model feeds it to the heads), and its parts.
+READOUT_FEATURES = ("features", "video_embeds", "pulse_embeds", "shared_code")
+
+
+def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """``features`` (N, D) with each subject's mean over their rows subtracted from their rows."""
+    features = np.asarray(features, dtype=np.float64)
+    subjects = np.asarray(subjects)
+    if len(features) != len(subjects):
+        raise ConfigError(f"{len(features)} feature rows but {len(subjects)} subject ids")
+    centred = features.copy()
+    for subject in np.unique(subjects):
+        rows = subjects == subject
+        centred[rows] -= features[rows].mean(axis=0)
+    return centred
+
+
+def _probe() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+
+
+def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
+                           train_subjects: list[str], test_subjects: list[str], identity_folds: int = 4
+                           ) -> dict[str, float]:
+    """Read-out accuracy (%) on the test people, without and with per-person centring, and the identity probe's
+    accuracy (%) on the test people's clips (stratified ``identity_folds``-fold CV over clips) before and after.
+
+    Returns ``accuracy``, ``accuracy_centred``, ``identity``, ``identity_centred`` and ``identity_chance``.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    subjects, labels = np.asarray(subjects).astype(str), np.asarray(labels)
+    train = np.isin(subjects, [str(s) for s in train_subjects])
+    test = np.isin(subjects, [str(s) for s in test_subjects])
+    if not train.any() or not test.any():
+        raise ConfigError(f"the read-out needs clips of training and test people (found {int(train.sum())} and "
+                          f"{int(test.sum())})")
+    if len(np.unique(labels[train])) < 2:
+        raise ConfigError("the training people's clips hold a single class: nothing to read out")
+    result: dict[str, float] = {}
+    counts = np.unique(subjects[test], return_counts=True)[1]
+    splits = int(min(identity_folds, counts.min()))
+    for suffix, values in (("", np.asarray(features, dtype=np.float64)),
+                           ("_centred", centre_per_person(features, subjects))):
+        result[f"accuracy{suffix}"] = 100 * float(_probe().fit(values[train], labels[train]).score(values[test],
+                                                                                                     labels[test]))
+        if len(counts) >= 2 and splits >= 2:
+            scores = cross_val_score(_probe(), values[test], subjects[test],
+                                     cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+            result[f"identity{suffix}"] = 100 * float(scores.mean())
+    result["identity_chance"] = 100 / len(counts)
+    return result
+
+
+def embed_run(run_dir: str | Path, config_path: str | Path, arm: str, cache_dir: str | None = None
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
+    """Every clip of the arm's data set through a saved fold model: ``({field: (N, D)}, labels (N,) of the
+    config's target, subjects (N,), the fold's record)``."""
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from ..arguments import parse_args
+    from ..data.folds import column
+    from ..data.prepare import prepare_dataset
+    from .comparison import load_run_model
+    from .physio import arm_argv
+
+    model, _, record = load_run_model(run_dir)
+    model.eval()
+    argv = arm_argv(config_path, arm) + (["--cache_dir", str(cache_dir)] if cache_dir else [])
+    model_args, data_args, _ = parse_args(argv)
+    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
+    target = 0 if prepared.label_set_name == "valence" else 1
+    fields: dict[str, list[np.ndarray]] = {name: [] for name in READOUT_FEATURES}
+    labels = []
+    with torch.no_grad():
+        for batch in DataLoader(prepared.dataset, batch_size=8, collate_fn=prepared.collate_fn):
+            batch_labels = batch["labels"].numpy()
+            labels.append(batch_labels[:, target] if batch_labels.ndim == 2 else batch_labels)
+            output = model(**{k: v for k, v in batch.items() if k not in ("labels", "subject_ids")})
+            pulse = output.pulse_embeds
+            heads_read = (torch.cat([output.video_embeds, pulse], dim=-1)
+                          if pulse is not None and model.config.use_pulse_embedding else output.video_embeds)
+            fields["features"].append(heads_read.float().numpy())
+            fields["video_embeds"].append(output.video_embeds.float().numpy())
+            fields["shared_code"].append(output.shared_code.float().numpy())
+            if pulse is not None:
+                fields["pulse_embeds"].append(pulse.float().numpy())
+    stacked = {name: np.concatenate(rows) for name, rows in fields.items() if rows}
+    return stacked, np.concatenate(labels), np.asarray(column(prepared.dataset, "subject")).astype(str), record
+
+
+def physio_readout(run_dirs: list[str | Path], config_path: str | Path, arm: str = "both",
+                   cache_dir: str | None = None) -> dict[str, Any]:
+    """`person_centred_readout` of every feature field for each fold model in ``run_dirs``, and the mean and
+    population std over folds."""
+    folds = []
+    for run_dir in run_dirs:
+        features, labels, subjects, record = embed_run(run_dir, config_path, arm, cache_dir)
+        folds.append({"run_dir": str(run_dir), "test_subjects": record["test_subjects"],
+                      **{name: person_centred_readout(values, labels, subjects, record["train_subjects"],
+                                                      record["test_subjects"])
+                         for name, values in features.items()}})
+    summary: dict[str, dict[str, list[float]]] = {}
+    for name in folds[0]:
+        if name in ("run_dir", "test_subjects"):
+            continue
+        summary[name] = {key: [round(float(np.mean([f[name][key] for f in folds])), 2),
+                               round(float(np.std([f[name][key] for f in folds])), 2)] for key in folds[0][name]}
+    return {"arm": arm, "config": str(config_path), "folds": folds, "mean_std": summary}
+
+
+def render_readout(results: dict[str, Any]) -> str:
+    """The Markdown table of :func:`physio_readout` (mean ± std over folds, %)."""
+    lines = [f"Linear read-out on unseen people, arm {results['arm']!r}, {len(results['folds'])} folds "
+             "(mean ± std over folds, %):", "",
+             "| features | accuracy | accuracy, centred per person | identity | identity, centred | chance |",
+             "|---|---|---|---|---|---|"]
+    for name, cells in results["mean_std"].items():
+        shown = [f"{cells[key][0]:.2f} ± {cells[key][1]:.2f}" if key in cells else "—"
+                 for key in ("accuracy", "accuracy_centred", "identity", "identity_centred")]
+        lines.append(f"| `{name}` | " + " | ".join(shown) + f" | {cells['identity_chance'][0]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("physio-readout", help="linear read-out of saved physio fold models on unseen "
+                                                          "people, with and without per-person centring")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="one training output folder per fold (--fold k)")
+    parser.add_argument("--config", default="facet_vlm/configs/physio_prompt_synthetic_small.json")
+    parser.add_argument("--arm", default="both", help="the physio bench arm whose data the models were trained on")
+    parser.add_argument("--cache_dir", default=None, help="the training runs' --cache_dir (default: the config's)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    parser.set_defaults(run=run_readout)
+
+
+def run_readout(args: argparse.Namespace) -> dict[str, Any]:
+    results = physio_readout(args.run_dirs, args.config, args.arm, args.cache_dir)
+    print(render_readout(results))
+    if args.output is not None:
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+__all__ = ["READOUT_FEATURES", "add_parser", "centre_per_person", "embed_run", "person_centred_readout",
+           "physio_readout", "render_readout"]
