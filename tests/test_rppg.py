@@ -54,6 +54,8 @@ def test_mtcnn_finds_the_real_face_and_recovers_its_pulse(astronaut_clip):
     frames, settings = astronaut_clip
     result = measure_pulse(frames, settings.fps)
     assert result.face.face_fraction > 0.95 and result.face.fallback_frames == 0
+    # By default CHROM, with the face detected on every frame (no landmarks interpolated between keyframes).
+    assert result.method == "chrom" and PulseConfig().tracker(settings.fps).detect_every == 1
     assert abs(result.heart_rate - settings.heart_rate) < 3.0
     assert not result.low_confidence, result.reasons
     # The heart rate over time follows it too.
@@ -62,6 +64,10 @@ def test_mtcnn_finds_the_real_face_and_recovers_its_pulse(astronaut_clip):
     fallback = measure_pulse(frames, settings.fps, PulseConfig(detector="skin"))
     assert fallback.face.face_fraction == 0.0 and fallback.low_confidence
     assert any("face was detected on 0 %" in reason for reason in fallback.reasons)
+    # POS with a detection every 0.2 s (the physio model's input setting: every 6th frame here) finds it too.
+    keyframes = measure_pulse(frames, settings.fps, PulseConfig(detect_every_s=0.2, method="pos"))
+    assert PulseConfig(detect_every_s=0.2).tracker(settings.fps).detect_every == 6
+    assert abs(keyframes.heart_rate - settings.heart_rate) < 3.0 and keyframes.method == "pos"
 
 
 def test_skin_regions_are_forehead_and_cheeks_of_the_face(astronaut_clip):

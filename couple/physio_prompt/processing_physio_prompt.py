@@ -102,7 +102,7 @@ class PhysioPromptProcessor(SettingsProcessor):
 
         if isinstance(video, np.ndarray):
             self._checked_frames(video, fps)
-        config = PulseConfig(method=self.rppg_method, detector=self.face_detector)
+        config = PulseConfig(method=self.rppg_method, detector=self.face_detector, detect_every_s=0.2)
         return self._pulse_dict(measure_pulse(video, fps, config))
 
     @staticmethod

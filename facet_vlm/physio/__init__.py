@@ -40,17 +40,21 @@ from .video import VideoInfo, VideoStream, iter_video_frames, probe_video, read_
 def physio_analysis(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
                     num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
                     tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
-                    ) -> tuple[dict[str, np.ndarray], PulseResult]:
+                    detect_every_s: float = 0.2) -> tuple[dict[str, np.ndarray], PulseResult]:
     """Model inputs of one face video and its measured pulse, in one streaming pass (:func:`analyze_face_video`).
 
     The face is tracked over the clip; the pulse uses every frame, the ViT sees ``num_frames`` crops around the
     tracked face sampled uniformly over the clip; the time-frequency map is built from the rPPG waveform.
 
+    The defaults are the physio model's input settings (POS, a face detection every 0.2 s: fast enough to prepare
+    training sets); :func:`measure_pulse` alone defaults to CHROM with a detection on every frame, the more
+    accurate heart rate on the real development clips (``docs/rppg.md``).
+
     Returns:
         ``{"pixel_values": float32 (num_frames, 3, image_size, image_size) in [0, 1],
         "tfr_values": float32 (1, F, T')}`` — add a batch axis for the model — and the :class:`PulseResult`.
     """
-    config = PulseConfig(method=rppg_method, detector=face_detector)
+    config = PulseConfig(method=rppg_method, detector=face_detector, detect_every_s=detect_every_s)
     result, crops = analyze_face_video(video, fps, config, num_crops=num_frames, crop_size=image_size)
     pixel_values = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     inputs = {"pixel_values": pixel_values,
@@ -61,9 +65,10 @@ def physio_analysis(video: str | PathLike | np.ndarray | Iterable[np.ndarray], f
 def physio_inputs(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
                   num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
                   tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
-                  ) -> dict[str, np.ndarray]:
+                  detect_every_s: float = 0.2) -> dict[str, np.ndarray]:
     """The model inputs of :func:`physio_analysis` alone."""
-    return physio_analysis(video, fps, num_frames, image_size, tfr_size, tfr_method, rppg_method, face_detector)[0]
+    return physio_analysis(video, fps, num_frames, image_size, tfr_size, tfr_method, rppg_method, face_detector,
+                           detect_every_s)[0]
 
 
 def lora_config(model: Any, **overrides: Any) -> Any:
