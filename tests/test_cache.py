@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import datasets
@@ -77,6 +78,24 @@ def test_second_call_renders_nothing_and_keeps_current_columns(tmp_path):
         np.testing.assert_allclose(first[i]["centroid"], expected, rtol=1e-3, atol=1e-2)
         np.testing.assert_array_equal(second[i]["centroid"], first[i]["centroid"])
         assert second[i]["label"] == i + 10 and second[i]["path"] == path
+
+
+def test_a_scan_rewritten_in_place_is_computed_again_not_served_stale_features(tmp_path):
+    rows = write_scans(tmp_path, 3)
+    counter = tmp_path / "calls"
+    first = prepare_features(rows, tmp_path / "cache", CountingFeatures(counter), shard_size=2)
+    assert calls(counter) == 3
+    # New contents under the same file name (a corrected release, a re-export): scan 0 gets scan 2's geometry.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_scans(other, 3)
+    shutil.copyfile(other / "scan_2.ply", tmp_path / "scan_0.ply")
+    second = prepare_features(rows, tmp_path / "cache", CountingFeatures(counter), shard_size=2)
+    assert calls(counter) == 6
+    expected = read_face(rows["path"][0]).vertices.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(second[0]["centroid"], expected, rtol=1e-3, atol=1e-2)
+    assert not np.allclose(second[0]["centroid"], first[0]["centroid"])
+    np.testing.assert_array_equal(second[1]["centroid"], first[1]["centroid"])
 
 
 def test_interrupted_run_resumes_without_redoing_finished_shards(tmp_path):

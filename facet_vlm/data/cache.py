@@ -243,9 +243,23 @@ class _RowMapper:
         return cast
 
 
+def _file_stamp(path: str) -> list[int] | None:
+    """(size, modification time in ns) of a scan file, or None for a path that is not one (a folder's stamp only
+    changes when entries are added or removed)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return [int(status.st_size), int(status.st_mtime_ns)]
+
+
 def _fingerprint(spec: dict[str, Any], paths: list[str], dtype: str, shard_size: int) -> str:
+    """The cache folder's name: the feature spec, storage settings, every scan's path and its size and modification
+    time, so that a scan rewritten in place (new contents under the same name) is computed again instead of being
+    served its old features (the test ``make`` uses; hashing every file's contents would read the whole data set
+    on each run)."""
     blob = json.dumps({"version": CACHE_FORMAT_VERSION, "spec": spec, "dtype": dtype, "shard_size": shard_size,
-                       "paths": paths}, sort_keys=True, default=str)
+                       "paths": paths, "stamps": [_file_stamp(path) for path in paths]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
