@@ -219,17 +219,35 @@ class ExpressionRecognitionPipeline(_FacetPipeline):
 class VideoEmotionRecognitionPipeline(_FacetPipeline):
     """A face video in; valence/arousal (and emotion) scores, heart rate and pulse signal out.
 
-    Call arguments: ``fps`` (frames given as an array need it; for a file it overrides the container's rate) and
-    ``top_k`` (of the emotion head).
+    Call arguments: ``fps`` (frames given as an array need it; for a file it overrides the container's rate),
+    ``top_k`` (of the emotion head) and ``pulse_reference``: the person's reference pulse map
+    (`PhysioPromptProcessor.pulse_reference` of several of their clips), required by a model trained with
+    ``pulse_reference="person_mean"`` and refused by the others.
     """
 
     output_names = ("valence_logits", "arousal_logits", "emotion_logits")
 
-    def _sanitize_parameters(self, fps: float | None = None, top_k: int | None = None, **kwargs: Any):
-        return ({"fps": fps} if fps is not None else {}), {}, ({"top_k": top_k} if top_k is not None else {})
+    def _sanitize_parameters(self, fps: float | None = None, top_k: int | None = None,
+                             pulse_reference: np.ndarray | None = None, **kwargs: Any):
+        preprocess = {"fps": fps} if fps is not None else {}
+        if pulse_reference is not None:
+            preprocess["pulse_reference"] = pulse_reference
+        return preprocess, {}, ({"top_k": top_k} if top_k is not None else {})
 
-    def preprocess(self, video: str | PathLike | np.ndarray, fps: float | None = None) -> dict[str, Any]:
+    def preprocess(self, video: str | PathLike | np.ndarray, fps: float | None = None,
+                   pulse_reference: np.ndarray | None = None) -> dict[str, Any]:
+        relative = getattr(self.model.config, "pulse_reference", "none") == "person_mean"
+        if relative and pulse_reference is None:
+            raise ConfigError("this model reads the pulse relative to the person's own clips (pulse_reference="
+                              "'person_mean'): pass pulse_reference=processor.pulse_reference([clips of the person]) "
+                              "(predict.py: --pulse_reference CLIP CLIP ...)")
+        if not relative and pulse_reference is not None:
+            raise ConfigError("this model reads each clip's pulse as measured (pulse_reference='none'); a "
+                              "pulse_reference is for models trained with pulse_reference='person_mean'")
         arrays, pulse = self.processor.analyze(video, fps)
+        if relative:
+            arrays = {**arrays, "tfr_values": arrays["tfr_values"] - self.processor.checked_reference(
+                pulse_reference, np.asarray(arrays["tfr_values"]).shape)}
         encoded = {name: torch.from_numpy(np.asarray(value))[None] for name, value in arrays.items()}
         return {**self.model_inputs(encoded), "_pulse": pulse}
 

@@ -4,6 +4,7 @@
     python scripts/predict.py --model outputs/run/model --json scans/*.wrl
     python scripts/predict.py --model outputs/neutral/model --neutral F0001_NE00WH_F3D.wrl F0001_HA04WH_F3D.wrl
     python scripts/predict.py --model outputs/physio/model clip.mp4 --pulse_plot pulse.png
+    python scripts/predict.py --model outputs/physio_ref/model --pulse_reference p1_*.mp4 -- p1_trial3.mp4
     python scripts/predict.py --model outputs/4d/model F001/Happy sequence.zip        (4D: folders or .zip files)
     python scripts/predict.py --model outputs/4d/model --sequence F001/Happy/*.wrl    (4D: the frames of one)
     python scripts/predict.py scan.wrl        (no --model: the trained model found locally, see LOCAL_MODEL_DIRS)
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                              "it).")
     parser.add_argument("--sequence", action="store_true",
                         help="The paths are the frame files of one 4D sequence (sorted by frame number).")
+    parser.add_argument("--pulse_reference", nargs="+", default=None, metavar="CLIP",
+                        help="Videos: several clips of the same person as the inputs (unlabelled, not all of one "
+                             "emotion), for a physio model trained with pulse_reference='person_mean': their mean "
+                             "pulse map is the person's reference (the inputs themselves may be among them).")
     parser.add_argument("--pulse_plot", type=Path, default=None,
                         help="Videos: save the pulse signal as a PNG here (one video) or into this folder (several).")
     add_debug_argument(parser)
@@ -63,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if not entry.is_video:
         failed = predict_scans(runner, args)
     else:
-        failed = [path for path in args.paths if not predict_video(runner, path, args)]
+        options = {"top_k": args.top_k}
+        if args.pulse_reference:
+            options["pulse_reference"] = runner.processor.pulse_reference(args.pulse_reference)
+        failed = [path for path in args.paths if not predict_video(runner, path, args, options)]
     if failed:
         print(f"{len(failed)} of {len(args.paths)} inputs failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_BAD_DATA
@@ -89,10 +97,11 @@ def report_failure(path: str, error: FacetVLMError, as_json: bool) -> None:
         print(json.dumps({"path": path, "error": str(error)}))
 
 
-def predict_video(runner, path: str, args: argparse.Namespace) -> bool:
-    """Predict and print one video; False (after reporting the error) when it cannot be read."""
+def predict_video(runner, path: str, args: argparse.Namespace, options: dict) -> bool:
+    """Predict and print one video (pipeline call arguments `options`); False (after reporting the error) when it
+    cannot be read."""
     try:
-        result = runner(path, top_k=args.top_k)
+        result = runner(path, **options)
     except FacetVLMError as error:
         report_failure(path, error, args.json)
         return False

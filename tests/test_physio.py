@@ -160,3 +160,24 @@ def test_bdf_bad_files_raise_format_errors_naming_the_file(tmp_path):
         assert name in str(error.value)
     with pytest.raises(FormatError, match="no channel"):
         read_bdf(good, channels=["EXG9"])
+
+
+def test_person_relative_maps_take_each_persons_own_mean_away():
+    """Two people whose maps differ by a constant level (a resting heart rate) and vary the same way per clip: the
+    relative maps are the same for both, each person's maps sum to zero, a single clip becomes zeros."""
+    from couple import PhysioPromptConfig
+    from facet_vlm.physio import person_relative_maps
+
+    rng = np.random.default_rng(0)
+    per_clip = rng.normal(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    per_clip -= per_clip.mean(axis=0)
+    maps = np.concatenate([per_clip + 3.0, per_clip - 2.0, rng.normal(0, 1, (1, 1, 8, 8)).astype(np.float32)])
+    persons = ["a"] * 4 + ["b"] * 4 + ["c"]
+    relative = person_relative_maps(maps, persons)
+    np.testing.assert_allclose(relative[:4], relative[4:8], atol=1e-5)
+    np.testing.assert_allclose(relative[:4], per_clip, atol=1e-5)
+    np.testing.assert_allclose(relative[8], 0.0)
+    with pytest.raises(ConfigError, match="person ids"):
+        person_relative_maps(maps, persons[:-1])
+    with pytest.raises(ValueError, match="pulse_reference"):
+        PhysioPromptConfig(pulse_reference="population")

@@ -126,6 +126,56 @@ def test_predict_script_on_a_video_prints_scores_and_saves_a_pulse_plot(physio_d
     assert plot.is_file() and plot.stat().st_size > 1000
 
 
+def test_a_model_with_a_person_pulse_reference_needs_the_persons_clips(physio_dir, clips, tmp_path):
+    """A physio model trained with pulse_reference='person_mean' reads each clip's pulse map minus the person's mean
+    map: the pipeline refuses to guess it, takes it from the processor, and gives the model exactly the relative
+    map; a model without it refuses a reference; predict.py builds it from --pulse_reference clips."""
+    from couple import PhysioPromptConfig, PhysioPromptForEmotionRecognition, PhysioPromptProcessor
+    from facet_vlm.errors import ConfigError
+
+    config = PhysioPromptConfig.from_pretrained(physio_dir, pulse_reference="person_mean")
+    torch.manual_seed(1)
+    model = PhysioPromptForEmotionRecognition(config).eval()
+    folder = tmp_path / "relative"
+    model.save_pretrained(folder)
+    processor = PhysioPromptProcessor.from_pretrained(physio_dir)
+    processor.save_pretrained(folder)
+    paths = [str(path) for path, _ in clips]
+
+    facet_vlm.register_pipelines()
+    video = transformers.pipeline("video-emotion-recognition", model=str(folder))
+    with pytest.raises(ConfigError, match="relative to the person's own clips"):
+        video(paths[0])
+    with pytest.raises(ConfigError, match="at least 2"):
+        processor.pulse_reference(paths[:1])
+    reference = processor.pulse_reference(paths)
+    maps = processor(paths)["tfr_values"].numpy()
+    np.testing.assert_allclose(reference, maps.mean(axis=0), atol=1e-5)
+    batch = processor(paths, pulse_reference=reference)
+    np.testing.assert_allclose(batch["tfr_values"].numpy().sum(axis=0), 0.0, atol=1e-4)  # the person's maps cancel
+    with torch.no_grad():
+        expected = model(**batch).arousal_logits.softmax(-1)
+    result = video(paths[1], pulse_reference=reference)
+    high = next(row["score"] for row in result["arousal"] if row["label"] == "high arousal")
+    assert high == pytest.approx(expected[1, 1].item(), abs=1e-5)
+    with pytest.raises(ConfigError, match="shape"):
+        video(paths[1], pulse_reference=reference[:, :5])
+    plain = transformers.pipeline("video-emotion-recognition", model=str(physio_dir))
+    with pytest.raises(ConfigError, match="pulse_reference='none'"):
+        plain(paths[0], pulse_reference=reference)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(folder), "--json"]
+    refused = subprocess.run([*command, paths[1]], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode != 0 and "--pulse_reference" in refused.stderr
+    answered = subprocess.run([*command, "--pulse_reference", *paths, "--", paths[1]], capture_output=True,
+                              text=True, env=env, timeout=300)
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    printed = json.loads(answered.stdout.strip().splitlines()[-1])
+    scores = {row["label"]: row["score"] for row in printed["arousal"]}
+    assert scores["high arousal"] == pytest.approx(expected[1, 1].item(), abs=1e-4)
+
+
 def test_pipeline_refuses_a_model_of_the_other_task(physio_dir):
     from facet_vlm.errors import ConfigError
     from facet_vlm.pipelines import pipeline

@@ -218,6 +218,34 @@ def test_lora_run_saves_an_adapter_folder_that_loads_on_its_base(tmp_path, scans
     assert "base_model: facet-vlm-tests/tiny-base" in (folder / "README.md").read_text()
 
 
+def test_physio_pulse_reference_trains_on_each_persons_relative_pulse_maps(tmp_path, videos, cache_dir):
+    """With pulse_reference='person_mean' every clip's pulse map is its measured map minus the mean map of the same
+    person's clips (labels unused); the trained model keeps the setting, so prediction asks for the reference."""
+    from accelerate import Accelerator
+
+    from facet_vlm.data.folds import column
+    from facet_vlm.data.prepare import prepare_dataset
+
+    relative_config = {**TINY_MODELS["physio_prompt"], "pulse_reference": "person_mean"}
+    prepared = {}
+    for name, model_config in (("absolute", TINY_MODELS["physio_prompt"]), ("relative", relative_config)):
+        config = tiny_config(tmp_path, "physio_prompt", videos, cache_dir, model_config=model_config)
+        model_args, data_args, _ = parse_args(["--config", str(config)])
+        prepared[name] = prepare_dataset(model_args, data_args, Accelerator(cpu=True)).dataset
+    persons = np.asarray(column(prepared["absolute"], "subject"))
+    absolute = np.stack([np.asarray(m) for m in prepared["absolute"]["tfr_values"]])
+    relative = np.stack([np.asarray(m) for m in prepared["relative"]["tfr_values"]])
+    assert len(set(persons)) == 3 and relative.shape == absolute.shape
+    for person in set(persons):
+        rows = persons == person
+        np.testing.assert_allclose(relative[rows], absolute[rows] - absolute[rows].mean(axis=0), atol=1e-5)
+    assert np.abs(absolute).mean() > 10 * np.abs(relative.sum(axis=0)).mean()
+
+    run_train("--config", str(tiny_config(tmp_path, "physio_prompt", videos, cache_dir, model_config=relative_config)))
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["pulse_reference"] == "person_mean"
+
+
 def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):
     """The physio model trains through PEFT (--peft lora) and saves only its adapters (prompts, shared and subject
     adapters, pooling, heads); the base it names has the last fold's number of subject adapters, and PEFT loads the

@@ -106,15 +106,27 @@ class PhysioPromptProcessor(SettingsProcessor):
         return self._pulse_dict(measure_pulse(video, fps, config))
 
     @staticmethod
+    def checked_reference(reference: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """`reference` as a float32 array of a clip's ``tfr_values`` shape (a ``(F, T')`` map gets its channel
+        axis), or a ConfigError naming both shapes."""
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.shape == tuple(shape[1:]):
+            reference = reference[None]
+        if reference.shape != tuple(shape):
+            raise ConfigError(f"pulse_reference has shape {reference.shape}; this processor's pulse maps are "
+                              f"{tuple(shape)} (make it with PhysioPromptProcessor.pulse_reference)")
+        return reference
+
+    @staticmethod
     def _pulse_dict(result: Any) -> dict[str, Any]:
         return {"signal": np.asarray(result.signal, dtype=np.float32), "fps": result.fps,
                 "heart_rate": result.heart_rate, "snr_db": result.snr_db, "low_confidence": result.low_confidence,
                 "reasons": list(result.reasons), "heart_rate_over_time": result.windows.to_dict(),
                 "face": result.face.to_dict()}
 
-    def __call__(self, videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None = None,
-                 labels: Sequence[Sequence[int]] | None = None, return_tensors: str | None = "pt") -> BatchFeature:
-        """One clip or a list of clips → a batch; `labels` ((valence, arousal) pairs) are added as ``labels``."""
+    @staticmethod
+    def _video_list(videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None
+                    ) -> tuple[list[VideoLike], list[float | None]]:
         single = isinstance(videos, str | PathLike) or (isinstance(videos, np.ndarray) and videos.ndim == 4)
         videos = [videos] if single else list(videos)
         if not videos:
@@ -122,8 +134,36 @@ class PhysioPromptProcessor(SettingsProcessor):
         rates = list(fps) if isinstance(fps, Sequence) else [fps] * len(videos)
         if len(rates) != len(videos):
             raise ConfigError(f"{len(rates)} frame rates for {len(videos)} videos")
+        return videos, rates
+
+    def pulse_reference(self, videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None = None
+                        ) -> np.ndarray:
+        """A person's reference pulse map, for a model with ``pulse_reference="person_mean"``: the mean
+        ``tfr_values`` (1, F, T') over several clips of that person (unlabelled; they should not all show one
+        emotion, or the reference takes it away). Pass it to ``__call__`` / the pipeline as ``pulse_reference``.
+
+        Raises:
+            ConfigError: fewer than 2 clips (a single clip would be its own reference: a map of zeros).
+        """
+        videos, rates = self._video_list(videos, fps)
+        if len(videos) < 2:
+            raise ConfigError("a person's pulse reference needs at least 2 of their clips (one clip would be its own "
+                              "reference), got 1")
+        maps = [self.process_video(video, rate)["tfr_values"] for video, rate in zip(videos, rates)]
+        return np.mean(maps, axis=0).astype(np.float32)
+
+    def __call__(self, videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None = None,
+                 labels: Sequence[Sequence[int]] | None = None, return_tensors: str | None = "pt",
+                 pulse_reference: np.ndarray | None = None) -> BatchFeature:
+        """One clip or a list of clips → a batch; `labels` ((valence, arousal) pairs) are added as ``labels``;
+        `pulse_reference` (`pulse_reference`, for a model trained with ``pulse_reference="person_mean"``) is
+        subtracted from every clip's ``tfr_values`` (all clips are taken to be of that person)."""
+        videos, rates = self._video_list(videos, fps)
         arrays = [self.process_video(video, rate) for video, rate in zip(videos, rates)]
         data = {name: np.stack([item[name] for item in arrays]) for name in arrays[0]}
+        if pulse_reference is not None:
+            data["tfr_values"] = data["tfr_values"] - self.checked_reference(pulse_reference,
+                                                                             data["tfr_values"].shape[1:])
         if labels is not None:
             data["labels"] = np.asarray(labels, dtype=np.int64).reshape(len(videos), -1)
         return BatchFeature(data=data, tensor_type=return_tensors)

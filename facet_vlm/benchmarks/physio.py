@@ -24,6 +24,9 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
   (``invariance_weight`` 1);
 * ``both, identity projection of the shared adapters`` — every shared adapter's output projected off the 8
   directions in which the training subjects' mean outputs differ (``identity_nullspace_rank`` 8).
+* ``both, pulse relative to the person`` / ``pulse, pulse relative to the person`` — every clip's pulse map read
+  against the mean map of the same person's clips (``pulse_reference="person_mean"``), with face and pulse or the
+  pulse alone carrying the arousal.
 
 A subject-identity probe then measures how much identity two feature sets of the last fold's saved model hold, over
 the clips of that fold's training subjects (logistic regression on standardised features, stratified CV):
@@ -74,6 +77,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "both, subject-mean matching on the shared code": {"carrier": "both", "model_config": {"invariance_weight": 1.0}},
     "both, identity projection of the shared adapters": {"carrier": "both",
                                                          "model_config": {"identity_nullspace_rank": 8}},
+    "both, pulse relative to the person": {"carrier": "both", "model_config": {"pulse_reference": "person_mean"}},
+    "pulse, pulse relative to the person": {"carrier": "pulse", "model_config": {"pulse_reference": "person_mean"}},
 }
 #: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
 PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")

@@ -533,6 +533,24 @@ def synthetic_video_root(cache_dir: str | Path, subjects: int, seed: int, carrie
     return Path(cache_dir) / "synthetic" / f"mahnob_s{subjects}_seed{seed}_{carrier}"
 
 
+def person_relative_pulse(prepared: Any) -> Any:
+    """Rows of a face-video data set with every clip's ``tfr_values`` replaced by its map minus the mean map of the
+    same person's clips in the set (`PhysioPromptConfig.pulse_reference` ``"person_mean"``; labels are not used).
+    People with a single clip are named in a warning: their map becomes zeros."""
+    from collections import Counter
+
+    from ..physio import person_relative_maps
+
+    persons = [str(person) for person in column(prepared, "subject")]
+    single = sorted(person for person, count in Counter(persons).items() if count < 2)
+    if single:
+        logger.warning("pulse_reference person_mean: %d people have a single clip, so their pulse map is all zeros "
+                       "(their clip is their own reference): %s", len(single), ", ".join(single[:10]))
+    maps = person_relative_maps(np.stack([np.asarray(m) for m in prepared["tfr_values"]]), persons)
+    prepared = prepared.remove_columns(["tfr_values"]).add_column("tfr_values", [m.tolist() for m in maps])
+    return prepared.with_format("numpy", columns=["pixel_values", "tfr_values"], output_all_columns=True)
+
+
 def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> PreparedData:
     """Rows of a face-video data set (synthetic, MAHNOB-HCI, DEAP) with crops, pulse maps and (valence, arousal).
 
@@ -583,6 +601,8 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
                              cache_file_name=str(cache_file), load_from_cache_file=True,
                              desc="face crops and pulse maps")
     prepared = prepared.with_format("numpy", columns=["pixel_values", "tfr_values"], output_all_columns=True)
+    if getattr(config, "pulse_reference", "none") == "person_mean":
+        prepared = person_relative_pulse(prepared)
     return PreparedData(prepared, label_set(label_set_name), {"settings": processor.to_dict()},
                         FeatureCollator(["pixel_values", "tfr_values"]), label_set_name,
                         logits_key=f"{label_set_name}_logits", target_index=0 if label_set_name == "valence" else 1,

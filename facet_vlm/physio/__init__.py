@@ -33,7 +33,7 @@ from .pulse import (
     video_heart_rate,
 )
 from .rppg import HR_BAND, bandpass, chrom, ecg_heart_rate, heart_rate, pos, rgb_trace
-from .tfr import tfr, tfr_frequencies
+from .tfr import person_relative_maps, tfr, tfr_frequencies
 from .video import VideoInfo, VideoStream, iter_video_frames, probe_video, read_video, write_video
 
 
@@ -110,6 +110,7 @@ __all__ = [
     "measure_pulse",
     "physio_analysis",
     "physio_inputs",
+    "person_relative_maps",
     "pos",
     "postprocess_pulse",
     "probe_video",

@@ -18,6 +18,9 @@ The grid is fixed (``size``), so clips of any length and frame rate give maps of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from scipy import signal
 
@@ -112,3 +115,25 @@ def tfr(waveform: np.ndarray, fps: float, method: str = "stft", size: tuple[int,
 def tfr_frequencies(size: tuple[int, int] = (64, 64), fmin: float = 0.7, fmax: float = 4.0) -> np.ndarray:
     """The frequency (Hz) of each row of a :func:`tfr` map."""
     return np.linspace(fmin, fmax, size[0])
+
+
+def person_relative_maps(maps: np.ndarray, persons: Sequence[Any]) -> np.ndarray:
+    """Each map minus the mean map of the same person's maps (a person's own pulse level as the reference).
+
+    Args:
+        maps: ``(N, ...)`` pulse maps (e.g. ``tfr_values`` of N clips).
+        persons: who each map belongs to (N ids).
+
+    Returns:
+        float32 ``(N, ...)``; a person with a single clip gets zeros (their only clip is their reference), which is
+        why a caller should give several clips per person.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    persons = np.asarray([str(person) for person in persons])
+    if len(maps) != len(persons):
+        raise ConfigError(f"{len(maps)} pulse maps but {len(persons)} person ids")
+    relative = maps.copy()
+    for person in np.unique(persons):
+        rows = persons == person
+        relative[rows] -= maps[rows].mean(axis=0)
+    return relative
