@@ -297,5 +297,5 @@ def test_person_centred_readout_removes_each_persons_offset_and_keeps_the_label(
     assert result["identity"] > 90.0 and result["identity_centred"] < 50.0 and result["identity_chance"] == 25.0
     with pytest.raises(ConfigError, match="training and test people"):
         person_centred_readout(features, labels, subjects, ["p0"], ["nobody"])
-    with pytest.raises(ConfigError, match="subject ids"):
+    with pytest.raises(ConfigError, match="person ids"):
         centre_per_person(features, subjects[:-1])

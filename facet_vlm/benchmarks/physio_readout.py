@@ -38,16 +38,10 @@ READOUT_FEATURES = ("features", "video_embeds", "pulse_embeds", "shared_code")
 
 
 def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
-    """``features`` (N, D) with each subject's mean over their rows subtracted from their rows."""
-    features = np.asarray(features, dtype=np.float64)
-    subjects = np.asarray(subjects)
-    if len(features) != len(subjects):
-        raise ConfigError(f"{len(features)} feature rows but {len(subjects)} subject ids")
-    centred = features.copy()
-    for subject in np.unique(subjects):
-        rows = subjects == subject
-        centred[rows] -= features[rows].mean(axis=0)
-    return centred
+    """``features`` (N, D) with each subject's mean over their rows subtracted from their rows (float64)."""
+    from ..physio.tfr import person_relative_maps
+
+    return person_relative_maps(features, subjects, dtype=np.float64)
 
 
 def _probe() -> Any:

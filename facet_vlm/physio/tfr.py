@@ -117,18 +117,20 @@ def tfr_frequencies(size: tuple[int, int] = (64, 64), fmin: float = 0.7, fmax: f
     return np.linspace(fmin, fmax, size[0])
 
 
-def person_relative_maps(maps: np.ndarray, persons: Sequence[Any]) -> np.ndarray:
-    """Each map minus the mean map of the same person's maps (a person's own pulse level as the reference).
+def person_relative_maps(maps: np.ndarray, persons: Sequence[Any], dtype: Any = np.float32) -> np.ndarray:
+    """Each map minus the mean map of the same person's maps (a person's own pulse level as the reference; the same
+    centring serves any per-clip array, e.g. features in `facet_vlm.benchmarks.physio_readout`).
 
     Args:
         maps: ``(N, ...)`` pulse maps (e.g. ``tfr_values`` of N clips).
         persons: who each map belongs to (N ids).
+        dtype: of the result.
 
     Returns:
-        float32 ``(N, ...)``; a person with a single clip gets zeros (their only clip is their reference), which is
-        why a caller should give several clips per person.
+        ``(N, ...)``; a person with a single clip gets zeros (their only clip is their reference), which is why a
+        caller should give several clips per person.
     """
-    maps = np.asarray(maps, dtype=np.float32)
+    maps = np.asarray(maps, dtype=dtype)
     persons = np.asarray([str(person) for person in persons])
     if len(maps) != len(persons):
         raise ConfigError(f"{len(maps)} pulse maps but {len(persons)} person ids")
