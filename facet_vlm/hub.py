@@ -373,7 +373,17 @@ def build_model_card(
         prompts_are_language=prompts_are_language(weights),
         citation=method.citation,
         neutral_reference=None if config.get("neutral_reference", "none") == "none" else config["neutral_reference"],
+        video_task=_is_video_model(model_type),
+        pulse_reference=config.get("pulse_reference", "none") != "none",
     )
+
+
+def _is_video_model(model_type: str) -> bool:
+    """Whether `model_type` reads face videos (the ``video-emotion-recognition`` pipeline), per the registry."""
+    from .registry import MODEL_REGISTRY
+
+    entry = MODEL_REGISTRY.get(model_type)
+    return bool(entry is not None and entry.is_video)
 
 
 def _starting_weight_rows(record: dict[str, Any]) -> list[dict[str, str]]:

@@ -138,6 +138,20 @@ def test_the_card_of_a_model_with_a_neutral_reference_says_how_to_pass_the_neutr
         assert "neutral=" not in plain.split("## How to use", 1)[1], model_type
 
 
+def test_the_card_of_a_video_model_shows_the_video_pipeline_and_its_pulse_reference():
+    from facet_vlm.hub import build_model_card
+
+    plain = build_model_card({"model_type": "physio_prompt"}, REPO_ID).text
+    usage = plain.split("## How to use", 1)[1]
+    assert 'pipeline("video-emotion-recognition"' in usage and "expression-recognition" not in usage
+    assert "pulse_reference" not in usage and "millimetres" not in plain and "rPPG" in plain
+    relative = build_model_card({"model_type": "physio_prompt", "pulse_reference": "person_mean"}, REPO_ID).text
+    usage = relative.split("## How to use", 1)[1]
+    assert "pulse_reference=reference" in usage and "same person's own clips" in usage
+    scan = build_model_card({"model_type": "afnet_m"}, REPO_ID).text
+    assert 'pipeline("expression-recognition"' in scan and "video-emotion-recognition" not in scan
+
+
 def test_card_metadata_has_model_index_from_results(published, run_dir):
     from huggingface_hub import ModelCard
 
