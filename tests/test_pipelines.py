@@ -126,6 +126,28 @@ def test_predict_script_on_a_video_prints_scores_and_saves_a_pulse_plot(physio_d
     assert plot.is_file() and plot.stat().st_size > 1000
 
 
+def test_processor_reports_the_heart_rate_method_while_the_model_input_keeps_its_own(physio_dir, clips):
+    """The reported heart rate uses `heart_rate_method` (CHROM by default) on the same tracked regions; the pulse
+    map the model reads still comes from `rppg_method` (POS), whatever the reported method."""
+    from couple import PhysioPromptProcessor
+    from facet_vlm.errors import ConfigError
+
+    path, truth = clips[0]
+    default = PhysioPromptProcessor.from_pretrained(physio_dir)
+    assert default.rppg_method == "pos" and default.heart_rate_method == "chrom"
+    settings = {name: getattr(default, name) for name in default.fields}
+    as_pos = PhysioPromptProcessor(**{**settings, "heart_rate_method": "pos"})
+    arrays, pulse = default.analyze(str(path))
+    pos_arrays, pos_pulse = as_pos.analyze(str(path))
+    assert pulse["method"] == "chrom" and pos_pulse["method"] == "pos"
+    np.testing.assert_array_equal(arrays["tfr_values"], pos_arrays["tfr_values"])
+    for reported in (pulse, pos_pulse, default.pulse(str(path))):
+        assert abs(reported["heart_rate"] - truth.hr_bpm) < 6.0
+    assert default.pulse(str(path))["method"] == "chrom"
+    with pytest.raises(ConfigError, match="heart_rate_method"):
+        PhysioPromptProcessor(heart_rate_method="green")
+
+
 def test_a_model_with_a_person_pulse_reference_needs_the_persons_clips(physio_dir, clips, tmp_path):
     """A physio model trained with pulse_reference='person_mean' reads each clip's pulse map minus the person's mean
     map: the pipeline refuses to guess it, takes it from the processor, and gives the model exactly the relative

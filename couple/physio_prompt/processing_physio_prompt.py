@@ -34,14 +34,22 @@ class PhysioPromptProcessor(SettingsProcessor):
         image_size: side of the face crops (the ViT's image size).
         num_frames: crops sampled uniformly over the clip.
         tfr_size: (frequency bins, time columns) of the pulse map.
-        tfr_method: "stft" or "morlet"; rppg_method: "pos" or "chrom" (see `facet_vlm.physio`).
+        tfr_method: "stft" or "morlet"; rppg_method: "pos" or "chrom" (see `facet_vlm.physio`): the rPPG method
+            whose waveform becomes the model's pulse map.
         face_detector: "auto" (MTCNN, with a reported skin-colour fallback), "mtcnn" or "skin".
+        heart_rate_method: the rPPG method of the heart rate, SNR and pulse signal `pulse` and `analyze` report
+            (what the pipeline and ``predict.py`` print), computed on the same tracked skin regions. "chrom" by
+            default, as `facet_vlm.physio.measure_pulse`: on the UBFC-rPPG development subjects CHROM on these
+            regions was at least as good as POS in every comparison (``docs/rppg.md``), while the model's inputs
+            keep `rppg_method`.
     """
 
-    fields = ("image_size", "num_frames", "tfr_size", "tfr_method", "rppg_method", "face_detector")
+    fields = ("image_size", "num_frames", "tfr_size", "tfr_method", "rppg_method", "face_detector",
+              "heart_rate_method")
 
     def __init__(self, image_size: int = 224, num_frames: int = 8, tfr_size: Sequence[int] = (64, 64),
-                 tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto"):
+                 tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
+                 heart_rate_method: str = "chrom"):
         if image_size < 1 or num_frames < 1:
             raise ConfigError(f"image_size={image_size}, num_frames={num_frames}: both must be positive")
         if tfr_method not in TFR_METHODS or rppg_method not in RPPG_METHODS:
@@ -52,6 +60,9 @@ class PhysioPromptProcessor(SettingsProcessor):
         if face_detector not in FACE_DETECTORS:
             raise ConfigError(f"face_detector={face_detector!r}: use one of {FACE_DETECTORS}")
         self.tfr_method, self.rppg_method, self.face_detector = tfr_method, rppg_method, face_detector
+        if heart_rate_method not in RPPG_METHODS:
+            raise ConfigError(f"heart_rate_method={heart_rate_method!r}: use one of {RPPG_METHODS}")
+        self.heart_rate_method = heart_rate_method
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> PhysioPromptProcessor:
@@ -88,7 +99,16 @@ class PhysioPromptProcessor(SettingsProcessor):
         arrays, result = physio_analysis(video, fps, num_frames=self.num_frames, image_size=self.image_size,
                                          tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method,
                                          rppg_method=self.rppg_method, face_detector=self.face_detector)
+        if self.heart_rate_method != result.method:  # the same regions' trace, the reported method
+            from facet_vlm.physio import pulse_from_trace
+
+            result = pulse_from_trace(result.trace, result.fps, self._pulse_config(), result.face)
         return arrays, self._pulse_dict(result)
+
+    def _pulse_config(self) -> Any:
+        from facet_vlm.physio import PulseConfig
+
+        return PulseConfig(method=self.heart_rate_method, detector=self.face_detector, detect_every_s=0.2)
 
     def process_video(self, video: VideoLike, fps: float | None = None) -> dict[str, np.ndarray]:
         """The arrays of one clip (no batch axis): ``pixel_values`` (T, 3, S, S) and ``tfr_values`` (1, F, T')."""
@@ -98,12 +118,11 @@ class PhysioPromptProcessor(SettingsProcessor):
         """The rPPG pulse of one clip: ``signal`` (float32, one value per frame), ``fps``, ``heart_rate`` (bpm) and
         its quality: ``snr_db``, ``low_confidence`` with its ``reasons``, ``heart_rate_over_time`` and ``face`` (how
         the skin regions were found); see `facet_vlm.physio.PulseResult`."""
-        from facet_vlm.physio import PulseConfig, measure_pulse
+        from facet_vlm.physio import measure_pulse
 
         if isinstance(video, np.ndarray):
             self._checked_frames(video, fps)
-        config = PulseConfig(method=self.rppg_method, detector=self.face_detector, detect_every_s=0.2)
-        return self._pulse_dict(measure_pulse(video, fps, config))
+        return self._pulse_dict(measure_pulse(video, fps, self._pulse_config()))
 
     @staticmethod
     def checked_reference(reference: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -122,7 +141,7 @@ class PhysioPromptProcessor(SettingsProcessor):
         return {"signal": np.asarray(result.signal, dtype=np.float32), "fps": result.fps,
                 "heart_rate": result.heart_rate, "snr_db": result.snr_db, "low_confidence": result.low_confidence,
                 "reasons": list(result.reasons), "heart_rate_over_time": result.windows.to_dict(),
-                "face": result.face.to_dict()}
+                "face": result.face.to_dict(), "method": result.method}
 
     @staticmethod
     def _video_list(videos: VideoLike | Sequence[VideoLike], fps: float | Sequence[float] | None
