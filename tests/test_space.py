@@ -148,7 +148,7 @@ def test_video_tab_reports_emotion_heart_rate_and_pulse(client, tmp_path):
     clip = next(path for path in (tmp_path / "videos").rglob("*") if path.suffix in (".avi", ".mp4"))
     names = [c["props"]["choices"] for c in client.config["components"]
              if c.get("type") == "radio" and c["props"].get("label") == "Video model"][0]
-    valence, arousal, heart, plot = client.predict(handle_file(str(clip)), names[0][0],
+    valence, arousal, heart, plot = client.predict(handle_file(str(clip)), names[0][0], None,
                                                    api_name="/analyze_video")
     for scores in (valence, arousal):
         assert sum(item["confidence"] for item in scores["confidences"]) == pytest.approx(1.0, abs=1e-4)
@@ -158,7 +158,7 @@ def test_video_tab_reports_emotion_heart_rate_and_pulse(client, tmp_path):
     note = tmp_path / "note.txt"
     note.write_text("not a video")
     with pytest.raises(Exception, match="unsupported video type"):
-        client.predict(handle_file(str(note)), names[0][0], api_name="/analyze_video")
+        client.predict(handle_file(str(note)), names[0][0], None, api_name="/analyze_video")
 
 
 def test_space_readme_front_matter():
@@ -263,3 +263,37 @@ def test_space_serves_a_model_with_a_neutral_reference(scan_dir, tmp_path):
     expected = {row["label"]: row["score"] for row in runner(scan, neutral=neutral)}
     assert _confidences(label) == pytest.approx(expected, abs=1e-5)
     assert sum(_confidences(example_label).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_space_serves_a_video_model_with_a_person_pulse_reference(tmp_path):
+    """A saved physio model with ``pulse_reference="person_mean"``: /analyze_video asks for other clips of the person
+    without them, and with them scores the clip as the pipeline does with that person's reference."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from couple import PhysioPromptConfig, PhysioPromptForEmotionRecognition, PhysioPromptProcessor
+    from facet_vlm.data.synthetic_video import generate_videos
+    from facet_vlm.pipelines import pipeline
+
+    generate_videos(tmp_path / "videos", subjects=1, trials_per_subject=2, seconds=6.0, size=48, seed=4)
+    clips = sorted(str(path) for path in (tmp_path / "videos").rglob("*") if path.suffix in (".avi", ".mp4"))
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "image_size": 32, "patch_size": 8}
+    config = PhysioPromptConfig(vision_config=vision, num_prompts=2, adapter_bottleneck=8, pulse_hidden_size=16,
+                                pulse_conv_channels=4, pulse_reference="person_mean")
+    model_dir = tmp_path / "model"
+    PhysioPromptForEmotionRecognition(config).save_pretrained(model_dir)
+    PhysioPromptProcessor.from_config(config, num_frames=4, tfr_size=[32, 32]).save_pretrained(model_dir)
+    with running_space(tmp_path / "space.log", PHYSIO_PROMPT_MODEL=str(model_dir)) as url:
+        client = Client(url, verbose=False)
+        names = [c["props"]["choices"] for c in client.config["components"]
+                 if c.get("type") == "radio" and c["props"].get("label") == "Video model"][0]
+        with pytest.raises(AppError, match="relative to the person's own clips"):
+            client.predict(handle_file(clips[1]), names[0][0], None, api_name="/analyze_video")
+        valence, arousal, heart, _ = client.predict(handle_file(clips[1]), names[0][0],
+                                                    [handle_file(clip) for clip in clips], api_name="/analyze_video")
+    runner = pipeline("video-emotion-recognition", model=model_dir)
+    expected = runner(clips[1], pulse_reference=runner.processor.pulse_reference(clips))
+    assert _confidences(arousal) == pytest.approx({row["label"]: row["score"] for row in expected["arousal"]},
+                                                  abs=1e-5)
+    assert "**Heart rate:**" in heart

@@ -28,7 +28,8 @@ Space ships no binary scans. Nothing here contacts the internet unless a Hub id 
 API: ``/predict`` takes one file (a scan, a .zip of a scan with its companions, or a .zip of a 4D sequence: one with
 several numbered scans) and returns label -> probability; ``/analyze_sequence`` is the 4D tab's call;
 ``/analyze`` is what the UI calls (several files or an example name, and the model name); ``/analyze_video`` takes a
-video and returns valence, arousal, the heart-rate text and the pulse plot.
+video, the model name and optionally other clips of the same person (their mean pulse map is the reference a model
+with ``pulse_reference="person_mean"`` needs) and returns valence, arousal, the heart-rate text and the pulse plot.
 """
 
 from __future__ import annotations
@@ -583,16 +584,27 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
 
     names = list(models)
 
-    def analyze_video(video: str | None, model_name: str | None):
-        """Emotion scores, heart rate and pulse plot of one face video."""
+    def analyze_video(video: str | None, model_name: str | None, person_clips: list[str] | None = None):
+        """Emotion scores, heart rate and pulse plot of one face video; `person_clips` (other clips of the same
+        person) give a model with ``pulse_reference="person_mean"`` the person's reference pulse map."""
         if not video:
             raise gr.Error("Upload a face video or record one with the webcam first.")
         path = Path(video)
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise gr.Error(f"{path.name}: unsupported video type; upload one of {', '.join(VIDEO_SUFFIXES)}.")
-        _check_sizes([path])
+        clips = [Path(clip) for clip in person_clips or [] if clip]
+        only_uploads(clips)
+        for item in [path, *clips]:
+            if item.suffix.lower() not in VIDEO_SUFFIXES:
+                raise gr.Error(f"{item.name}: unsupported video type; upload one of {', '.join(VIDEO_SUFFIXES)}.")
+        _check_sizes([path, *clips])
+        runner = models[model_name or names[0]]
+        options = {}
+        if clips:
+            try:
+                options["pulse_reference"] = runner.processor.pulse_reference([str(clip) for clip in clips])
+            except FacetVLMError as error:
+                raise gr.Error(_public_message(error, clips[0])) from None
         try:
-            result = models[model_name or names[0]](str(path))
+            result = runner(str(path), **options)
         except FacetVLMError as error:
             raise gr.Error(_public_message(error, path)) from None
         scores = {head: {row["label"]: row["score"] for row in result[head]} for head in ("valence", "arousal")}
@@ -609,6 +621,9 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
         with gr.Column(scale=1):
             video = gr.Video(label="Face video", sources=["upload", "webcam"])
             choice = gr.Radio(choices=names, value=names[0], label="Video model", interactive=len(names) > 1)
+            person_clips = gr.File(label="Other clips of the same person (for a model that reads the pulse against "
+                                         "the person's own level; not all of one emotion)",
+                                   file_count="multiple", file_types=list(VIDEO_SUFFIXES))
             run = gr.Button("Analyse video", variant="primary")
         with gr.Column(scale=2):
             heart = gr.Markdown()
@@ -616,7 +631,8 @@ def video_tab(models: dict[str, VideoEmotionRecognitionPipeline], offline: bool,
                 valence = gr.Label(label="Valence")
                 arousal = gr.Label(label="Arousal")
             pulse = gr.Plot(label="Pulse (rPPG)")
-    run.click(analyze_video, [video, choice], [valence, arousal, heart, pulse], api_name="analyze_video")
+    run.click(analyze_video, [video, choice, person_clips], [valence, arousal, heart, pulse],
+              api_name="analyze_video")
 
 
 def heart_rate_text(result: dict[str, Any]) -> str:
