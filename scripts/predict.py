@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(source)
     entry = MODEL_REGISTRY[model.config.model_type]
     runner = pipeline(entry.task, model=model, processor=None, batch_size=args.batch_size)
+    if not entry.is_video and args.pulse_reference:
+        raise ConfigError("--pulse_reference is for face-video models; this is a 3D model")
     if not entry.is_video:
         failed = predict_scans(runner, args)
     else:
