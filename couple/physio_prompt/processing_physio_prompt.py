@@ -90,15 +90,19 @@ class PhysioPromptProcessor(SettingsProcessor):
             raise ConfigError(f"frames must be (T, H, W, 3) RGB, got shape {video.shape}")
         return video
 
-    def analyze(self, video: VideoLike, fps: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """One pass over a clip (a file is streamed): the model arrays of `process_video` and the pulse of `pulse`."""
+    def _analysis(self, video: VideoLike, fps: float | None) -> tuple[dict[str, np.ndarray], Any]:
+        """The model arrays and the `rppg_method` `PulseResult` of one pass over a clip."""
         from facet_vlm.physio import physio_analysis
 
         if isinstance(video, np.ndarray):
             self._checked_frames(video, fps)
-        arrays, result = physio_analysis(video, fps, num_frames=self.num_frames, image_size=self.image_size,
-                                         tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method,
-                                         rppg_method=self.rppg_method, face_detector=self.face_detector)
+        return physio_analysis(video, fps, num_frames=self.num_frames, image_size=self.image_size,
+                               tfr_size=tuple(self.tfr_size), tfr_method=self.tfr_method,
+                               rppg_method=self.rppg_method, face_detector=self.face_detector)
+
+    def analyze(self, video: VideoLike, fps: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """One pass over a clip (a file is streamed): the model arrays of `process_video` and the pulse of `pulse`."""
+        arrays, result = self._analysis(video, fps)
         if self.heart_rate_method != result.method:  # the same regions' trace, the reported method
             from facet_vlm.physio import pulse_from_trace
 
@@ -106,13 +110,15 @@ class PhysioPromptProcessor(SettingsProcessor):
         return arrays, self._pulse_dict(result)
 
     def _pulse_config(self) -> Any:
-        from facet_vlm.physio import PulseConfig
+        from facet_vlm.physio import MODEL_DETECT_EVERY_S, PulseConfig
 
-        return PulseConfig(method=self.heart_rate_method, detector=self.face_detector, detect_every_s=0.2)
+        return PulseConfig(method=self.heart_rate_method, detector=self.face_detector,
+                           detect_every_s=MODEL_DETECT_EVERY_S)
 
     def process_video(self, video: VideoLike, fps: float | None = None) -> dict[str, np.ndarray]:
-        """The arrays of one clip (no batch axis): ``pixel_values`` (T, 3, S, S) and ``tfr_values`` (1, F, T')."""
-        return self.analyze(video, fps)[0]
+        """The arrays of one clip (no batch axis): ``pixel_values`` (T, 3, S, S) and ``tfr_values`` (1, F, T');
+        the reported heart rate of `analyze` is not computed."""
+        return self._analysis(video, fps)[0]
 
     def pulse(self, video: VideoLike, fps: float | None = None) -> dict[str, Any]:
         """The rPPG pulse of one clip: ``signal`` (float32, one value per frame), ``fps``, ``heart_rate`` (bpm) and

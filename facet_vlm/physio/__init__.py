@@ -24,6 +24,7 @@ from .postprocess import (
     windowed_heart_rate,
 )
 from .pulse import (
+    MODEL_DETECT_EVERY_S,
     NoFaceError,
     PulseConfig,
     PulseResult,
@@ -40,7 +41,7 @@ from .video import VideoInfo, VideoStream, iter_video_frames, probe_video, read_
 def physio_analysis(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
                     num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
                     tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
-                    detect_every_s: float = 0.2) -> tuple[dict[str, np.ndarray], PulseResult]:
+                    detect_every_s: float = MODEL_DETECT_EVERY_S) -> tuple[dict[str, np.ndarray], PulseResult]:
     """Model inputs of one face video and its measured pulse, in one streaming pass (:func:`analyze_face_video`).
 
     The face is tracked over the clip; the pulse uses every frame, the ViT sees ``num_frames`` crops around the
@@ -65,7 +66,7 @@ def physio_analysis(video: str | PathLike | np.ndarray | Iterable[np.ndarray], f
 def physio_inputs(video: str | PathLike | np.ndarray | Iterable[np.ndarray], fps: float | None = None,
                   num_frames: int = 8, image_size: int = 224, tfr_size: tuple[int, int] = (64, 64),
                   tfr_method: str = "stft", rppg_method: str = "pos", face_detector: str = "auto",
-                  detect_every_s: float = 0.2) -> dict[str, np.ndarray]:
+                  detect_every_s: float = MODEL_DETECT_EVERY_S) -> dict[str, np.ndarray]:
     """The model inputs of :func:`physio_analysis` alone."""
     return physio_analysis(video, fps, num_frames, image_size, tfr_size, tfr_method, rppg_method, face_detector,
                            detect_every_s)[0]
@@ -82,6 +83,7 @@ def lora_config(model: Any, **overrides: Any) -> Any:
 
 
 __all__ = [
+    "MODEL_DETECT_EVERY_S",
     "HR_BAND",
     "PULSE_BAND",
     "FaceLandmarks",

@@ -42,6 +42,12 @@ class NoFaceError(FacetVLMError):
     """No face (and, with the ``"auto"`` detector, no skin-coloured region) was found in any frame of a clip."""
 
 
+#: Seconds between face detections when preparing the physio model's inputs (`facet_vlm.physio.physio_analysis`,
+#: `PhysioPromptProcessor`): keyframes keep preparing a training set fast; `PulseConfig`'s own default detects on
+#: every frame.
+MODEL_DETECT_EVERY_S = 0.2
+
+
 @dataclass(frozen=True)
 class PulseConfig:
     """Settings of :func:`measure_pulse`.
