@@ -85,6 +85,9 @@ PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")
 #: Output fields of the model the identity probe reads (see the module docstring).
 PROBE_FEATURES = ("video_embeds", "shared_code")
 RESULTS_FILE, REPORT_FILE = "physio.json", "physio.md"
+#: Output fields `embed_clips` collects: what the heads read (``features``: the pooled video features, with the pulse
+#: embedding when the model feeds it to the heads), and its parts.
+EMBEDDED_FIELDS = ("features", "video_embeds", "pulse_embeds", "shared_code")
 
 
 def arm_argv(config_path: str | Path, arm: str) -> list[str]:
@@ -112,6 +115,42 @@ def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[s
     return results
 
 
+def embed_clips(run_dir: str | Path, config_path: str | Path, arm: str, cache_dir: str | None = None
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
+    """Every clip of the arm's data set through a saved fold model: ``({field: (N, D)} for `EMBEDDED_FIELDS`,
+    labels (N,) of the config's target, subjects (N,), the fold's record)``, in the data set's order."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from ..arguments import parse_args
+    from ..data.folds import column
+    from ..data.prepare import prepare_dataset
+
+    model, _, record = load_run_model(run_dir)
+    model.eval()
+    argv = arm_argv(config_path, arm) + (["--cache_dir", str(cache_dir)] if cache_dir else [])
+    model_args, data_args, _ = parse_args(argv)
+    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
+    target = 0 if prepared.label_set_name == "valence" else 1
+    fields: dict[str, list[np.ndarray]] = {name: [] for name in EMBEDDED_FIELDS}
+    labels = []
+    with torch.no_grad():
+        for batch in DataLoader(prepared.dataset, batch_size=8, collate_fn=prepared.collate_fn):
+            batch_labels = batch["labels"].numpy()
+            labels.append(batch_labels[:, target] if batch_labels.ndim == 2 else batch_labels)
+            output = model(**{k: v for k, v in batch.items() if k not in ("labels", "subject_ids")})
+            pulse = output.pulse_embeds
+            heads_read = (torch.cat([output.video_embeds, pulse], dim=-1)
+                          if pulse is not None and model.config.use_pulse_embedding else output.video_embeds)
+            fields["features"].append(heads_read.float().numpy())
+            fields["video_embeds"].append(output.video_embeds.float().numpy())
+            fields["shared_code"].append(output.shared_code.float().numpy())
+            if pulse is not None:
+                fields["pulse_embeds"].append(pulse.float().numpy())
+    stacked = {name: np.concatenate(rows) for name, rows in fields.items() if rows}
+    return stacked, np.concatenate(labels), np.asarray(column(prepared.dataset, "subject")).astype(str), record
+
+
 def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
                    features: tuple[str, ...] = PROBE_FEATURES, subjects: str = "train") -> dict[str, Any]:
     """Subject-identity accuracy (%) of a logistic-regression probe on each of `features` (output fields of the
@@ -131,16 +170,10 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
                     subjects: tuple[str, ...] = ("train", "test")) -> dict[str, dict[str, Any]]:
     """`identity_probe` for each of `subjects` ("train", "test"), keyed by it: the model is loaded, the data set
     prepared and each clip embedded once for all of them."""
-    from accelerate import Accelerator
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from torch.utils.data import DataLoader
-
-    from ..arguments import parse_args
-    from ..data.folds import column
-    from ..data.prepare import prepare_dataset
 
     wrong = [who for who in subjects if who not in ("train", "test")]
     if wrong or not subjects:
@@ -148,21 +181,7 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
     unknown = sorted(set(features) - set(PROBE_FEATURES))
     if unknown or not features:
         raise ConfigError(f"identity probe features {unknown or list(features)}; choose from {list(PROBE_FEATURES)}")
-    model, _, record = load_run_model(run_dir)
-    model_args, data_args, _ = parse_args(arm_argv(config_path, arm))
-    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
-    clip_subjects = np.asarray(column(prepared.dataset, "subject"))
-    wanted = [s for who in subjects for s in record[f"{who}_subjects"]]
-    rows = prepared.dataset.select(np.flatnonzero(np.isin(clip_subjects, wanted)))
-    embeds: dict[str, list[np.ndarray]] = {name: [] for name in features}
-    with torch.no_grad():
-        for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
-            batch = {k: v for k, v in batch.items() if k not in ("labels", "subject_ids")}
-            output = model(**batch)
-            for name in features:
-                embeds[name].append(getattr(output, name).float().numpy())
-    all_ids = np.asarray(column(rows, "subject"))
-    stacked = {name: np.concatenate(embeds[name]) for name in features}
+    stacked, _, all_ids, record = embed_clips(run_dir, config_path, arm)
     results: dict[str, dict[str, Any]] = {}
     for who in subjects:
         keep = np.isin(all_ids, record[f"{who}_subjects"])
@@ -289,5 +308,5 @@ def run_physio(args: argparse.Namespace) -> None:
     run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
 
 
-__all__ = ["ARMS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "identity_probe", "identity_probes",
-           "render_physio_report", "run_physio_benchmark", "train_arm"]
+__all__ = ["ARMS", "EMBEDDED_FIELDS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "embed_clips",
+           "identity_probe", "identity_probes", "render_physio_report", "run_physio_benchmark", "train_arm"]

@@ -31,10 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-
-#: Output fields of the physio model the read-out uses: what the heads read (``features``: the pooled video
-#: features, with the pulse embedding when the model feeds it to the heads), and its parts.
-READOUT_FEATURES = ("features", "video_embeds", "pulse_embeds", "shared_code")
+from .physio import embed_clips
 
 
 def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
@@ -85,52 +82,13 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
     return result
 
 
-def embed_run(run_dir: str | Path, config_path: str | Path, arm: str, cache_dir: str | None = None
-              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
-    """Every clip of the arm's data set through a saved fold model: ``({field: (N, D)}, labels (N,) of the
-    config's target, subjects (N,), the fold's record)``."""
-    import torch
-    from accelerate import Accelerator
-    from torch.utils.data import DataLoader
-
-    from ..arguments import parse_args
-    from ..data.folds import column
-    from ..data.prepare import prepare_dataset
-    from .comparison import load_run_model
-    from .physio import arm_argv
-
-    model, _, record = load_run_model(run_dir)
-    model.eval()
-    argv = arm_argv(config_path, arm) + (["--cache_dir", str(cache_dir)] if cache_dir else [])
-    model_args, data_args, _ = parse_args(argv)
-    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
-    target = 0 if prepared.label_set_name == "valence" else 1
-    fields: dict[str, list[np.ndarray]] = {name: [] for name in READOUT_FEATURES}
-    labels = []
-    with torch.no_grad():
-        for batch in DataLoader(prepared.dataset, batch_size=8, collate_fn=prepared.collate_fn):
-            batch_labels = batch["labels"].numpy()
-            labels.append(batch_labels[:, target] if batch_labels.ndim == 2 else batch_labels)
-            output = model(**{k: v for k, v in batch.items() if k not in ("labels", "subject_ids")})
-            pulse = output.pulse_embeds
-            heads_read = (torch.cat([output.video_embeds, pulse], dim=-1)
-                          if pulse is not None and model.config.use_pulse_embedding else output.video_embeds)
-            fields["features"].append(heads_read.float().numpy())
-            fields["video_embeds"].append(output.video_embeds.float().numpy())
-            fields["shared_code"].append(output.shared_code.float().numpy())
-            if pulse is not None:
-                fields["pulse_embeds"].append(pulse.float().numpy())
-    stacked = {name: np.concatenate(rows) for name, rows in fields.items() if rows}
-    return stacked, np.concatenate(labels), np.asarray(column(prepared.dataset, "subject")).astype(str), record
-
-
 def physio_readout(run_dirs: list[str | Path], config_path: str | Path, arm: str = "both",
                    cache_dir: str | None = None) -> dict[str, Any]:
     """`person_centred_readout` of every feature field for each fold model in ``run_dirs``, and the mean and
     population std over folds."""
     folds = []
     for run_dir in run_dirs:
-        features, labels, subjects, record = embed_run(run_dir, config_path, arm, cache_dir)
+        features, labels, subjects, record = embed_clips(run_dir, config_path, arm, cache_dir)
         folds.append({"run_dir": str(run_dir), "test_subjects": record["test_subjects"],
                       **{name: person_centred_readout(values, labels, subjects, record["train_subjects"],
                                                       record["test_subjects"])
@@ -176,5 +134,4 @@ def run_readout(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-__all__ = ["READOUT_FEATURES", "add_parser", "centre_per_person", "embed_run", "person_centred_readout",
-           "physio_readout", "render_readout"]
+__all__ = ["add_parser", "centre_per_person", "person_centred_readout", "physio_readout", "render_readout"]
