@@ -82,6 +82,8 @@ class PhysioPromptOutput(ModelOutput):
         pulse_embeds: ``(B, pulse_hidden_size)`` embedding of the TFR (None without pulse prompts).
         shared_code: ``(B, hidden)`` the shared adapters' contribution averaged over tokens, layers and frames: what
             the trainable test-time path adds to the frozen tower (the subject-identity probe reads it).
+        features: ``(B, D)`` what the heads read: ``video_embeds``, with ``pulse_embeds`` appended when
+            `use_pulse_embedding` is on.
     """
 
     loss: torch.Tensor | None = None
@@ -99,6 +101,7 @@ class PhysioPromptOutput(ModelOutput):
     video_embeds: torch.Tensor | None = None
     pulse_embeds: torch.Tensor | None = None
     shared_code: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
 
 @dataclass
@@ -633,7 +636,8 @@ class PhysioPromptForEmotionRecognition(PhysioPromptModel):
 
         output = PhysioPromptOutput(logits=logits, valence_logits=valence_logits, arousal_logits=arousal_logits,
                                     emotion_logits=emotion_logits, video_embeds=backbone.video_embeds,
-                                    pulse_embeds=backbone.pulse_embeds, shared_code=backbone.shared_code)
+                                    pulse_embeds=backbone.pulse_embeds, shared_code=backbone.shared_code,
+                                    features=backbone.features)
         terms = []
         if valence_labels is not None:
             output.loss_valence = F.cross_entropy(valence_logits, torch.as_tensor(valence_labels).long().to(

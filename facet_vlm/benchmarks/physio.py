@@ -139,14 +139,10 @@ def embed_clips(run_dir: str | Path, config_path: str | Path, arm: str, cache_di
             batch_labels = batch["labels"].numpy()
             labels.append(batch_labels[:, target] if batch_labels.ndim == 2 else batch_labels)
             output = model(**{k: v for k, v in batch.items() if k not in ("labels", "subject_ids")})
-            pulse = output.pulse_embeds
-            heads_read = (torch.cat([output.video_embeds, pulse], dim=-1)
-                          if pulse is not None and model.config.use_pulse_embedding else output.video_embeds)
-            fields["features"].append(heads_read.float().numpy())
-            fields["video_embeds"].append(output.video_embeds.float().numpy())
-            fields["shared_code"].append(output.shared_code.float().numpy())
-            if pulse is not None:
-                fields["pulse_embeds"].append(pulse.float().numpy())
+            for name in EMBEDDED_FIELDS:
+                value = getattr(output, name)
+                if value is not None:
+                    fields[name].append(value.float().numpy())
     stacked = {name: np.concatenate(rows) for name, rows in fields.items() if rows}
     return stacked, np.concatenate(labels), np.asarray(column(prepared.dataset, "subject")).astype(str), record
 
