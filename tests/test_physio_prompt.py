@@ -221,6 +221,32 @@ def test_shared_code_is_what_the_shared_adapters_add():
     assert torch.count_nonzero(silenced.shared_code) == 0
 
 
+def test_shared_adapters_on_within_clip_change_give_every_still_clip_the_same_code():
+    """``shared_adapter_input="temporal_deviation"``: a clip whose frames are all the same has no within-clip
+    change, so the shared code is the same whatever the face (and pulse) in it, while the default shared adapters
+    (reading the tokens) give different people different codes; a clip that moves gets its own code; one frame per
+    clip is refused."""
+    inputs = batch()
+    still = inputs["pixel_values"][:, :1].expand(-1, 3, -1, -1, -1).contiguous()
+    codes = {}
+    for mode in ("tokens", "temporal_deviation"):
+        model = tiny_model(shared_adapter_input=mode)
+        train_steps(model, inputs, steps=3)
+        model.eval()
+        with torch.no_grad():
+            codes[mode] = (model(still, inputs["tfr_values"]).shared_code,
+                           model(inputs["pixel_values"], inputs["tfr_values"]).shared_code)
+    still_codes, moving_codes = codes["temporal_deviation"]
+    assert torch.count_nonzero(moving_codes) > 0
+    torch.testing.assert_close(still_codes, still_codes[:1].expand_as(still_codes), rtol=0, atol=1e-6)
+    assert (moving_codes - still_codes).abs().amax(dim=1).min() > 1e-4
+    assert (codes["tokens"][0] - codes["tokens"][0][:1]).abs().amax() > 1e-4
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        model(inputs["pixel_values"][:, :1], inputs["tfr_values"])
+    with pytest.raises(ValueError, match="shared_adapter_input"):
+        tiny_config(shared_adapter_input="frames")
+
+
 def test_invalid_subject_ids_and_config_values_raise():
     model = tiny_model().train()
     inputs = batch()

@@ -8,6 +8,7 @@ _POOLINGS = ("attention", "mean")
 _ADVERSARY_INPUTS = ("video_embeds", "shared_code")
 _ADVERSARY_OBJECTIVES = ("reversal", "confusion")
 _INVARIANCE_INPUTS = ("shared_code", "video_embeds")
+_SHARED_ADAPTER_INPUTS = ("tokens", "temporal_deviation")
 PULSE_REFERENCES = ("none", "person_mean")
 
 
@@ -79,6 +80,17 @@ class PhysioPromptConfig(PreTrainedConfig):
             buffer (``identity_basis``), used unchanged at test time. Why: an adversary or a loss on the features
             can be met by encoding identity differently; a projection cannot write into the directions it removes
             (docs/physio.md). The abstract does not name this; it is the library's option, off by default.
+        shared_adapter_input (`str`, defaults to "tokens"): what the shared adapters read. ``"tokens"``: each
+            frame's tokens as the layer left them (``shared(h)``). ``"temporal_deviation"``: each token's deviation
+            from its mean over the clip's frames, ``shared(h_t - mean_t h)`` (the update still adds to ``h``): the
+            shared path sees only what changes within the clip (expression, motion, the prompts' frame-dependent
+            effect), not what a person looks like throughout it (face shape, skin tone, hair, background, lighting),
+            while the subject-specific adapters read the tokens themselves. The decoupling is then in what each
+            path reads rather than in a loss: the identity probe of docs/physio.md finds every loss-based term
+            leaves the shared code as identity-rich as the tokens it reads. Related in spirit to the normalised
+            frame differences of DeepPhys (Chen & McDuff, ECCV 2018), which remove stationary skin appearance
+            from rPPG input. A clip whose frames are all the same gives every person the same shared code. Not in
+            the abstract: the library's option.
         temporal_pooling (`str`, defaults to "attention"): ``"attention"`` (learned attention over frames) or
             ``"mean"``.
         use_pulse_embedding (`bool`, defaults to True): also feed the pulse embedding (the prompt generator's
@@ -142,6 +154,7 @@ class PhysioPromptConfig(PreTrainedConfig):
     invariance_input: str = "shared_code"
     invariance_momentum: float = 0.1
     identity_nullspace_rank: int = 0
+    shared_adapter_input: str = "tokens"
     temporal_pooling: str = "attention"
     use_pulse_embedding: bool = True
     use_pulse_prompts: bool = True
@@ -177,6 +190,9 @@ class PhysioPromptConfig(PreTrainedConfig):
         if self.identity_nullspace_rank > self.vision_config.hidden_size:
             raise ValueError(f"identity_nullspace_rank={self.identity_nullspace_rank} exceeds the ViT's hidden size "
                              f"{self.vision_config.hidden_size}")
+        if self.shared_adapter_input not in _SHARED_ADAPTER_INPUTS:
+            raise ValueError(f"shared_adapter_input must be one of {_SHARED_ADAPTER_INPUTS}, got "
+                             f"{self.shared_adapter_input!r}")
         if self.pulse_reference not in PULSE_REFERENCES:
             raise ValueError(f"pulse_reference must be one of {PULSE_REFERENCES}, got {self.pulse_reference!r}")
         if self.temporal_pooling not in _POOLINGS:

@@ -5,7 +5,10 @@ the pulse's time-frequency map (TFR) contributes ``P`` prompt tokens (deep promp
 token at layer ``l`` and dropped after it, replaced by layer ``l+1``'s own prompts). After every layer a decoupled
 shared-specific adapter edits the residual stream: ``h <- h + shared(h) [+ specific_s(h)]``, where the
 subject-specific bottleneck adapter of training subject ``s`` is added only in training when ``subject_ids`` are
-given. Two losses keep the shared path subject-invariant:
+given. With ``shared_adapter_input="temporal_deviation"`` the shared adapter reads each token's deviation from its
+mean over the clip's frames, ``shared(h_t - mean_t h)``, so the test-time path adds only what changes within the
+clip, while the specific adapters read ``h`` (what the person looks like). Two losses keep the shared path
+subject-invariant:
 
 * orthogonality — the mean squared cosine between the shared and the specific adapter outputs of every token and
   layer (activations, not weights: what matters is that they write different directions into the stream);
@@ -504,6 +507,9 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
         if pixel_values.ndim != 5:
             raise ValueError(f"pixel_values must be (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
         batch, frames_per_clip = pixel_values.shape[:2]
+        if self.config.shared_adapter_input == "temporal_deviation" and frames_per_clip < 2:
+            raise ValueError(f"shared_adapter_input='temporal_deviation' reads change within a clip and needs at "
+                             f"least 2 frames per clip, got pixel_values of shape {tuple(pixel_values.shape)}")
         vision = self.vision_model
         size = self.config.vision_config.image_size
         images = pixel_values.flatten(0, 1).to(self.image_mean.dtype)
@@ -541,7 +547,11 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
             else:  # the "without pulse prompts" ablation: the ViT sees the frame tokens only, the pulse is unread
                 hidden = layer(hidden, attention_mask=None)
             adapters = self.adapter_layers[index]
-            shared = adapters.shared_adapter(hidden, frames_per_clip, subject_ids if use_specific else None,
+            shared_input = hidden
+            if self.config.shared_adapter_input == "temporal_deviation":
+                clip_tokens = hidden.view(batch, frames_per_clip, *hidden.shape[1:])
+                shared_input = (clip_tokens - clip_tokens.mean(dim=1, keepdim=True)).flatten(0, 1)
+            shared = adapters.shared_adapter(shared_input, frames_per_clip, subject_ids if use_specific else None,
                                              groups)
             shared_codes.append(shared.mean(dim=1))
             update = shared

@@ -13,30 +13,28 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
   reaches the heads through the prompt tokens alone;
 * ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
   unseen people;
-* ``both, adversary on the shared code`` — the subject adversary reads the shared adapters' contribution
-  (``adversary_input="shared_code"``) instead of the pooled features;
 * ``both, adapters without decoupling losses`` — the same shared and subject-specific adapters, no orthogonality
   and no adversary (the control for what the decoupling losses do);
-* ``both, confusion adversary on the shared code`` / ``... on the pooled features`` — the adversary trained on
-  detached features and the features trained to make its prediction uniform (``adversary_objective="confusion"``)
-  instead of gradient reversal;
-* ``both, subject-mean matching on the shared code`` — an invariance term on per-subject running means
-  (``invariance_weight`` 1);
-* ``both, identity projection of the shared adapters`` — every shared adapter's output projected off the 8
-  directions in which the training subjects' mean outputs differ (``identity_nullspace_rank`` 8).
+* ``both, shared adapters on the tokens`` (and ``..., without decoupling losses``, ``..., without subject
+  adapters``) — the shared adapters read the tokens themselves (``shared_adapter_input="tokens"``, the earlier
+  design) instead of their within-clip change (the small config's ``"temporal_deviation"``);
+* with the shared adapters on the tokens, the identity terms tried there: ``both, adversary on the shared code``
+  (``adversary_input="shared_code"``), ``both, confusion adversary on the shared code`` / ``... on the pooled
+  features`` (``adversary_objective="confusion"``), ``both, subject-mean matching on the shared code``
+  (``invariance_weight`` 1), ``both, identity projection of the shared adapters`` (``identity_nullspace_rank`` 8);
 * ``both, pulse relative to the person`` / ``pulse, pulse relative to the person`` — every clip's pulse map read
-  against the mean map of the same person's clips (``pulse_reference="person_mean"``), with face and pulse or the
-  pulse alone carrying the arousal.
+  against the mean map of the same person's clips (``pulse_reference="person_mean"``; shared adapters on the
+  tokens, as when these arms were measured), with face and pulse or the pulse alone carrying the arousal.
 
 A subject-identity probe then measures how much identity two feature sets of the last fold's saved model hold, over
 the clips of that fold's training subjects (logistic regression on standardised features, stratified CV):
 ``video_embeds``, the time-pooled features the heads read (the frozen tower's output plus everything the trainable
 path adds), and ``shared_code``, the shared adapters' contribution alone — what the decoupling acts on. The frozen
 tower sees each person's skin, background and lighting, so identity in ``video_embeds`` mostly measures the frozen
-tower; the decoupling works when the shared code of the decoupled arms holds less identity than that of the arms
-without decoupling losses. The probe runs twice: on the training subjects (whom the adversary and the subject
-adapters saw) and on the same fold's test subjects (people the model never saw: chance is higher with fewer
-people, so compare arms, not the two tables).
+tower; the decoupling works when the shared code holds less identity than the shared code of the shared adapters on
+the tokens (and than the pooled features), while it still carries the emotion (``bench.py physio-readout``). The
+probe runs twice: on the training subjects (whom the adversary and the subject adapters saw) and on the same fold's
+test subjects (people the model never saw: chance is higher with fewer people, so compare arms, not the two tables).
 
 Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder.
 """
@@ -60,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "facet_vlm/configs/physio_prompt_synthetic_small.json"
 #: Arm name -> the generator's carrier and the model-config overrides of that arm.
+TOKENS = {"shared_adapter_input": "tokens"}
 ARMS: dict[str, dict[str, Any]] = {
     "both": {"carrier": "both", "model_config": {}},
     "face": {"carrier": "face", "model_config": {}},
@@ -67,18 +66,29 @@ ARMS: dict[str, dict[str, Any]] = {
     "pulse, prompts only": {"carrier": "pulse", "model_config": {"use_pulse_embedding": False}},
     "pulse, without pulse prompts": {"carrier": "pulse", "model_config": {"use_pulse_prompts": False}},
     "both, without subject adapters": {"carrier": "both", "model_config": {"use_subject_adapters": False}},
-    "both, adversary on the shared code": {"carrier": "both", "model_config": {"adversary_input": "shared_code"}},
     "both, adapters without decoupling losses": {"carrier": "both", "model_config": {"orthogonality_weight": 0.0,
                                                                                      "adversarial_weight": 0.0}},
+    # the shared adapters on the tokens themselves (the earlier design) and the identity terms tried with it
+    "both, shared adapters on the tokens": {"carrier": "both", "model_config": TOKENS},
+    "both, shared adapters on the tokens, without decoupling losses": {
+        "carrier": "both", "model_config": {**TOKENS, "orthogonality_weight": 0.0, "adversarial_weight": 0.0}},
+    "both, shared adapters on the tokens, without subject adapters": {
+        "carrier": "both", "model_config": {**TOKENS, "use_subject_adapters": False}},
+    "both, adversary on the shared code": {"carrier": "both",
+                                           "model_config": {**TOKENS, "adversary_input": "shared_code"}},
     "both, confusion adversary on the shared code": {
-        "carrier": "both", "model_config": {"adversary_input": "shared_code", "adversary_objective": "confusion"}},
+        "carrier": "both",
+        "model_config": {**TOKENS, "adversary_input": "shared_code", "adversary_objective": "confusion"}},
     "both, confusion adversary on the pooled features": {
-        "carrier": "both", "model_config": {"adversary_objective": "confusion"}},
-    "both, subject-mean matching on the shared code": {"carrier": "both", "model_config": {"invariance_weight": 1.0}},
+        "carrier": "both", "model_config": {**TOKENS, "adversary_objective": "confusion"}},
+    "both, subject-mean matching on the shared code": {"carrier": "both",
+                                                       "model_config": {**TOKENS, "invariance_weight": 1.0}},
     "both, identity projection of the shared adapters": {"carrier": "both",
-                                                         "model_config": {"identity_nullspace_rank": 8}},
-    "both, pulse relative to the person": {"carrier": "both", "model_config": {"pulse_reference": "person_mean"}},
-    "pulse, pulse relative to the person": {"carrier": "pulse", "model_config": {"pulse_reference": "person_mean"}},
+                                                         "model_config": {**TOKENS, "identity_nullspace_rank": 8}},
+    "both, pulse relative to the person": {"carrier": "both",
+                                           "model_config": {**TOKENS, "pulse_reference": "person_mean"}},
+    "pulse, pulse relative to the person": {"carrier": "pulse",
+                                            "model_config": {**TOKENS, "pulse_reference": "person_mean"}},
 }
 #: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
 PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")
