@@ -507,7 +507,8 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
         if pixel_values.ndim != 5:
             raise ValueError(f"pixel_values must be (B, T, 3, H, W), got {tuple(pixel_values.shape)}")
         batch, frames_per_clip = pixel_values.shape[:2]
-        if self.config.shared_adapter_input == "temporal_deviation" and frames_per_clip < 2:
+        deviations = self.config.shared_adapter_input == "temporal_deviation"
+        if deviations and frames_per_clip < 2:
             raise ValueError(f"shared_adapter_input='temporal_deviation' reads change within a clip and needs at "
                              f"least 2 frames per clip, got pixel_values of shape {tuple(pixel_values.shape)}")
         vision = self.vision_model
@@ -548,7 +549,7 @@ class PhysioPromptModel(PhysioPromptPreTrainedModel):
                 hidden = layer(hidden, attention_mask=None)
             adapters = self.adapter_layers[index]
             shared_input = hidden
-            if self.config.shared_adapter_input == "temporal_deviation":
+            if deviations:
                 clip_tokens = hidden.view(batch, frames_per_clip, *hidden.shape[1:])
                 shared_input = (clip_tokens - clip_tokens.mean(dim=1, keepdim=True)).flatten(0, 1)
             shared = adapters.shared_adapter(shared_input, frames_per_clip, subject_ids if use_specific else None,

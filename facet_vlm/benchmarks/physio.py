@@ -57,8 +57,9 @@ from .comparison import load_run_model, run_slug
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "facet_vlm/configs/physio_prompt_synthetic_small.json"
-#: Arm name -> the generator's carrier and the model-config overrides of that arm.
+#: Override of the arms measured with the shared adapters on the tokens (the earlier small config's design).
 TOKENS = {"shared_adapter_input": "tokens"}
+#: Arm name -> the generator's carrier and the model-config overrides of that arm.
 ARMS: dict[str, dict[str, Any]] = {
     "both": {"carrier": "both", "model_config": {}},
     "face": {"carrier": "face", "model_config": {}},
