@@ -90,7 +90,9 @@ def test_report_on_tiny_config(tmp_path):
     probe = tables["5. Physio subject invariance"]
     assert [row[0] for row in probe] == ["with decoupled adapters", "without decoupled adapters"]
     for row, res in zip(probe, results["physio_probe"]):
-        assert float(row[3]) == res["probe_accuracy"] and float(row[4]) == res["chance"]
+        assert float(row[3]) == res["probe_accuracy"] and float(row[4]) == res["shared_code_probe_accuracy"]
+        assert float(row[5]) == res["chance"] == round(100 / res["subjects"], 2)
+        assert all(0 <= res[name] <= 100 for name in ("probe_accuracy", "shared_code_probe_accuracy"))
 
     for name in ("side_by_side", "ablations", "robustness", "physio_probe"):
         png = out / f"{name}.png"

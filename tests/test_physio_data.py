@@ -299,3 +299,33 @@ def test_person_centred_readout_removes_each_persons_offset_and_keeps_the_label(
         person_centred_readout(features, labels, subjects, ["p0"], ["nobody"])
     with pytest.raises(ConfigError, match="person ids"):
         centre_per_person(features, subjects[:-1])
+
+
+def test_projecting_off_the_training_peoples_identity_reaches_only_the_directions_they_differ_in():
+    """Training people differ along the first 4 of 16 dimensions. Unseen people who differ along the same
+    dimensions cannot be told apart once the training people's identity is erased; unseen people who differ along
+    dimensions the training people share are told apart as well as before, and as well as after removing as many
+    random directions."""
+    from facet_vlm.benchmarks.physio_readout import person_centred_readout, project_off_training_identity
+
+    rng = np.random.default_rng(1)
+    train_people, test_people, clips, dims = 8, 4, 8, 16
+    subjects = np.repeat([f"p{i}" for i in range(train_people + test_people)], clips)
+    labels = np.tile([0, 1], len(subjects) // 2)
+    train_ids, test_ids = [f"p{i}" for i in range(train_people)], [f"p{i}" for i in range(train_people, 12)]
+    for unseen_dims, expect_erased in ((slice(0, 4), True), (slice(12, 16), False)):
+        offsets = np.zeros((train_people + test_people, dims))
+        offsets[:train_people, :4] = rng.normal(0, 3, (train_people, 4))
+        offsets[train_people:, unseen_dims] = rng.normal(0, 3, (test_people, 4))
+        features = offsets[np.repeat(np.arange(train_people + test_people), clips)]
+        features = features + rng.normal(0, 0.3, features.shape)
+        projected, rank, training_identity = project_off_training_identity(features, subjects, train_ids)
+        assert 4 <= rank < dims and projected.shape == features.shape and training_identity <= 100 / 8 + 5
+        result = person_centred_readout(features, labels, subjects, train_ids, test_ids)
+        assert result["identity"] > 90.0 and result["projected_rank"] == rank
+        if expect_erased:
+            assert result["identity_projected"] < 50.0 < result["identity_random_projected"]
+        else:
+            assert result["identity_projected"] > 90.0 and result["identity_random_projected"] > 90.0
+    with pytest.raises(ConfigError, match="at least 2"):
+        project_off_training_identity(features, subjects, ["p0"])

@@ -21,9 +21,11 @@ Sections:
    uncached by the model's own processor, at every configured strength.
 4. **Cross-dataset**: the generator writes the BU-3DFE and Bosphorus layouts from the same subjects; a model trained
    (``holdout`` protocol) on one layout is scored on the other layout's scans of its held-out subjects only.
-5. **Physio subject invariance**: a logistic-regression probe (scikit-learn, stratified K-fold over clips) predicts
-   the subject from the time-pooled video embedding (the shared, test-time path) of the training subjects' clips,
-   for the model with and without the decoupled adapters; chance = 1 / number of subjects.
+5. **Physio subject invariance**: a logistic-regression probe (scikit-learn, standardised features, stratified
+   K-fold over clips) predicts the subject of the training subjects' clips from two feature sets of the model with
+   and without the decoupled adapters: the time-pooled video embedding the heads read (the frozen tower's output
+   with everything the trainable path adds; the frozen tower sees each person's skin and background) and the shared
+   adapters' contribution alone (``shared_code``, what the decoupling acts on); chance = 1 / number of subjects.
 
 Timings on a shared CPU are distorted by whatever else runs there; the report states the torch thread count.
 """
@@ -359,13 +361,17 @@ def cross_dataset(config: dict[str, Any], model_name: str, root: Path) -> list[d
 
 
 def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], overrides=None) -> dict[str, Any]:
-    """Linear-probe subject-identity accuracy (%) on the video embeddings of the training subjects' clips."""
+    """Linear-probe subject-identity accuracy (%) of the training subjects' clips from the time-pooled video
+    embeddings (``probe_accuracy``) and from the shared adapters' contribution (``shared_code_probe_accuracy``),
+    the same stratified splits for both."""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
     except ImportError as error:
         raise ConfigError("the subject-invariance probe needs scikit-learn: pip install 'facet-vlm[report]'") from error
 
@@ -384,23 +390,28 @@ def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], over
         Accelerator(cpu=True))
     subjects = np.asarray(column(prepared.dataset, "subject"))
     rows = prepared.dataset.select(np.flatnonzero(np.isin(subjects, record["train_subjects"])))
-    embeds, ids = [], []
+    embeds: dict[str, list[np.ndarray]] = {"video_embeds": [], "shared_code": []}
     with torch.no_grad():
         for batch in DataLoader(rows, batch_size=8, collate_fn=prepared.collate_fn):
             batch = {k: v for k, v in batch.items() if k not in ("labels", "subject_ids")}
-            embeds.append(model(**batch).video_embeds.float().numpy())
+            output = model(**batch)
+            for name, parts in embeds.items():
+                parts.append(getattr(output, name).float().numpy())
     ids = np.asarray(column(rows, "subject"))
-    x = np.concatenate(embeds)
     if len(set(ids)) < 2:
         raise ConfigError(f"the subject probe needs at least 2 training subjects, got {len(set(ids))}; "
                           "generate more subjects (physio.videos.subjects)")
     splits = int(min(config["physio"].get("probe_folds", 4), np.unique(ids, return_counts=True)[1].min()))
     if splits < 2:
         raise ConfigError("the subject probe needs at least 2 clips per training subject")
-    probe = LogisticRegression(max_iter=2000)
-    scores = cross_val_score(probe, x, ids, cv=StratifiedKFold(splits, shuffle=True, random_state=0))
-    return {"probe_accuracy": _pct(scores.mean()), "chance": _pct(1 / len(set(ids))), "subjects": len(set(ids)),
-            "clips": len(ids)}
+    accuracy = {}
+    for name, parts in embeds.items():
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        scores = cross_val_score(probe, np.concatenate(parts), ids,
+                                 cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+        accuracy[name] = _pct(scores.mean())
+    return {"probe_accuracy": accuracy["video_embeds"], "shared_code_probe_accuracy": accuracy["shared_code"],
+            "chance": _pct(1 / len(set(ids))), "subjects": len(set(ids)), "clips": len(ids)}
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -454,11 +465,12 @@ def render_report(results: dict[str, Any]) -> str:
     rows = [[model_entry(r["model"]).title, r["train"], r["test"], r["test_subjects"], r["scans"],
              f"{r['within_accuracy']:.2f}", f"{r['cross_accuracy']:.2f}"] for r in results["cross_dataset"]]
     parts += [_table(header, rows), ""]
-    parts += ["## 5. Physio subject invariance", "", "Linear-probe subject-identity accuracy (%) on the time-pooled "
-              "video embeddings (shared path) of the training subjects' clips; lower = more subject-invariant.", ""]
-    header = ["variant", "subjects", "clips", "probe accuracy", "chance"]
-    rows = [[r["variant"], r["subjects"], r["clips"], f"{r['probe_accuracy']:.2f}", f"{r['chance']:.2f}"]
-            for r in results["physio_probe"]]
+    parts += ["## 5. Physio subject invariance", "", "Linear-probe subject-identity accuracy (%) of the training "
+              "subjects' clips from the time-pooled video embeddings the heads read and from the shared adapters' "
+              "contribution alone (the shared code); lower = more subject-invariant.", ""]
+    header = ["variant", "subjects", "clips", "video embeddings", "shared code", "chance"]
+    rows = [[r["variant"], r["subjects"], r["clips"], f"{r['probe_accuracy']:.2f}",
+             f"{r['shared_code_probe_accuracy']:.2f}", f"{r['chance']:.2f}"] for r in results["physio_probe"]]
     parts += [_table(header, rows), "", "![physio probe](physio_probe.png)", ""]
     return "\n".join(parts)
 
@@ -514,7 +526,10 @@ def plot_report(results: dict[str, Any], output_dir: Path) -> list[Path]:
 
     probe = results["physio_probe"]
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar([r["variant"] for r in probe], [r["probe_accuracy"] for r in probe])
+    at = np.arange(len(probe))
+    ax.bar(at - 0.2, [r["probe_accuracy"] for r in probe], 0.4, label="video embeddings")
+    ax.bar(at + 0.2, [r["shared_code_probe_accuracy"] for r in probe], 0.4, label="shared code")
+    ax.set_xticks(at, [r["variant"] for r in probe])
     if probe:
         ax.axhline(probe[0]["chance"], color="grey", linestyle="--", label="chance")
         ax.legend()

@@ -24,7 +24,8 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
   (``invariance_weight`` 1), ``both, identity projection of the shared adapters`` (``identity_nullspace_rank`` 8);
 * ``both, pulse relative to the person`` / ``pulse, pulse relative to the person`` — every clip's pulse map read
   against the mean map of the same person's clips (``pulse_reference="person_mean"``; shared adapters on the
-  tokens, as when these arms were measured), with face and pulse or the pulse alone carrying the arousal.
+  tokens, as when these arms were measured), with face and pulse or the pulse alone carrying the arousal; the
+  same with the small config's shared adapters: ``..., within-clip change``.
 
 A subject-identity probe then measures how much identity two feature sets of the last fold's saved model hold, over
 the clips of that fold's training subjects (logistic regression on standardised features, stratified CV):
@@ -90,6 +91,11 @@ ARMS: dict[str, dict[str, Any]] = {
                                            "model_config": {**TOKENS, "pulse_reference": "person_mean"}},
     "pulse, pulse relative to the person": {"carrier": "pulse",
                                             "model_config": {**TOKENS, "pulse_reference": "person_mean"}},
+    # the same reference with the small config's shared adapters (on within-clip change)
+    "both, pulse relative to the person, within-clip change": {"carrier": "both",
+                                                               "model_config": {"pulse_reference": "person_mean"}},
+    "pulse, pulse relative to the person, within-clip change": {"carrier": "pulse",
+                                                                "model_config": {"pulse_reference": "person_mean"}},
 }
 #: Arms whose saved model gets the subject-identity probe: every arm whose videos carry the emotion in both.
 PROBED = tuple(arm for arm, spec in ARMS.items() if spec["carrier"] == "both")

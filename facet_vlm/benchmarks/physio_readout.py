@@ -7,7 +7,9 @@ scored on its unseen test people) of the model's features as they are, and of th
 person** — each person's mean over all of their clips subtracted, for an unseen person the mean over their own
 unlabelled clips (test-time calibration: it needs several clips of the person, and it assumes their clips are not
 all of one class; the generated sets give every person every quadrant). Beside it, the subject-identity probe of
-`facet_vlm.benchmarks.physio` on the test people, before and after centring.
+`facet_vlm.benchmarks.physio` on the test people, before and after centring, and after projecting the features off
+the directions in which the fold's training people differ (`project_off_training_identity`): whether the unseen
+people differ where the training people do, which is all an identity term fitted to the training people can reach.
 
 Centring removes what a linear probe reads about identity by construction (every person's mean becomes the same);
 what the read-out measures is whether the features keep the emotion once each person's offset is gone, and whether
@@ -41,6 +43,63 @@ def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
     return person_relative_maps(features, subjects, dtype=np.float64)
 
 
+def _identity_cv(values: np.ndarray, subjects: np.ndarray, folds: int) -> float:
+    """Identity accuracy (%) of `_probe` over ``values``' clips, stratified ``folds``-fold CV (seeded)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    splits = int(min(folds, np.unique(subjects, return_counts=True)[1].min()))
+    return 100 * float(cross_val_score(_probe(), values, subjects,
+                                       cv=StratifiedKFold(splits, shuffle=True, random_state=0)).mean())
+
+
+def project_off_training_identity(features: np.ndarray, subjects: np.ndarray, train_subjects: list[str],
+                                  tolerance: float = 5.0, folds: int = 4, max_rounds: int = 20
+                                  ) -> tuple[np.ndarray, int, float]:
+    """Erase what a linear probe reads about the training people from ``features`` (N, D), by iterative null-space
+    projection (INLP, Ravfogel et al., 2020): standardise with the training clips' mean and std, fit a logistic
+    regression to tell the training people apart, project every clip onto the null space of its weight vectors
+    (at most one fewer than the training people per round), and repeat on the projected features until the
+    identity probe (stratified ``folds``-fold CV over the training people's clips) is within ``tolerance`` points
+    of chance, or ``max_rounds`` rounds, or one direction is left.
+
+    Returns ``(projected features (float64), rank removed, training people's identity (%) after)``. What a linear
+    identity term fitted to the training people (an adversary, subject-mean matching, a null-space projection)
+    acts on is such directions; if a probe still tells *unseen* people apart after the projection — and about as
+    well as after removing as many random directions (`project_off_random`) — the unseen people differ along other
+    directions, which no such term fitted to the training people reaches."""
+    values = np.asarray(features, dtype=np.float64)
+    subjects = np.asarray(subjects).astype(str)
+    train = np.isin(subjects, [str(s) for s in train_subjects])
+    people = np.unique(subjects[train])
+    if len(people) < 2:
+        raise ConfigError(f"projecting off the training people's identity needs at least 2 of them, got {len(people)}")
+    values = (values - values[train].mean(axis=0)) / (values[train].std(axis=0) + 1e-8)
+    dims, chance = values.shape[1], 100 / len(people)
+    removed = np.zeros((dims, 0))
+    identity = _identity_cv(values[train], subjects[train], folds)
+    for _ in range(max_rounds):
+        if identity <= chance + tolerance or removed.shape[1] >= dims - 1:
+            break
+        weights = _probe().fit(values[train], subjects[train])[-1].coef_  # (people or 1, D)
+        stacked = np.concatenate([removed, weights.T], axis=1)
+        basis, singular, _ = np.linalg.svd(stacked, full_matrices=False)
+        removed = basis[:, : min(int((singular > 1e-10 * singular[0]).sum()), dims - 1)]
+        values = values - (values @ removed) @ removed.T
+        identity = _identity_cv(values[train], subjects[train], folds)
+    return values, removed.shape[1], identity
+
+
+def project_off_random(features: np.ndarray, subjects: np.ndarray, train_subjects: list[str], rank: int,
+                       seed: int = 0) -> np.ndarray:
+    """The control of `project_off_training_identity`: the same standardisation, then ``rank`` random orthonormal
+    directions (seeded) removed."""
+    values = np.asarray(features, dtype=np.float64)
+    train = np.isin(np.asarray(subjects).astype(str), [str(s) for s in train_subjects])
+    values = (values - values[train].mean(axis=0)) / (values[train].std(axis=0) + 1e-8)
+    basis = np.linalg.qr(np.random.default_rng(seed).normal(size=(values.shape[1], rank)))[0]
+    return values - (values @ basis) @ basis.T
+
+
 def _probe() -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -53,9 +112,14 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
                            train_subjects: list[str], test_subjects: list[str], identity_folds: int = 4
                            ) -> dict[str, float]:
     """Read-out accuracy (%) on the test people, without and with per-person centring, and the identity probe's
-    accuracy (%) on the test people's clips (stratified ``identity_folds``-fold CV over clips) before and after.
+    accuracy (%) on the test people's clips (stratified ``identity_folds``-fold CV over clips) before and after,
+    and after projecting the features off the training people's identity directions
+    (`project_off_training_identity`).
 
-    Returns ``accuracy``, ``accuracy_centred``, ``identity``, ``identity_centred`` and ``identity_chance``.
+    Returns ``accuracy``, ``accuracy_centred``, ``identity``, ``identity_centred``, ``identity_projected`` (with
+    ``projected_rank``, the number of directions removed, ``training_identity_projected``, the training people's
+    identity after, and ``identity_random_projected``, the unseen people's identity with as many random directions
+    removed) and ``identity_chance``.
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -78,6 +142,13 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
             scores = cross_val_score(_probe(), values[test], subjects[test],
                                      cv=StratifiedKFold(splits, shuffle=True, random_state=0))
             result[f"identity{suffix}"] = 100 * float(scores.mean())
+    if len(counts) >= 2 and splits >= 2:
+        projected, rank, result["training_identity_projected"] = project_off_training_identity(
+            features, subjects, train_subjects, folds=identity_folds)
+        result["projected_rank"] = rank
+        result["identity_projected"] = _identity_cv(projected[test], subjects[test], identity_folds)
+        result["identity_random_projected"] = _identity_cv(
+            project_off_random(features, subjects, train_subjects, rank)[test], subjects[test], identity_folds)
     result["identity_chance"] = 100 / len(counts)
     return result
 
@@ -106,12 +177,16 @@ def render_readout(results: dict[str, Any]) -> str:
     """The Markdown table of :func:`physio_readout` (mean ± std over folds, %)."""
     lines = [f"Linear read-out on unseen people, arm {results['arm']!r}, {len(results['folds'])} folds "
              "(mean ± std over folds, %):", "",
-             "| features | accuracy | accuracy, centred per person | identity | identity, centred | chance |",
-             "|---|---|---|---|---|---|"]
+             "| features | accuracy | accuracy, centred per person | identity | identity, centred | identity, off "
+             "the training people's identity directions | identity, off as many random directions | directions "
+             "removed | chance |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, cells in results["mean_std"].items():
         shown = [f"{cells[key][0]:.2f} ± {cells[key][1]:.2f}" if key in cells else "—"
-                 for key in ("accuracy", "accuracy_centred", "identity", "identity_centred")]
-        lines.append(f"| `{name}` | " + " | ".join(shown) + f" | {cells['identity_chance'][0]:.1f} |")
+                 for key in ("accuracy", "accuracy_centred", "identity", "identity_centred", "identity_projected",
+                             "identity_random_projected")]
+        rank = f"{cells['projected_rank'][0]:.1f}" if "projected_rank" in cells else "—"
+        lines.append(f"| `{name}` | " + " | ".join(shown) + f" | {rank} | {cells['identity_chance'][0]:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,4 +209,5 @@ def run_readout(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-__all__ = ["add_parser", "centre_per_person", "person_centred_readout", "physio_readout", "render_readout"]
+__all__ = ["add_parser", "centre_per_person", "person_centred_readout", "physio_readout",
+           "project_off_random", "project_off_training_identity", "render_readout"]
