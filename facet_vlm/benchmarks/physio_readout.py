@@ -48,6 +48,8 @@ def _identity_cv(values: np.ndarray, subjects: np.ndarray, folds: int) -> float:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     splits = int(min(folds, np.unique(subjects, return_counts=True)[1].min()))
+    if splits < 2 or len(np.unique(subjects)) < 2:
+        raise ConfigError("an identity probe needs at least 2 people with at least 2 clips each")
     return 100 * float(cross_val_score(_probe(), values, subjects,
                                        cv=StratifiedKFold(splits, shuffle=True, random_state=0)).mean())
 
@@ -121,8 +123,6 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
     identity after, and ``identity_random_projected``, the unseen people's identity with as many random directions
     removed) and ``identity_chance``.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
     subjects, labels = np.asarray(subjects).astype(str), np.asarray(labels)
     train = np.isin(subjects, [str(s) for s in train_subjects])
     test = np.isin(subjects, [str(s) for s in test_subjects])
@@ -139,10 +139,8 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
         result[f"accuracy{suffix}"] = 100 * float(_probe().fit(values[train], labels[train]).score(values[test],
                                                                                                      labels[test]))
         if len(counts) >= 2 and splits >= 2:
-            scores = cross_val_score(_probe(), values[test], subjects[test],
-                                     cv=StratifiedKFold(splits, shuffle=True, random_state=0))
-            result[f"identity{suffix}"] = 100 * float(scores.mean())
-    if len(counts) >= 2 and splits >= 2:
+            result[f"identity{suffix}"] = _identity_cv(values[test], subjects[test], identity_folds)
+    if len(counts) >= 2 and splits >= 2 and np.unique(subjects[train], return_counts=True)[1].min() >= 2:
         projected, rank, result["training_identity_projected"] = project_off_training_identity(
             features, subjects, train_subjects, folds=identity_folds)
         result["projected_rank"] = rank
