@@ -54,6 +54,15 @@ def _identity_cv(values: np.ndarray, subjects: np.ndarray, folds: int) -> float:
                                        cv=StratifiedKFold(splits, shuffle=True, random_state=0)).mean())
 
 
+def _standardise_on_training(features: np.ndarray, subjects: np.ndarray, train_subjects: list[str]
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features standardised with the training clips' mean and std (float64), subjects as str, training mask)``."""
+    values = np.asarray(features, dtype=np.float64)
+    subjects = np.asarray(subjects).astype(str)
+    train = np.isin(subjects, [str(s) for s in train_subjects])
+    return (values - values[train].mean(axis=0)) / (values[train].std(axis=0) + 1e-8), subjects, train
+
+
 def project_off_training_identity(features: np.ndarray, subjects: np.ndarray, train_subjects: list[str],
                                   tolerance: float = 5.0, folds: int = 4, max_rounds: int = 20
                                   ) -> tuple[np.ndarray, int, float]:
@@ -69,13 +78,10 @@ def project_off_training_identity(features: np.ndarray, subjects: np.ndarray, tr
     acts on is such directions; if a probe still tells *unseen* people apart after the projection — and about as
     well as after removing as many random directions (`project_off_random`) — the unseen people differ along other
     directions, which no such term fitted to the training people reaches."""
-    values = np.asarray(features, dtype=np.float64)
-    subjects = np.asarray(subjects).astype(str)
-    train = np.isin(subjects, [str(s) for s in train_subjects])
+    values, subjects, train = _standardise_on_training(features, subjects, train_subjects)
     people = np.unique(subjects[train])
     if len(people) < 2:
         raise ConfigError(f"projecting off the training people's identity needs at least 2 of them, got {len(people)}")
-    values = (values - values[train].mean(axis=0)) / (values[train].std(axis=0) + 1e-8)
     dims, chance = values.shape[1], 100 / len(people)
     removed = np.zeros((dims, 0))
     identity = _identity_cv(values[train], subjects[train], folds)
@@ -95,9 +101,7 @@ def project_off_random(features: np.ndarray, subjects: np.ndarray, train_subject
                        seed: int = 0) -> np.ndarray:
     """The control of `project_off_training_identity`: the same standardisation, then ``rank`` random orthonormal
     directions (seeded) removed."""
-    values = np.asarray(features, dtype=np.float64)
-    train = np.isin(np.asarray(subjects).astype(str), [str(s) for s in train_subjects])
-    values = (values - values[train].mean(axis=0)) / (values[train].std(axis=0) + 1e-8)
+    values = _standardise_on_training(features, subjects, train_subjects)[0]
     basis = np.linalg.qr(np.random.default_rng(seed).normal(size=(values.shape[1], rank)))[0]
     return values - (values @ basis) @ basis.T
 
