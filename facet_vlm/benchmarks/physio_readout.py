@@ -88,7 +88,10 @@ def project_off_training_identity(features: np.ndarray, subjects: np.ndarray, tr
     for _ in range(max_rounds):
         if identity <= chance + tolerance or removed.shape[1] >= dims - 1:
             break
-        weights = _probe().fit(values[train], subjects[train])[-1].coef_  # (people or 1, D)
+        probe = _probe().fit(values[train], subjects[train])
+        # the probe's weights act on its own standardised input; divided by its scale they are the directions in
+        # the features themselves (after the first round the projected features no longer have unit spread)
+        weights = probe[-1].coef_ / probe[0].scale_  # (people or 1, D)
         stacked = np.concatenate([removed, weights.T], axis=1)
         basis, singular, _ = np.linalg.svd(stacked, full_matrices=False)
         removed = basis[:, : min(int((singular > 1e-10 * singular[0]).sum()), dims - 1)]
