@@ -178,7 +178,8 @@ class DataArguments:
                 "or pulse; see facet_vlm.data.synthetic_video."})
     synthetic_options: dict[str, Any] | str | None = field(default=None, metadata={
         "help": "JSON object of further facet_vlm.data.synthetic.generate arguments (a dict in a --config file), "
-                "e.g. '{\"vertices\": 3000, \"texture_size\": 256}'."})
+                "e.g. '{\"vertices\": 3000, \"texture_size\": 256}'; for generated face videos (the physio "
+                "model) those of facet_vlm.data.synthetic_video.generate_videos, e.g. '{\"trials_per_subject\": 3}'."})
     cache_dir: str = field(default=".cache/facet_vlm", metadata={
         "help": "Generated data and the render cache (reused by later runs)."})
     num_proc: int = field(default=1, metadata={"help": "Processes for data generation and rendering."})
@@ -279,8 +280,10 @@ class LoopArguments:
         "help": "With --peft lora: save model/ as a PEFT adapter folder (adapter weights + modules_to_save) that "
                 "names its base model (--init_from, or the untrained model saved in base_model/), instead of the "
                 "model with the adapters merged."})
-    final_model: Literal["last_fold", "all_data", "none"] = field(default="last_fold", metadata={
-        "help": "What model/ holds: the last fold's model, one retrained on every subject, or nothing."})
+    final_model: Literal["last_fold", "every_fold", "all_data", "none"] = field(default="last_fold", metadata={
+        "help": "What model/ holds: the last fold's model, one retrained on every subject, or nothing; every_fold: "
+                "the last fold's model, and each fold's own model in fold_<i>/model (for per-fold analyses of "
+                "unseen subjects, e.g. scripts/bench.py physio-readout RUN_DIR)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     num_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (default: torch's choice). Use 1 when other CPU-heavy jobs share the machine: "

@@ -229,6 +229,31 @@ def test_unknown_carrier_is_refused(tmp_path):
     assert synthetic_video_root(tmp_path, 4, 0, "pulse") != synthetic_video_root(tmp_path, 4, 0, "both")
 
 
+def test_synthetic_options_set_the_generated_videos_and_their_folder(tmp_path):
+    """``--synthetic_options`` reach `generate_videos` (here: clips per person and their length), name their own
+    cache folder, and an option the video generator does not take is refused by name."""
+    from accelerate import Accelerator
+
+    from facet_vlm.arguments import parse_args
+    from facet_vlm.data.prepare import generate_data, synthetic_video_root
+
+    options = {"trials_per_subject": 3, "seconds": 1.0, "size": 16}
+    model_args, data_args, _ = parse_args(["--model", "physio_prompt", "--dataset", "synthetic",
+                                           "--synthetic_subjects", "2", "--cache_dir", str(tmp_path),
+                                           "--synthetic_options", json.dumps(options)])
+    folder = generate_data(model_args, data_args, Accelerator(cpu=True))
+    assert folder == synthetic_video_root(tmp_path, 2, 0, "both", options)
+    assert folder != synthetic_video_root(tmp_path, 2, 0, "both")
+    index = load_mahnob(folder)
+    assert sorted(index["subject"]) == ["1", "1", "1", "2", "2", "2"]
+    frames, fps = read_video(index["video_path"][0])
+    assert frames.shape == (30, 16, 16, 3) and fps == 30.0
+
+    data_args.synthetic_options = {"trials_per_subject": 3, "vertices": 3000}
+    with pytest.raises(ConfigError, match="vertices"):
+        generate_data(model_args, data_args, Accelerator(cpu=True))
+
+
 def test_physio_benchmark_arms_share_the_config_and_change_one_thing():
     """Each arm of `bench.py physio` reads the small training config and changes only the carrier and its switch."""
     from facet_vlm.arguments import parse_args

@@ -246,6 +246,43 @@ def test_physio_pulse_reference_trains_on_each_persons_relative_pulse_maps(tmp_p
     assert saved["pulse_reference"] == "person_mean"
 
 
+def test_face_video_inputs_are_stored_as_fixed_shape_arrays_and_an_old_list_cache_is_reused(tmp_path, videos):
+    """The physio inputs are cached as fixed-shape arrays (a batch reads back as one array; nested lists were
+    converted element by element); a cache an earlier release wrote as nested lists is cast once and reused, not
+    computed again (here the videos are no longer readable by then)."""
+    import shutil
+
+    from accelerate import Accelerator
+    from datasets import Dataset, Features, List, Value
+
+    from facet_vlm.data.prepare import prepare_dataset
+
+    shutil.copytree(videos, tmp_path / "videos")
+    config = tiny_config(tmp_path, "physio_prompt", tmp_path / "videos", tmp_path / "cache")
+    model_args, data_args, _ = parse_args(["--config", str(config)])
+    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True)).dataset
+    pixels, maps = prepared.features["pixel_values"], prepared.features["tfr_values"]
+    assert type(pixels).__name__ == "Array4D" and type(maps).__name__ == "Array3D"
+    batch = prepared[[0, 1, 2]]
+    assert batch["pixel_values"].shape == (3, *pixels.shape) and batch["tfr_values"].shape == (3, *maps.shape)
+
+    (arrays_file,) = (tmp_path / "cache" / "features").glob("video_*.arrow")  # the map's own file is gone
+    assert arrays_file.name.endswith(".arrays.arrow")
+    nested = {"pixel_values": List(List(List(List(Value("float32"))))),
+              "tfr_values": List(List(List(Value("float32"))))}
+    current = Dataset.from_file(str(arrays_file))
+    current.cast(Features({**current.features, **nested}),
+                 cache_file_name=str(arrays_file.parent / arrays_file.name.replace(".arrays", "")))
+    del current
+    arrays_file.unlink()
+    for video in (tmp_path / "videos").rglob("*.avi"):
+        video.write_text("not a video any more")
+    again = prepare_dataset(model_args, data_args, Accelerator(cpu=True)).dataset
+    assert again.features["pixel_values"] == pixels and again.features["tfr_values"] == maps
+    np.testing.assert_array_equal(again[[0, 1, 2]]["pixel_values"], batch["pixel_values"])
+    assert list((tmp_path / "cache" / "features").glob("video_*.arrow")) == [arrays_file]
+
+
 def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):
     """The physio model trains through PEFT (--peft lora) and saves only its adapters (prompts, shared and subject
     adapters, pooling, heads); the base it names has the last fold's number of subject adapters, and PEFT loads the
@@ -299,6 +336,38 @@ def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path,
     for name in readout["mean_std"]:
         assert fold[name]["identity_chance"] == 50.0
         assert {"accuracy", "accuracy_centred", "identity", "identity_centred"} <= set(fold[name])
+
+
+def test_every_fold_run_saves_each_folds_model_for_the_per_fold_readout(tmp_path, videos, cache_dir):
+    """``--final_model every_fold`` saves each fold's own model in ``fold_<i>/model`` (model/ stays the last fold's);
+    ``bench.py physio-readout RUN`` reads every one of them; a rerun reuses the folds with a model and trains again
+    the one whose model is gone."""
+    import shutil
+
+    from facet_vlm.benchmarks.cli import main as bench
+    from facet_vlm.benchmarks.comparison import load_run_model
+
+    config = tiny_config(tmp_path, "physio_prompt", videos, cache_dir, max_folds=2, final_model="every_fold")
+    run_train("--config", str(config))
+    output = tmp_path / "run"
+    records = [fold_record(output, k) for k in (0, 1)]
+    assert records[0]["test_subjects"] != records[1]["test_subjects"]
+    for k, record in enumerate(records):
+        model, _, loaded = load_run_model(output / f"fold_{k}")
+        assert weights_digest(model) == record["weights_sha256"] and loaded["fold"] == k
+    assert records[0]["weights_sha256"] != records[1]["weights_sha256"]
+    assert weights_digest(load_run_model(output)[0]) == records[1]["weights_sha256"]
+
+    bench(["physio-readout", str(output), "--config", str(config), "--output", str(tmp_path / "r.json")])
+    readout = json.loads((tmp_path / "r.json").read_text())
+    assert [fold["test_subjects"] for fold in readout["folds"]] == [r["test_subjects"] for r in records]
+
+    shutil.rmtree(output / "fold_0" / "model")
+    log = run_train("--config", str(config)).stderr
+    assert "fold_0: finished without its model" in log and "fold_1: already finished" in log
+    assert (output / "fold_0" / "model" / "config.json").is_file()
+    with pytest.raises(ConfigError, match="no saved model"):
+        bench(["physio-readout", str(tmp_path), "--config", str(config)])
 
 
 def test_max_train_subjects_keeps_a_nested_deterministic_subset_of_the_fold_training_subjects():

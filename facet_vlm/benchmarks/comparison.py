@@ -216,7 +216,8 @@ def metric_row(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_run_model(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """The saved model (last fold), its processor and the last fold's record."""
+    """The saved model (last fold), its processor and the last fold's record; given a fold's folder of a
+    ``--final_model every_fold`` run (``fold_<i>``, holding ``model/`` and ``results.json``), that fold's."""
     from ..registry import model_entry
 
     model_dir = Path(run_dir) / "model"
@@ -224,7 +225,9 @@ def load_run_model(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
     entry = model_entry(config["model_type"])
     model = entry.model_class.from_pretrained(str(model_dir)).eval()
     processor = entry.processor_class.from_pretrained(str(model_dir))
-    folds = sorted(Path(run_dir).glob("fold_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    own = Path(run_dir) / "results.json"
+    folds = [own] if own.is_file() else sorted(Path(run_dir).glob("fold_*/results.json"),
+                                               key=lambda p: int(p.parent.name.split("_")[1]))
     record = json.loads(folds[-1].read_text(encoding="utf-8"))
     return model, processor, record
 

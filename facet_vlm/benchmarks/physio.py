@@ -14,7 +14,8 @@ the emotion in the videos (``synthetic_carrier``, see `facet_vlm.data.synthetic_
 * ``both, without subject adapters`` — no subject-specific adapters and no subject adversary, scored on the same
   unseen people;
 * ``both, adapters without decoupling losses`` — the same shared and subject-specific adapters, no orthogonality
-  and no adversary (the control for what the decoupling losses do);
+  and no adversary (the control for what the decoupling losses do); ``both, subject adversary alone`` — the
+  adversary without the orthogonality loss;
 * ``both, shared adapters on the tokens`` (and ``..., without decoupling losses``, ``..., without subject
   adapters``) — the shared adapters read the tokens themselves (``shared_adapter_input="tokens"``, the earlier
   design) instead of their within-clip change (the small config's ``"temporal_deviation"``);
@@ -37,7 +38,9 @@ the tokens (and than the pooled features), while it still carries the emotion (`
 probe runs twice: on the training subjects (whom the adversary and the subject adapters saw) and on the same fold's
 test subjects (people the model never saw: chance is higher with fewer people, so compare arms, not the two tables).
 
-Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder.
+Writes ``physio.json`` (every number, per fold) and ``physio.md`` (the tables) to the output folder. Every arm
+saves each fold's model (``--final_model every_fold``), so that ``bench.py physio-readout OUT/runs/<arm>`` probes
+the unseen people of every fold.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "both, without subject adapters": {"carrier": "both", "model_config": {"use_subject_adapters": False}},
     "both, adapters without decoupling losses": {"carrier": "both", "model_config": {"orthogonality_weight": 0.0,
                                                                                      "adversarial_weight": 0.0}},
+    "both, subject adversary alone": {"carrier": "both", "model_config": {"orthogonality_weight": 0.0}},
     # the shared adapters on the tokens themselves (the earlier design) and the identity terms tried with it
     "both, shared adapters on the tokens": {"carrier": "both", "model_config": TOKENS},
     "both, shared adapters on the tokens, without decoupling losses": {
@@ -123,7 +127,8 @@ def train_arm(config_path: str | Path, arm: str, output_dir: Path, extra: list[s
 
     run_dir = output_dir / "runs" / run_slug(arm)
     model_args, data_args, loop_args = parse_args(
-        [*arm_argv(config_path, arm), "--output_dir", str(run_dir), "--report_to", "none", *(extra or [])])
+        [*arm_argv(config_path, arm), "--output_dir", str(run_dir), "--report_to", "none", "--final_model",
+         "every_fold", *(extra or [])])
     results = run(model_args, data_args, loop_args)
     if results is None:
         raise ConfigError(f"the physio arm {arm!r} stopped early", run_dir)
@@ -165,7 +170,8 @@ def embed_clips(run_dir: str | Path, config_path: str | Path, arm: str, cache_di
 
 
 def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
-                   features: tuple[str, ...] = PROBE_FEATURES, subjects: str = "train") -> dict[str, Any]:
+                   features: tuple[str, ...] = PROBE_FEATURES, subjects: str = "train",
+                   cache_dir: str | None = None) -> dict[str, Any]:
     """Subject-identity accuracy (%) of a logistic-regression probe on each of `features` (output fields of the
     model: ``video_embeds``, ``shared_code``) of the last fold's saved model, cross-validated (stratified, ``folds``,
     the same splits for every feature set) over the clips of that fold's training subjects (``subjects="train"``:
@@ -175,12 +181,13 @@ def identity_probe(run_dir: str | Path, config_path: str | Path, arm: str, folds
 
     Returns ``identity_accuracy``/``identity_accuracy_std`` for the first feature set (``video_embeds``) and
     ``features``: {name: {"accuracy", "accuracy_std"}} for all of them."""
-    return identity_probes(run_dir, config_path, arm, folds, features, (subjects,))[subjects]
+    return identity_probes(run_dir, config_path, arm, folds, features, (subjects,), cache_dir)[subjects]
 
 
 def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, folds: int = 4,
                     features: tuple[str, ...] = PROBE_FEATURES,
-                    subjects: tuple[str, ...] = ("train", "test")) -> dict[str, dict[str, Any]]:
+                    subjects: tuple[str, ...] = ("train", "test"), cache_dir: str | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """`identity_probe` for each of `subjects` ("train", "test"), keyed by it: the model is loaded, the data set
     prepared and each clip embedded once for all of them."""
     from sklearn.linear_model import LogisticRegression
@@ -194,7 +201,7 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
     unknown = sorted(set(features) - set(PROBE_FEATURES))
     if unknown or not features:
         raise ConfigError(f"identity probe features {unknown or list(features)}; choose from {list(PROBE_FEATURES)}")
-    stacked, _, all_ids, record = embed_clips(run_dir, config_path, arm)
+    stacked, _, all_ids, record = embed_clips(run_dir, config_path, arm, cache_dir)
     results: dict[str, dict[str, Any]] = {}
     for who in subjects:
         keep = np.isin(all_ids, record[f"{who}_subjects"])
@@ -277,9 +284,11 @@ def render_physio_report(results: dict[str, Any]) -> str:
 
 def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: str | Path = "outputs/bench_physio",
                          arms: list[str] | None = None, probe: bool = True,
-                         extra: list[str] | None = None) -> dict[str, Any]:
-    """Train every arm, probe the probed ones, write physio.json and physio.md; return the results."""
+                         extra: list[str] | None = None, cache_dir: str | None = None) -> dict[str, Any]:
+    """Train every arm, probe the probed ones, write physio.json and physio.md; return the results. ``cache_dir``
+    overrides the config's (generated videos and the input cache) for training and probes alike."""
     arms = list(arms or ARMS)
+    extra = [*(extra or []), *(["--cache_dir", str(cache_dir)] if cache_dir else [])]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         raise ConfigError(f"unknown physio arms {unknown}; known: {list(ARMS)}")
@@ -294,7 +303,7 @@ def run_physio_benchmark(config_path: str | Path = DEFAULT_CONFIG, output_dir: s
     if probe:
         for row in results["arms"]:
             if row["arm"] in PROBED:
-                probes = identity_probes(row["run_dir"], config_path, row["arm"])
+                probes = identity_probes(row["run_dir"], config_path, row["arm"], cache_dir=cache_dir)
                 results["probe"].append(probes["train"])
                 results["probe_unseen"].append(probes["test"])
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -313,12 +322,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"arms to run (default all): {', '.join(repr(a) for a in ARMS)}")
     parser.add_argument("--no_probe", action="store_true", help="skip the subject-identity probe")
     parser.add_argument("--max_folds", type=int, default=None, help="run only the first N folds of every arm")
+    parser.add_argument("--cache_dir", default=None, help="generated videos and input cache (default: the config's)")
     parser.set_defaults(run=run_physio)
 
 
 def run_physio(args: argparse.Namespace) -> None:
     extra = ["--max_folds", str(args.max_folds)] if args.max_folds else []
-    run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra)
+    run_physio_benchmark(args.config, args.output_dir, args.arms, probe=not args.no_probe, extra=extra,
+                         cache_dir=args.cache_dir)
 
 
 __all__ = ["ARMS", "EMBEDDED_FIELDS", "PROBED", "PROBE_FEATURES", "add_parser", "arm_argv", "embed_clips",

@@ -16,7 +16,11 @@ what the read-out measures is whether the features keep the emotion once each pe
 that helps on people the model never saw (the pulse is generated on each person's own baseline, so an unseen
 person's resting heart rate is unknown to a model without such a reference).
 
-The fold models come from one training run per fold (the training loop saves the last fold's model only)::
+The fold models come from a run that saves every fold's model, or from one training run per fold::
+
+    python scripts/train.py --config facet_vlm/configs/physio_prompt_synthetic_small.json \\
+        --final_model every_fold --output_dir runs/both
+    python scripts/bench.py physio-readout runs/both
 
     for k in 0 1 2 3; do python scripts/train.py --config facet_vlm/configs/physio_prompt_synthetic_small.json \\
         --fold $k --output_dir runs/both/fold$k; done
@@ -158,12 +162,29 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
     return result
 
 
+def fold_model_dirs(run_dirs: list[str | Path]) -> list[Path]:
+    """The fold models that ``run_dirs`` name: a run of ``--final_model every_fold`` stands for its ``fold_<i>``
+    folders that hold a model (in fold order); any other folder for itself (a one-fold run, its ``model/``)."""
+    found: list[Path] = []
+    for run_dir in map(Path, run_dirs):
+        folds = sorted((p.parent.parent for p in run_dir.glob("fold_*/model/config.json")),
+                       key=lambda p: int(p.name.split("_")[1]))
+        if folds:
+            found += folds
+        elif (run_dir / "model" / "config.json").is_file():
+            found.append(run_dir)
+        else:
+            raise ConfigError("no saved model in this folder or its fold_<i>/ folders (train with --final_model "
+                              "every_fold, or one --fold k run per fold)", run_dir)
+    return found
+
+
 def physio_readout(run_dirs: list[str | Path], config_path: str | Path, arm: str = "both",
                    cache_dir: str | None = None) -> dict[str, Any]:
-    """`person_centred_readout` of every feature field for each fold model in ``run_dirs``, and the mean and
-    population std over folds."""
+    """`person_centred_readout` of every feature field for each fold model in ``run_dirs`` (`fold_model_dirs`),
+    and the mean and population std over folds."""
     folds = []
-    for run_dir in run_dirs:
+    for run_dir in fold_model_dirs(run_dirs):
         features, labels, subjects, record = embed_clips(run_dir, config_path, arm, cache_dir)
         folds.append({"run_dir": str(run_dir), "test_subjects": record["test_subjects"],
                       **{name: person_centred_readout(values, labels, subjects, record["train_subjects"],
@@ -198,7 +219,8 @@ def render_readout(results: dict[str, Any]) -> str:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("physio-readout", help="linear read-out of saved physio fold models on unseen "
                                                           "people, with and without per-person centring")
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="one training output folder per fold (--fold k)")
+    parser.add_argument("run_dirs", nargs="+", type=Path,
+                        help="a run of --final_model every_fold, or one training output folder per fold (--fold k)")
     parser.add_argument("--config", default="facet_vlm/configs/physio_prompt_synthetic_small.json")
     parser.add_argument("--arm", default="both", help="the physio bench arm whose data the models were trained on")
     parser.add_argument("--cache_dir", default=None, help="the training runs' --cache_dir (default: the config's)")
@@ -214,5 +236,5 @@ def run_readout(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-__all__ = ["add_parser", "centre_per_person", "person_centred_readout", "physio_readout",
+__all__ = ["add_parser", "centre_per_person", "fold_model_dirs", "person_centred_readout", "physio_readout",
            "project_off_random", "project_off_training_identity", "render_readout"]

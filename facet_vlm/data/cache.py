@@ -199,7 +199,11 @@ def spec_of(feature_fn: Any) -> dict[str, Any]:
     return {"function": f"{owner.__module__}.{owner.__qualname__}"}
 
 
-def _infer_features(outputs: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+def infer_features(outputs: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+    """The `datasets` feature types that store ``outputs`` (name -> array of one row): scalars and vectors as values
+    and lists, 2-5 dimensional arrays as fixed-shape ``Array2D`` .. ``Array5D``, which read back as one contiguous
+    array per batch (nested lists are converted element by element, far slower). Floating arrays are stored as
+    ``dtype``."""
     features: dict[str, Any] = {}
     for name, value in outputs.items():
         value = np.asarray(value)
@@ -339,7 +343,7 @@ def prepare_features(
         else:
             from ..io import read_face
 
-            features = _infer_features(feature_fn(read_face(paths[0])), dtype)
+            features = infer_features(feature_fn(read_face(paths[0])), dtype)
         info = {"spec": spec, "dtype": dtype, "shard_size": shard_size, "num_rows": len(paths),
                 "features": sorted(features)}
         (folder / "spec.json").write_text(json.dumps(info, indent=2, default=str))

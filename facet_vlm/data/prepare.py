@@ -271,13 +271,14 @@ def generate_data(model_args: Any, data_args: Any, accelerator: Any) -> Path | N
         return None
     if model_entry(model_args.model).is_video:
         carrier = getattr(data_args, "synthetic_carrier", "both")
+        options = synthetic_video_options(data_args.synthetic_options)
         folder = synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects, data_args.synthetic_seed,
-                                      carrier)
+                                      carrier, options)
         if accelerator.is_main_process and not (folder / ".complete").is_file():
             from .synthetic_video import generate_videos
 
             generate_videos(folder, subjects=data_args.synthetic_subjects, seed=data_args.synthetic_seed,
-                            carrier=carrier)
+                            carrier=carrier, **options)
             (folder / ".complete").write_text("done\n")
     else:
         fmt = getattr(data_args, "synthetic_format", "bu3dfe")
@@ -524,13 +525,63 @@ def save_processor(model: Any, directory: Path, feature_spec: dict[str, Any]) ->
     cls(**settings).save_pretrained(directory)
 
 
-def synthetic_video_root(cache_dir: str | Path, subjects: int, seed: int, carrier: str = "both") -> Path:
-    """Where ``--dataset synthetic`` keeps the generated face videos of the physio model (one folder per carrier)."""
+VIDEO_OPTIONS = ("trials_per_subject", "fps", "seconds", "size", "noise_std")
+"""The ``--synthetic_options`` that generated face videos take (`facet_vlm.data.synthetic_video.generate_videos`)."""
+
+
+def synthetic_video_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``--synthetic_options`` of a face-video set, checked: an option `generate_videos` does not take is an error
+    that names it (the scan generator's options, e.g. ``vertices``, mean nothing here)."""
+    unknown = sorted(set(options or {}) - set(VIDEO_OPTIONS))
+    if unknown:
+        raise ConfigError(f"--synthetic_options {', '.join(unknown)}: generated face videos take only "
+                          f"{', '.join(VIDEO_OPTIONS)}")
+    return dict(options or {})
+
+
+def synthetic_video_root(cache_dir: str | Path, subjects: int, seed: int, carrier: str = "both",
+                         options: dict[str, Any] | None = None) -> Path:
+    """Where ``--dataset synthetic`` keeps the generated face videos of the physio model (one folder per carrier,
+    subjects, seed and ``--synthetic_options``)."""
     from .synthetic_video import CARRIERS
 
     if carrier not in CARRIERS:
         raise ConfigError(f"--synthetic_carrier {carrier!r}: use one of {', '.join(CARRIERS)}")
-    return Path(cache_dir) / "synthetic" / f"mahnob_s{subjects}_seed{seed}_{carrier}"
+    name = f"mahnob_s{subjects}_seed{seed}_{carrier}"
+    options = synthetic_video_options(options)
+    if options:
+        name += "_" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(cache_dir) / "synthetic" / name
+
+
+VIDEO_ARRAYS = ("pixel_values", "tfr_values")
+"""The model-input columns of a face-video data set."""
+
+
+def video_array_features(processor: Any) -> dict[str, Any]:
+    """Fixed-shape feature types of the arrays `processor` makes per clip: ``pixel_values`` (T, 3, S, S) and
+    ``tfr_values`` (1, F, T'), float32. Stored so, a batch reads back as one contiguous array; stored as nested
+    lists (what `datasets` infers from arrays), every innermost row is converted on its own, which took most of a
+    training step of the small physio config."""
+    from .cache import infer_features
+
+    size, (bins, steps) = processor.image_size, processor.tfr_size
+    return infer_features({"pixel_values": np.empty((processor.num_frames, 3, size, size), np.float32),
+                           "tfr_values": np.empty((1, bins, steps), np.float32)}, "float32")
+
+
+def as_fixed_shape(prepared: Any, arrays: dict[str, Any], arrays_file: Path) -> Any:
+    """``prepared`` (the rows `Dataset.map` wrote into its cache file) with its `arrays` columns cast to the given
+    fixed-shape types, written to ``arrays_file``; the map's own cache files (same name without ``.arrays``, and its
+    per-process shards) are removed, so that the inputs are kept on disk once. A map cache written by an earlier
+    release is converted so, not computed again."""
+    from datasets import Features
+
+    prepared = prepared.cast(Features({**prepared.features, **arrays}), cache_file_name=str(arrays_file))
+    for stale in arrays_file.parent.glob(arrays_file.name.replace(".arrays.arrow", "*.arrow")):
+        if stale != arrays_file:
+            stale.unlink()
+    return prepared
 
 
 def person_relative_pulse(prepared: Any) -> Any:
@@ -547,8 +598,9 @@ def person_relative_pulse(prepared: Any) -> Any:
         logger.warning("pulse_reference person_mean: %d people have a single clip, so their pulse map is all zeros "
                        "(their clip is their own reference): %s", len(single), ", ".join(single[:10]))
     maps = person_relative_maps(np.stack([np.asarray(m) for m in prepared["tfr_values"]]), persons)
-    prepared = prepared.remove_columns(["tfr_values"]).add_column("tfr_values", [m.tolist() for m in maps])
-    return prepared.with_format("numpy", columns=["pixel_values", "tfr_values"], output_all_columns=True)
+    prepared = prepared.remove_columns(["tfr_values"]).add_column("tfr_values", [m.tolist() for m in maps],
+                                                                  feature=prepared.features["tfr_values"])
+    return prepared.with_format("numpy", columns=list(VIDEO_ARRAYS), output_all_columns=True)
 
 
 def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> PreparedData:
@@ -564,7 +616,8 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     if kind == "synthetic":
         folder = Path(root) if root else synthetic_video_root(data_args.cache_dir, data_args.synthetic_subjects,
                                                               data_args.synthetic_seed,
-                                                              getattr(data_args, "synthetic_carrier", "both"))
+                                                              getattr(data_args, "synthetic_carrier", "both"),
+                                                              getattr(data_args, "synthetic_options", None))
         if not root and not (folder / ".complete").is_file():
             raise DatasetLayoutError("the synthetic video set has not been generated; run generate_data first (the "
                                      "first step of scripts/train.py)", folder)
@@ -595,15 +648,22 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = Path(data_args.cache_dir) / "features" / f"video_{digest}.arrow"
     cache_file.parent.mkdir(parents=True, exist_ok=True)
+    from datasets import Dataset
+
+    arrays_file = cache_file.with_suffix(".arrays.arrow")
     with accelerator.main_process_first():
-        prepared = index.map(VideoRowFeatures(processor),
-                             num_proc=data_args.num_proc if data_args.num_proc > 1 else None,
-                             cache_file_name=str(cache_file), load_from_cache_file=True,
-                             desc="face crops and pulse maps")
-    prepared = prepared.with_format("numpy", columns=["pixel_values", "tfr_values"], output_all_columns=True)
+        if arrays_file.is_file():
+            prepared = Dataset.from_file(str(arrays_file))
+        else:  # the map reuses a cache an earlier release wrote (as nested lists) under its own name
+            prepared = index.map(VideoRowFeatures(processor),
+                                 num_proc=data_args.num_proc if data_args.num_proc > 1 else None,
+                                 cache_file_name=str(cache_file), load_from_cache_file=True,
+                                 desc="face crops and pulse maps")
+            prepared = as_fixed_shape(prepared, video_array_features(processor), arrays_file)
+    prepared = prepared.with_format("numpy", columns=list(VIDEO_ARRAYS), output_all_columns=True)
     if getattr(config, "pulse_reference", "none") == "person_mean":
         prepared = person_relative_pulse(prepared)
     return PreparedData(prepared, label_set(label_set_name), {"settings": processor.to_dict()},
-                        FeatureCollator(["pixel_values", "tfr_values"]), label_set_name,
+                        FeatureCollator(list(VIDEO_ARRAYS)), label_set_name,
                         logits_key=f"{label_set_name}_logits", target_index=0 if label_set_name == "valence" else 1,
                         subject_adapters=True)

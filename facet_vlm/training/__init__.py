@@ -15,7 +15,8 @@ a finished fold only when its fingerprint (every result-defining argument and th
 `training.checkpoints.run_fingerprint`) matches. At the end: ``all_results.json`` (mean ± std and per-fold metrics),
 ``results.txt`` (the table), ``confusion_matrix.png`` (summed over folds), ``curves.png`` (loss and test accuracy per
 epoch) and the final model with its processor in ``model/`` (the model of the last fold run, or one retrained on every
-subject with ``--final_model all_data``). With ``--peft lora --save_adapters_only`` ``model/`` is a PEFT adapter
+subject with ``--final_model all_data``; ``--final_model every_fold`` also saves each fold's model in
+``fold_<i>/model``). With ``--peft lora --save_adapters_only`` ``model/`` is a PEFT adapter
 folder whose ``base_model_name_or_path`` is ``--init_from`` or the untrained base model saved in ``base_model/``.
 ``all_results.json`` also holds ``pooled``: UF1, UAR and accuracy of the predictions pooled over the folds run (the
 micro-expression convention of 4DME under ``--protocol loso``; `facet_vlm.evaluation.pooled_metrics`).

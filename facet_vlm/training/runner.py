@@ -119,8 +119,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, loop_args: LoopArg
     context = RunContext(accelerator, prepared, model_args, data_args, loop_args, fingerprint, base_model)
     fold_results, histories = {}, {}
     for index in fold_ids:
-        outcome = run_fold(context, index, folds[index], save_model=loop_args.final_model == "last_fold"
-                           and index == fold_ids[-1])
+        outcome = run_fold(context, index, folds[index],
+                           save_model=loop_args.final_model in ("last_fold", "every_fold") and index == fold_ids[-1])
         if outcome is None:
             accelerator.end_training()
             return None
@@ -161,29 +161,37 @@ class RunContext:
         return {**record, "model": self.model_args.model, "dataset": self.data_args.dataset,
                 **({"base_model": self.base_model} if self.base_model else {})}
 
-    def save_model(self, model: Any, record: dict[str, Any]) -> None:
+    def save_model(self, model: Any, record: dict[str, Any], directory: Path | None = None) -> None:
+        """Save ``model`` with its record in ``directory`` (default: ``model/`` of the output dir)."""
         adapters_only = self.base_model is not None
         if adapters_only:
             self.accelerator.unwrap_model(model).peft_config["default"].base_model_name_or_path = self.base_model
-        save_final_model(self.accelerator, model, self.output_dir / "model", self.final_record(record),
+        save_final_model(self.accelerator, model, directory or self.output_dir / "model", self.final_record(record),
                          adapters_only=adapters_only)
 
 
 
 def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]], save_model: bool
              ) -> tuple[dict[str, Any], list[dict[str, float]]] | None:
-    """Train and score one fold (or reuse its finished results); None when ``--stop_after_steps`` stopped it."""
+    """Train and score one fold (or reuse its finished results); None when ``--stop_after_steps`` stopped it.
+
+    With ``--final_model every_fold`` the fold's model is saved in ``fold_<i>/model`` before its results, and a
+    finished fold without that folder (run without every_fold) is trained again."""
     accelerator, prepared = context.accelerator, context.prepared
     fold_name, fold_dir = f"fold_{index}", context.output_dir / f"fold_{index}"
     train_subjects, test_subjects = fold
     finished = fold_dir / FOLD_RESULTS
+    every_fold = context.loop_args.final_model == "every_fold"
     if finished.is_file():
         saved = json.loads(finished.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") == context.fingerprint:
+        if every_fold and not (fold_dir / "model").is_dir():
+            logger.info("%s: finished without its model (--final_model every_fold); training again", fold_name)
+        elif saved.get("fingerprint") == context.fingerprint:
             logger.info("%s: already finished, reusing %s", fold_name, finished)
             context.starting_weights = context.starting_weights or saved.get("starting_weights")
             return saved["metrics"], saved["history"]
-        logger.info("%s: %s is from different arguments; training again", fold_name, finished)
+        else:
+            logger.info("%s: %s is from different arguments; training again", fold_name, finished)
     subjects = np.asarray(column(prepared.dataset, "subject"))
     outcome = train_fold(accelerator, fold_name, fold_dir,
                          prepared.dataset.select(np.flatnonzero(np.isin(subjects, train_subjects))),
@@ -199,6 +207,8 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
     context.starting_weights = context.starting_weights or record["starting_weights"]
     if save_model:
         context.save_model(outcome.model, record)
+    if every_fold:
+        context.save_model(outcome.model, record, fold_dir / "model")
     write_json(fold_dir / f"rank_{accelerator.process_index}_weights.json",
                {"weights_sha256": record["weights_sha256"]})
     if accelerator.is_main_process:
