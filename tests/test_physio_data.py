@@ -299,6 +299,23 @@ def test_physio_report_shows_each_probed_feature_set_and_reads_older_results():
     assert both.index("| both | 90.62 ± 5.41 | 59.38 ± 10.83 | 25.00 | 4 | 32 |") > captions[1]
 
 
+def test_the_shared_identity_probe_reads_people_apart_only_where_they_differ():
+    """`probes.identity_cv_scores` (the probe of the compare, physio and physio-readout benchmarks): people set apart
+    by their own offsets are told apart on every split, people whose clips are noise alone near chance; a person
+    with a single clip cannot be held out and is refused."""
+    from facet_vlm.benchmarks.probes import identity_cv_scores
+
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(6), 8).astype(str)
+    offsets = rng.normal(0, 5, (6, 10))[people.astype(int)]
+    noise = rng.normal(0, 1, (48, 10))
+    assert identity_cv_scores(offsets + noise, people, 4).min() == 1.0
+    assert identity_cv_scores(noise, people, 4).mean() < 0.4  # chance 1/6
+    assert len(identity_cv_scores(noise, people, 10)) == 8  # at most the fewest clips of a person
+    with pytest.raises(ConfigError, match="at least 2 clips"):
+        identity_cv_scores(noise[:9], people[:9], 4)
+
+
 def test_person_centred_readout_removes_each_persons_offset_and_keeps_the_label():
     """Features = a large per-person offset + a small label direction + noise, with unseen people's offsets outside
     the training people's: the plain read-out is fooled by the offsets, the per-person centred one reads the label,

@@ -370,17 +370,10 @@ def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], over
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    try:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-    except ImportError as error:
-        raise ConfigError("the subject-invariance probe needs scikit-learn: pip install 'facet-vlm[report]'") from error
-
     from ..arguments import DataArguments, ModelArguments
     from ..data.folds import column
     from ..data.prepare import prepare_dataset
+    from .probes import identity_cv_scores
 
     model, _, record = load_run_model(run_dir)
     spec = config["models"][PHYSIO]
@@ -404,15 +397,11 @@ def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], over
     if len(set(ids)) < 2:
         raise ConfigError(f"the subject probe needs at least 2 training subjects, got {len(set(ids))}; "
                           "generate more subjects (physio.videos.subjects)")
-    splits = int(min(config["physio"].get("probe_folds", 4), np.unique(ids, return_counts=True)[1].min()))
-    if splits < 2:
+    if np.unique(ids, return_counts=True)[1].min() < 2:
         raise ConfigError("the subject probe needs at least 2 clips per training subject")
-    accuracy = {}
-    for name, parts in embeds.items():
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-        scores = cross_val_score(probe, np.concatenate(parts), ids,
-                                 cv=StratifiedKFold(splits, shuffle=True, random_state=0))
-        accuracy[name] = _pct(scores.mean())
+    folds = config["physio"].get("probe_folds", 4)
+    accuracy = {name: _pct(identity_cv_scores(np.concatenate(parts), ids, folds).mean())
+                for name, parts in embeds.items()}
     return {"probe_accuracy": accuracy["video_embeds"], "shared_code_probe_accuracy": accuracy["shared_code"],
             "chance": _pct(1 / len(set(ids))), "subjects": len(set(ids)), "clips": len(ids)}
 

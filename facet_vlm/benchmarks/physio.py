@@ -190,10 +190,7 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
                     ) -> dict[str, dict[str, Any]]:
     """`identity_probe` for each of `subjects` ("train", "test"), keyed by it: the model is loaded, the data set
     prepared and each clip embedded once for all of them."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from .probes import identity_cv_scores
 
     wrong = [who for who in subjects if who not in ("train", "test")]
     if wrong or not subjects:
@@ -211,9 +208,7 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
             raise ConfigError(f"the identity probe needs at least 2 {who} subjects with 2 clips each", run_dir)
         scored: dict[str, dict[str, float]] = {}
         for name in features:
-            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-            scores = cross_val_score(probe, stacked[name][keep], ids,
-                                     cv=StratifiedKFold(splits, shuffle=True, random_state=0))
+            scores = identity_cv_scores(stacked[name][keep], ids, folds)
             scored[name] = {"accuracy": round(100 * float(scores.mean()), 2),
                             "accuracy_std": round(100 * float(scores.std()), 2)}
         first = scored[features[0]]

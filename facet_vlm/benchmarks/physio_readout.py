@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .physio import embed_clips
+from .probes import identity_cv_scores, standardised_probe
 
 
 def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
@@ -48,14 +49,8 @@ def centre_per_person(features: np.ndarray, subjects: np.ndarray) -> np.ndarray:
 
 
 def _identity_cv(values: np.ndarray, subjects: np.ndarray, folds: int) -> float:
-    """Identity accuracy (%) of `_probe` over ``values``' clips, stratified ``folds``-fold CV (seeded)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    splits = int(min(folds, np.unique(subjects, return_counts=True)[1].min()))
-    if splits < 2 or len(np.unique(subjects)) < 2:
-        raise ConfigError("an identity probe needs at least 2 people with at least 2 clips each")
-    return 100 * float(cross_val_score(_probe(), values, subjects,
-                                       cv=StratifiedKFold(splits, shuffle=True, random_state=0)).mean())
+    """Identity accuracy (%) of the shared probe over ``values``' clips (`probes.identity_cv_scores`)."""
+    return 100 * float(identity_cv_scores(values, subjects, folds).mean())
 
 
 def _standardise_on_training(features: np.ndarray, subjects: np.ndarray, train_subjects: list[str]
@@ -92,7 +87,7 @@ def project_off_training_identity(features: np.ndarray, subjects: np.ndarray, tr
     for _ in range(max_rounds):
         if identity <= chance + tolerance or removed.shape[1] >= dims - 1:
             break
-        probe = _probe().fit(values[train], subjects[train])
+        probe = standardised_probe().fit(values[train], subjects[train])
         # the probe's weights act on its own standardised input; divided by its scale they are the directions in
         # the features themselves (after the first round the projected features no longer have unit spread)
         weights = probe[-1].coef_ / probe[0].scale_  # (people or 1, D)
@@ -111,14 +106,6 @@ def project_off_random(features: np.ndarray, subjects: np.ndarray, train_subject
     values = _standardise_on_training(features, subjects, train_subjects)[0]
     basis = np.linalg.qr(np.random.default_rng(seed).normal(size=(values.shape[1], rank)))[0]
     return values - (values @ basis) @ basis.T
-
-
-def _probe() -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
 
 
 def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
@@ -147,8 +134,8 @@ def person_centred_readout(features: np.ndarray, labels: np.ndarray, subjects: n
     splits = int(min(identity_folds, counts.min()))
     for suffix, values in (("", np.asarray(features, dtype=np.float64)),
                            ("_centred", centre_per_person(features, subjects))):
-        result[f"accuracy{suffix}"] = 100 * float(_probe().fit(values[train], labels[train]).score(values[test],
-                                                                                                     labels[test]))
+        fitted = standardised_probe().fit(values[train], labels[train])
+        result[f"accuracy{suffix}"] = 100 * float(fitted.score(values[test], labels[test]))
         if len(counts) >= 2 and splits >= 2:
             result[f"identity{suffix}"] = _identity_cv(values[test], subjects[test], identity_folds)
     if len(counts) >= 2 and splits >= 2 and np.unique(subjects[train], return_counts=True)[1].min() >= 2:
