@@ -304,6 +304,25 @@ def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_pa
     assert weights_digest(trained) == record["weights_sha256"]
 
 
+def test_every_fold_with_adapters_only_saves_whole_fold_models(tmp_path, videos, cache_dir):
+    """Under ``--save_adapters_only`` model/ is a PEFT folder on a base with the last fold's number of subject
+    adapters; each fold's own model is saved whole (LoRA merged), so that every fold loads on its own."""
+    from facet_vlm.benchmarks.comparison import load_run_model
+
+    run_train("--config", str(tiny_config(tmp_path, "physio_prompt", videos, cache_dir, peft="lora",
+                                          save_adapters_only=True, max_folds=2, final_model="every_fold")))
+    output = tmp_path / "run"
+    assert (output / "model" / "adapter_config.json").is_file()
+    digests = []
+    for k in (0, 1):
+        folder = output / f"fold_{k}" / "model"
+        assert (folder / "model.safetensors").is_file() and not (folder / "adapter_config.json").exists()
+        model, _, record = load_run_model(output / f"fold_{k}")
+        assert record["fold"] == k and model.config.num_train_subjects == len(record["train_subjects"])
+        digests.append(weights_digest(model))
+    assert digests[0] != digests[1]
+
+
 def test_identity_probe_reads_the_training_or_the_unseen_test_subjects(tmp_path, cache_dir):
     """`bench.py physio`'s probe reads the last fold's training subjects or its test subjects (people the model
     never saw): each set's clips and no other, with chance set by how many people it holds."""

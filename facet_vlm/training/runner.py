@@ -161,9 +161,12 @@ class RunContext:
         return {**record, "model": self.model_args.model, "dataset": self.data_args.dataset,
                 **({"base_model": self.base_model} if self.base_model else {})}
 
-    def save_model(self, model: Any, record: dict[str, Any], directory: Path | None = None) -> None:
-        """Save ``model`` with its record in ``directory`` (default: ``model/`` of the output dir)."""
-        adapters_only = self.base_model is not None
+    def save_model(self, model: Any, record: dict[str, Any], directory: Path | None = None,
+                   adapters_only: bool | None = None) -> None:
+        """Save ``model`` with its record in ``directory`` (default: ``model/`` of the output dir), as a PEFT adapter
+        folder on the saved base when ``adapters_only`` (default: whenever the run saves a base model)."""
+        if adapters_only is None:
+            adapters_only = self.base_model is not None
         if adapters_only:
             self.accelerator.unwrap_model(model).peft_config["default"].base_model_name_or_path = self.base_model
         save_final_model(self.accelerator, model, directory or self.output_dir / "model", self.final_record(record),
@@ -175,8 +178,9 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
              ) -> tuple[dict[str, Any], list[dict[str, float]]] | None:
     """Train and score one fold (or reuse its finished results); None when ``--stop_after_steps`` stopped it.
 
-    With ``--final_model every_fold`` the fold's model is saved in ``fold_<i>/model`` before its results, and a
-    finished fold without that folder (run without every_fold) is trained again."""
+    With ``--final_model every_fold`` the fold's model is saved in ``fold_<i>/model`` before its results (the whole
+    model, LoRA merged, also under ``--save_adapters_only``), and a finished fold without that folder (run without
+    every_fold) is trained again."""
     accelerator, prepared = context.accelerator, context.prepared
     fold_name, fold_dir = f"fold_{index}", context.output_dir / f"fold_{index}"
     train_subjects, test_subjects = fold
@@ -207,8 +211,8 @@ def run_fold(context: RunContext, index: int, fold: tuple[list[str], list[str]],
     context.starting_weights = context.starting_weights or record["starting_weights"]
     if save_model:
         context.save_model(outcome.model, record)
-    if every_fold:
-        context.save_model(outcome.model, record, fold_dir / "model")
+    if every_fold:  # whole (merged) models: the saved base has the last fold's number of subject adapters only
+        context.save_model(outcome.model, record, fold_dir / "model", adapters_only=False)
     write_json(fold_dir / f"rank_{accelerator.process_index}_weights.json",
                {"weights_sha256": record["weights_sha256"]})
     if accelerator.is_main_process:
