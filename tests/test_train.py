@@ -12,7 +12,7 @@ import torch
 from helpers import REPO, TINY_MODELS, fold_record, run_command, run_train, tiny_config
 
 from facet_vlm.arguments import ModelArguments, parse_args
-from facet_vlm.data.folds import build_folds
+from facet_vlm.data.folds import build_folds, column
 from facet_vlm.errors import ConfigError
 from facet_vlm.training import build_model, weights_digest
 
@@ -223,7 +223,6 @@ def test_physio_pulse_reference_trains_on_each_persons_relative_pulse_maps(tmp_p
     person's clips (labels unused); the trained model keeps the setting, so prediction asks for the reference."""
     from accelerate import Accelerator
 
-    from facet_vlm.data.folds import column
     from facet_vlm.data.prepare import prepare_dataset
 
     relative_config = {**TINY_MODELS["physio_prompt"], "pulse_reference": "person_mean"}
@@ -281,6 +280,43 @@ def test_face_video_inputs_are_stored_as_fixed_shape_arrays_and_an_old_list_cach
     assert again.features["pixel_values"] == pixels and again.features["tfr_values"] == maps
     np.testing.assert_array_equal(again[[0, 1, 2]]["pixel_values"], batch["pixel_values"])
     assert list((tmp_path / "cache" / "features").glob("video_*.arrow")) == [arrays_file]
+
+
+def test_cached_face_video_inputs_take_their_labels_from_the_data_set_as_read_now(tmp_path, videos):
+    """The crops and pulse maps are cached by video path and settings; a session relabelled afterwards gets its new
+    labels with the cached inputs (the videos are unreadable by then, so the inputs cannot have been recomputed)."""
+    import re
+    import shutil
+
+    from accelerate import Accelerator
+
+    from facet_vlm.data.prepare import prepare_dataset
+
+    shutil.copytree(videos, tmp_path / "videos")
+    config = tiny_config(tmp_path, "physio_prompt", tmp_path / "videos", tmp_path / "cache")
+    model_args, data_args, _ = parse_args(["--config", str(config)])
+    first = prepare_dataset(model_args, data_args, Accelerator(cpu=True)).dataset
+    before = {path: tuple(int(v) for v in labels) for path, labels in zip(column(first, "video_path"),
+                                                                          column(first, "labels"))}
+    pixels = dict(zip(column(first, "video_path"), first["pixel_values"]))
+
+    flipped = []
+    for xml in sorted((tmp_path / "videos" / "Sessions").glob("*/session.xml"))[:3]:
+        text = xml.read_text()
+        arousal = float(re.search(r'feltArsl="([0-9.]+)"', text).group(1))
+        xml.write_text(re.sub(r'feltArsl="[0-9.]+"', f'feltArsl="{2 if arousal > 5 else 8}"', text))
+        flipped.append(next(path for path in before if Path(path).parent == xml.parent))
+    for video in (tmp_path / "videos").rglob("*.avi"):
+        video.write_text("not a video any more")
+    again = prepare_dataset(model_args, data_args, Accelerator(cpu=True)).dataset
+    after = {path: tuple(int(v) for v in labels) for path, labels in zip(column(again, "video_path"),
+                                                                         column(again, "labels"))}
+    assert set(after) == set(before) and len(flipped) == 3
+    for path, (valence, arousal) in after.items():
+        expected_arousal = 1 - before[path][1] if path in flipped else before[path][1]
+        assert (valence, arousal) == (before[path][0], expected_arousal), path
+    for path, pixel in zip(column(again, "video_path"), again["pixel_values"]):
+        np.testing.assert_array_equal(pixel, pixels[path])
 
 
 def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):

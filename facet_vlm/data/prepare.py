@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DatasetLayoutError
+from ..errors import ConfigError, DatasetLayoutError, FormatError
 from ..face import Face
 from ..registry import MODEL_REGISTRY, check_model_files, make_processor, model_entry
 from .folds import column
@@ -584,6 +584,19 @@ def as_fixed_shape(prepared: Any, arrays: dict[str, Any], arrays_file: Path) -> 
     return prepared
 
 
+def with_current_index(index: Any, prepared: Any, arrays_file: Path) -> Any:
+    """The rows of `index` (as read now) beside the input arrays of `prepared` (read from `arrays_file`, possibly
+    written by an earlier run with other labels): the cached index columns are dropped. The two must list the same
+    videos in the same order (the cache is named by them); a file that does not is refused with its name."""
+    from datasets import concatenate_datasets
+
+    cached = column(prepared, "video_path") if "video_path" in prepared.column_names else None
+    if len(prepared) != len(index) or (cached is not None and list(cached) != list(column(index, "video_path"))):
+        raise FormatError(f"the cached face-video inputs hold {len(prepared)} clips that do not match the "
+                          f"{len(index)} clips of the data set; delete the file to compute them again", arrays_file)
+    return concatenate_datasets([index.flatten_indices(), prepared.select_columns(list(VIDEO_ARRAYS))], axis=1)
+
+
 def person_relative_pulse(prepared: Any) -> Any:
     """Rows of a face-video data set with every clip's ``tfr_values`` replaced by its map minus the mean map of the
     same person's clips in the set (`PhysioPromptConfig.pulse_reference` ``"person_mean"``; labels are not used).
@@ -608,7 +621,9 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
 
     The model is trained on both binary targets; the label set (``valence`` by default, or ``arousal``) picks the
     one that is scored. Inputs are computed once with ``datasets.map`` (``--num_proc`` workers) into an Arrow file
-    of the cache dir, named by the settings and the rows, and reused by later runs.
+    of the cache dir, named by the processor settings and the video paths, and reused by later runs; only the
+    input arrays are taken from it: labels, ratings and the other index columns always come from the data set as
+    it is read now (a session relabelled after its crops were cached gets its new labels).
     """
     from ..labels import label_set
 
@@ -660,6 +675,7 @@ def prepare_video_dataset(model_args: Any, data_args: Any, accelerator: Any) -> 
                                  cache_file_name=str(cache_file), load_from_cache_file=True,
                                  desc="face crops and pulse maps")
             prepared = as_fixed_shape(prepared, video_array_features(processor), arrays_file)
+    prepared = with_current_index(index, prepared, arrays_file)
     prepared = prepared.with_format("numpy", columns=list(VIDEO_ARRAYS), output_all_columns=True)
     if getattr(config, "pulse_reference", "none") == "person_mean":
         prepared = person_relative_pulse(prepared)
