@@ -75,7 +75,7 @@ ARMS: dict[str, dict[str, Any]] = {
                                                                                      "adversarial_weight": 0.0}},
     "both, subject adversary alone": {"carrier": "both", "model_config": {"orthogonality_weight": 0.0}},
     # the shared adapters on the tokens themselves (the earlier design) and the identity terms tried with it
-    "both, shared adapters on the tokens": {"carrier": "both", "model_config": TOKENS},
+    "both, shared adapters on the tokens": {"carrier": "both", "model_config": dict(TOKENS)},
     "both, shared adapters on the tokens, without decoupling losses": {
         "carrier": "both", "model_config": {**TOKENS, "orthogonality_weight": 0.0, "adversarial_weight": 0.0}},
     "both, shared adapters on the tokens, without subject adapters": {
