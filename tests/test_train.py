@@ -319,6 +319,32 @@ def test_cached_face_video_inputs_take_their_labels_from_the_data_set_as_read_no
         np.testing.assert_array_equal(pixel, pixels[path])
 
 
+def test_subject_ids_reach_the_training_batches_without_a_copy_of_the_folds_rows(tmp_path, videos):
+    """A subject-aware model's training batches carry each row's index among the fold's training subjects; the
+    run leaves only the cached inputs in the cache dir (a subject-id column added to a fold's rows made `datasets`
+    write a copy of them there, per fold and run)."""
+    from accelerate import Accelerator
+
+    from facet_vlm.data.prepare import prepare_dataset
+    from facet_vlm.training.loop import SubjectIdCollator, training_subject_index
+
+    config = tiny_config(tmp_path, "physio_prompt", videos, tmp_path / "cache")
+    run_train("--config", str(config))
+    assert [path.name for path in (tmp_path / "cache" / "features").iterdir()] == \
+        [next((tmp_path / "cache" / "features").glob("video_*.arrays.arrow")).name]
+
+    model_args, data_args, _ = parse_args(["--config", str(config)])
+    prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))
+    subjects = column(prepared.dataset, "subject")
+    train_rows = [row for row, subject in enumerate(subjects) if subject != sorted(set(subjects))[0]]
+    index, overrides = training_subject_index(prepared.dataset.select(train_rows), prepared)
+    assert overrides == {"num_train_subjects": len(set(subjects)) - 1}
+    batch = SubjectIdCollator(prepared.collate_fn, index)([prepared.dataset[row] for row in train_rows])
+    expected = [sorted(set(subjects))[1:].index(subjects[row]) for row in train_rows]
+    assert batch["subject_ids"].tolist() == expected and set(expected) == {0, 1}
+    assert batch["pixel_values"].shape[0] == len(train_rows)
+
+
 def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):
     """The physio model trains through PEFT (--peft lora) and saves only its adapters (prompts, shared and subject
     adapters, pooling, heads); the base it names has the last fold's number of subject adapters, and PEFT loads the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,10 @@ def train_fold(accelerator: Any, fold_name: str, fold_dir: Path, train_dataset: 
     from accelerate.utils import set_seed
 
     set_seed(loop_args.seed)
-    train_dataset, config_overrides = with_subject_ids(train_dataset, prepared)
+    subjects, config_overrides = training_subject_index(train_dataset, prepared)
     model = build_model(model_args, prepared.labels, config_overrides)
     run = prepare_fold(accelerator, fold_name, fold_dir, model, train_dataset, test_dataset, prepared, loop_args,
-                       arguments)
+                       arguments, subjects)
     if run_epochs(accelerator, run, prepared, loop_args):
         return FoldOutcome(None, run.model, run.state["history"], stopped=True)
     results = None
@@ -86,20 +87,37 @@ def train_fold(accelerator: Any, fold_name: str, fold_dir: Path, train_dataset: 
 
 
 
-def with_subject_ids(train_dataset: Any, prepared: PreparedData) -> tuple[Any, dict[str, Any]]:
-    """Subject-aware models get a ``subject_ids`` column (adapters exist for this fold's training subjects only)."""
+def training_subject_index(train_dataset: Any, prepared: PreparedData) -> tuple[dict[Any, int] | None, dict[str, Any]]:
+    """Subject-aware models: each training subject's index (adapters exist for this fold's training subjects only)
+    and the config override that sizes the adapters; (None, {}) for the other models."""
     if not prepared.subject_adapters:
-        return train_dataset, {}
+        return None, {}
     subjects = sorted(set(column(train_dataset, "subject")))
-    ids = [subjects.index(subject) for subject in column(train_dataset, "subject")]
-    return train_dataset.add_column("subject_ids", ids), {"num_train_subjects": len(subjects)}
+    return {subject: index for index, subject in enumerate(subjects)}, {"num_train_subjects": len(subjects)}
 
+
+class SubjectIdCollator:
+    """The training collate function of a subject-aware model: every row gets ``subject_ids``, its subject's index
+    among the fold's training subjects, before `collate_fn` makes the batch.
+
+    Added per batch, not as a column: adding a column to a fold's selection of rows makes `datasets` first write a
+    copy of those rows next to the cached inputs (a 160 MB file per fold and run for the small physio config, never
+    reused or removed)."""
+
+    def __init__(self, collate_fn: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+                 subject_index: dict[Any, int]):
+        self.collate_fn = collate_fn
+        self.subject_index = subject_index
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.collate_fn([{**row, "subject_ids": self.subject_index[row["subject"]]} for row in rows])
 
 
 def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, train_dataset: Any,
                  test_dataset: Any | None, prepared: PreparedData, loop_args: LoopArguments,
-                 arguments: dict[str, Any] | None = None) -> FoldRun:
-    """Loaders, optimizer and schedule of a fold, passed through `accelerator.prepare`; the state of a resume."""
+                 arguments: dict[str, Any] | None = None, subject_index: dict[Any, int] | None = None) -> FoldRun:
+    """Loaders, optimizer and schedule of a fold, passed through `accelerator.prepare`; the state of a resume.
+    `subject_index` (subject-aware models) gives the training batches their ``subject_ids``."""
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
@@ -107,6 +125,8 @@ def prepare_fold(accelerator: Any, fold_name: str, fold_dir: Path, model: Any, t
     # dropout after a resume (the resumed run iterates a fresh, skipping loader).
     def loader(dataset: Any, batch_size: int, train: bool) -> Any:
         collate_fn = (prepared.train_collate_fn or prepared.collate_fn) if train else prepared.collate_fn
+        if train and subject_index is not None:
+            collate_fn = SubjectIdCollator(collate_fn, subject_index)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train,
                           drop_last=train and len(dataset) >= batch_size, collate_fn=collate_fn,
                           num_workers=loop_args.dataloader_num_workers,
