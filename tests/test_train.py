@@ -345,6 +345,35 @@ def test_subject_ids_reach_the_training_batches_without_a_copy_of_the_folds_rows
     assert batch["pixel_values"].shape[0] == len(train_rows)
 
 
+def test_face_video_workers_finish_after_the_parent_ran_torch_on_several_threads(tmp_path, videos):
+    """`--num_proc 2` computes the crops and pulse maps in forked workers; in a process that had already run torch's
+    thread pool (a model trained before, as in `bench.py compare`), the workers hung forever in their first
+    parallel torch op (MTCNN's weights). A fresh interpreter: torch on 2 threads runs parallel ops, then the map."""
+    import signal
+
+    config = tiny_config(tmp_path, "physio_prompt", videos, tmp_path / "cache", num_proc=2)
+    script = "\n".join([
+        "import torch",
+        "torch.set_num_threads(2)",
+        "a = torch.randn(1500, 1500); (a @ a).sum(); torch.zeros(8_000_000).clone()",
+        "from accelerate import Accelerator",
+        "from facet_vlm.arguments import parse_args",
+        "from facet_vlm.data.prepare import prepare_dataset",
+        f"model_args, data_args, _ = parse_args(['--config', {str(config)!r}])",
+        "prepared = prepare_dataset(model_args, data_args, Accelerator(cpu=True))",
+        "print('rows', len(prepared.dataset), 'threads', torch.get_num_threads())"])
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the face-video map workers did not finish within 300 s (a fork after torch's threads ran)")
+    assert process.returncode == 0, stderr[-2000:]
+    assert stdout.split()[-4:] == ["rows", "12", "threads", "2"]  # the parent keeps its threads
+
+
 def test_physio_lora_run_saves_adapters_that_peft_loads_on_the_saved_base(tmp_path, videos, cache_dir):
     """The physio model trains through PEFT (--peft lora) and saves only its adapters (prompts, shared and subject
     adapters, pooling, heads); the base it names has the last fold's number of subject adapters, and PEFT loads the

@@ -219,6 +219,19 @@ def infer_features(outputs: dict[str, np.ndarray], dtype: str) -> dict[str, Any]
     return features
 
 
+def one_torch_thread_in_worker(parent_pid: int) -> None:
+    """Called by a ``Dataset.map`` function on each row: in a worker process (``--num_proc`` > 1; its pid differs
+    from `parent_pid`, the process that made the function), torch runs on one thread, as in a torch ``DataLoader``
+    worker. A worker is forked; when the parent had already run torch's OpenMP thread pool (a model trained earlier
+    in the same process, as in ``bench.py compare``), the child's first parallel torch op waits forever for that pool
+    (seen: MTCNN's ``load_state_dict`` in both workers, the map stuck at 0 rows). The parent keeps its threads."""
+    if os.getpid() != parent_pid:
+        import torch
+
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+
+
 class _RowMapper:
     """The picklable per-row function given to ``Dataset.map``: read the scan, run the feature function, cast."""
 
@@ -226,10 +239,12 @@ class _RowMapper:
         self.feature_fn = feature_fn
         self.path_column = path_column
         self.features = features
+        self.parent_pid = os.getpid()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
         from ..io import read_face
 
+        one_torch_thread_in_worker(self.parent_pid)
         path = row[self.path_column]
         outputs = self.feature_fn(read_face(path))
         if set(outputs) != set(self.features):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,12 +180,17 @@ class FeatureCollator:
 
 
 class VideoRowFeatures:
-    """Feature function of a face-video index row (``video_path``): the video processor's arrays of that clip."""
+    """Feature function of a face-video index row (``video_path``): the video processor's arrays of that clip (one
+    torch thread in a ``--num_proc`` worker, `cache.one_torch_thread_in_worker`)."""
 
     def __init__(self, processor: Any):
         self.processor = processor
+        self.parent_pid = os.getpid()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, np.ndarray]:
+        from .cache import one_torch_thread_in_worker
+
+        one_torch_thread_in_worker(self.parent_pid)
         return self.processor.process_video(row["video_path"])
 
 

@@ -73,10 +73,10 @@ def train_fold(accelerator: Any, fold_name: str, fold_dir: Path, train_dataset: 
     from accelerate.utils import set_seed
 
     set_seed(loop_args.seed)
-    subjects, config_overrides = training_subject_index(train_dataset, prepared)
+    subject_index, config_overrides = training_subject_index(train_dataset, prepared)
     model = build_model(model_args, prepared.labels, config_overrides)
     run = prepare_fold(accelerator, fold_name, fold_dir, model, train_dataset, test_dataset, prepared, loop_args,
-                       arguments, subjects)
+                       arguments, subject_index)
     if run_epochs(accelerator, run, prepared, loop_args):
         return FoldOutcome(None, run.model, run.state["history"], stopped=True)
     results = None
