@@ -397,11 +397,12 @@ def subject_probe(run_dir: str, dataset_root: Path, config: dict[str, Any], over
     if len(set(ids)) < 2:
         raise ConfigError(f"the subject probe needs at least 2 training subjects, got {len(set(ids))}; "
                           "generate more subjects (physio.videos.subjects)")
-    if np.unique(ids, return_counts=True)[1].min() < 2:
-        raise ConfigError("the subject probe needs at least 2 clips per training subject")
     folds = config["physio"].get("probe_folds", 4)
-    accuracy = {name: _pct(identity_cv_scores(np.concatenate(parts), ids, folds).mean())
-                for name, parts in embeds.items()}
+    try:
+        accuracy = {name: _pct(identity_cv_scores(np.concatenate(parts), ids, folds).mean())
+                    for name, parts in embeds.items()}
+    except ConfigError as error:
+        raise ConfigError(f"the subject probe on the training subjects: {error.reason}") from None
     return {"probe_accuracy": accuracy["video_embeds"], "shared_code_probe_accuracy": accuracy["shared_code"],
             "chance": _pct(1 / len(set(ids))), "subjects": len(set(ids)), "clips": len(ids)}
 

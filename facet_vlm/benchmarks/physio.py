@@ -203,14 +203,12 @@ def identity_probes(run_dir: str | Path, config_path: str | Path, arm: str, fold
     for who in subjects:
         keep = np.isin(all_ids, record[f"{who}_subjects"])
         ids = all_ids[keep]
-        splits = int(min(folds, np.unique(ids, return_counts=True)[1].min())) if len(ids) else 0
-        if len(set(ids)) < 2 or splits < 2:
-            raise ConfigError(f"the identity probe needs at least 2 {who} subjects with 2 clips each", run_dir)
-        scored: dict[str, dict[str, float]] = {}
-        for name in features:
-            scores = identity_cv_scores(stacked[name][keep], ids, folds)
-            scored[name] = {"accuracy": round(100 * float(scores.mean()), 2),
-                            "accuracy_std": round(100 * float(scores.std()), 2)}
+        try:
+            scores = {name: identity_cv_scores(stacked[name][keep], ids, folds) for name in features}
+        except ConfigError as error:
+            raise ConfigError(f"the identity probe on the {who} subjects: {error.reason}", run_dir) from None
+        scored = {name: {"accuracy": round(100 * float(values.mean()), 2),
+                         "accuracy_std": round(100 * float(values.std()), 2)} for name, values in scores.items()}
         first = scored[features[0]]
         results[who] = {"arm": arm, "identity_accuracy": first["accuracy"],
                         "identity_accuracy_std": first["accuracy_std"], "features": scored,

@@ -596,8 +596,7 @@ def with_current_index(index: Any, prepared: Any, arrays_file: Path) -> Any:
     videos in the same order (the cache is named by them); a file that does not is refused with its name."""
     from datasets import concatenate_datasets
 
-    cached = column(prepared, "video_path") if "video_path" in prepared.column_names else None
-    if len(prepared) != len(index) or (cached is not None and list(cached) != list(column(index, "video_path"))):
+    if len(prepared) != len(index) or list(column(prepared, "video_path")) != list(column(index, "video_path")):
         raise FormatError(f"the cached face-video inputs hold {len(prepared)} clips that do not match the "
                           f"{len(index)} clips of the data set; delete the file to compute them again", arrays_file)
     return concatenate_datasets([index.flatten_indices(), prepared.select_columns(list(VIDEO_ARRAYS))], axis=1)
